@@ -1,0 +1,116 @@
+"""`vpp run` and friends as a user runs them: real processes, real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+
+def vpp(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vpp", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_run_serves_health_and_stops_after_duration(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vpp", "run", "--duration", "6", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        ready = None
+        while time.monotonic() < deadline and ready is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert ready is not None and ready.status_code == 200
+        assert ready.json()["checks"] == {"bus": True, "database": True}
+        assert httpx.get(f"http://127.0.0.1:{port}/livez").json() == {"status": "ok"}
+        assert (
+            "vpp_bus_published_messages_total" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        )
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped cleanly" in out
+    assert (tmp_path / "vpp.db").exists()
+
+
+def test_sigint_stops_cleanly(tmp_path: Path) -> None:
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vpp", "run", "--port", str(port), "--quiet"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped cleanly" in out
+
+
+def test_bad_setting_exits_2_naming_it(tmp_path: Path) -> None:
+    res = vpp("run", "--duration", "1", cwd=tmp_path, env={"VPP_API__PORT": "nope"})
+    assert res.returncode == 2
+    assert "api.port (VPP_API__PORT)" in res.stderr
+
+
+def test_config_show_masks_secrets(tmp_path: Path) -> None:
+    res = vpp(
+        "config",
+        "show",
+        "--json",
+        cwd=tmp_path,
+        env={"VPP_DATABASE__URL": "postgresql+psycopg://u:topsecret@h/db"},
+    )
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["database"]["url"] == "postgresql+psycopg://u:***@h/db"
+    assert "topsecret" not in res.stdout
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    res = vpp("serve", "--duration", "1", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "vpp db upgrade" in res.stderr
+    res = vpp("db", "upgrade", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "-> 0001" in res.stdout

@@ -1,0 +1,3 @@
+from vpp.cli.main import app
+
+app()

@@ -1,0 +1,180 @@
+"""The ``vpp`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from vpp import logs
+from vpp.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="vpp",
+    help="Virtual power plant engine: twins, optimizer, bids, dispatch.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+class _State:
+    config_file: Path | None = None
+
+
+state = _State()
+
+
+@app.callback()
+def main(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML or TOML config file (environment VPP_* overrides it)",
+            exists=False,
+        ),
+    ] = None,
+) -> None:
+    state.config_file = config
+
+
+def settings(**overrides: Any) -> Settings:
+    """The effective settings, or exit 2 with every bad setting named."""
+    try:
+        return load_settings(state.config_file, **overrides)
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _overrides(**sections: dict[str, Any]) -> dict[str, Any]:
+    """Nest CLI overrides into settings sections, dropping options the user did not give."""
+    out: dict[str, Any] = {}
+    for section, values in sections.items():
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            out[section] = given
+    return out
+
+
+def _merge(base: Settings, overrides: dict[str, Any]) -> Settings:
+    if not overrides:
+        return base
+    data = base.model_dump()
+    for section, values in overrides.items():
+        data[section] = {**data[section], **values}
+    try:
+        return Settings.model_validate(data)
+    except Exception as exc:  # pydantic ValidationError: show it like a config error
+        fail(f"invalid option: {exc}", code=2)
+        raise
+
+
+@app.command()
+def run(
+    duration: Annotated[
+        float | None, typer.Option(help="stop after this many seconds (default: until Ctrl-C)")
+    ] = None,
+    sites: Annotated[int | None, typer.Option(help="simulated sites", min=1)] = None,
+    port: Annotated[int | None, typer.Option(help="API port (0 = a free one)", min=0)] = None,
+    quiet: Annotated[bool, typer.Option(help="no live status display")] = False,
+) -> None:
+    """Everything in one process: embedded bus, SQLite, simulated fleet, API (zero set-up)."""
+    from vpp.cli.status import StatusDisplay
+    from vpp.wiring import build_engine
+
+    base = settings()
+    if base.bus.kind != "embedded":
+        fail("`vpp run` is the embedded demo; use `vpp serve` with bus.kind=kafka", code=2)
+    cfg = _merge(base, _overrides(simulator={"sites": sites}, api={"port": port}))
+    logs.configure(cfg.log.level, cfg.log.json_format)
+    engine = build_engine(cfg, simulate=True, auto_migrate=True)
+    display = StatusDisplay(console, quiet=quiet)
+    try:
+        with display:
+            asyncio.run(engine.run(duration, on_tick=display.update))
+    except KeyboardInterrupt:
+        pass
+    display.final(engine)
+
+
+@app.command()
+def serve(
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+) -> None:
+    """The engine against the configured bus (Kafka) and database; no simulated fleet."""
+    from vpp.store.db import SchemaOutOfDateError
+    from vpp.wiring import build_engine
+
+    cfg = settings()
+    logs.configure(cfg.log.level, cfg.log.json_format)
+    engine = build_engine(cfg, simulate=False, auto_migrate=False)
+    try:
+        asyncio.run(engine.run(duration))
+    except SchemaOutOfDateError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@config_app.command("show")
+def config_show(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML")] = False,
+) -> None:
+    """Print the effective configuration (defaults < file < environment), secrets masked."""
+    data = settings().masked()
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+) -> None:
+    """Apply the schema migrations to the configured database."""
+    from vpp.store import db
+
+    cfg = settings()
+    engine = db.create_db_engine(cfg.database)
+    try:
+        before = db.current_revision(engine)
+        db.upgrade(engine, revision)
+        after = db.current_revision(engine)
+    finally:
+        engine.dispose()
+    console.print(f"{cfg.database.masked_url()}: {before or 'empty'} -> {after}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's schema revision and the one this engine needs."""
+    from vpp.store import db
+
+    cfg = settings()
+    engine = db.create_db_engine(cfg.database)
+    try:
+        current = db.current_revision(engine)
+    finally:
+        engine.dispose()
+    console.print(f"database: {current or 'empty'}; engine needs: {db.head_revision()}")

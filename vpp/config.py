@@ -1,0 +1,279 @@
+"""Effective configuration: defaults < config file (YAML/TOML) < environment (``VPP_*``).
+
+One pydantic-settings class read once at start-up. Nested settings use ``__`` in the
+environment (``VPP_BUS__KIND=kafka``, ``VPP_BUS__KAFKA__BOOTSTRAP_SERVERS=...``). A bad value
+fails at start-up with the setting's name in both spellings and the reason
+(:class:`ConfigError`); nothing starts half-configured.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from sqlalchemy.engine import make_url
+
+ENV_PREFIX = "VPP_"
+_CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "vpp_config_file", default=None
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicSpec(_Section):
+    """One bus topic: its name, partition count and whether it is log-compacted."""
+
+    name: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: PositiveInt = Field(8, description="partition count (fixed at creation)")
+    compacted: bool = Field(False, description="keep only the latest value per key")
+
+
+class TopicsSettings(_Section):
+    """The topics of DESIGN.md's bus contract; names and partition counts are configurable."""
+
+    telemetry: TopicSpec = TopicSpec(name="vpp.telemetry", partitions=8)
+    sites: TopicSpec = TopicSpec(name="vpp.sites", partitions=8, compacted=True)
+    commands: TopicSpec = TopicSpec(name="vpp.commands", partitions=8)
+    acks: TopicSpec = TopicSpec(name="vpp.acks", partitions=8)
+    deadletter: TopicSpec = TopicSpec(name="vpp.deadletter", partitions=1)
+
+    def all(self) -> list[TopicSpec]:
+        return [self.telemetry, self.sites, self.commands, self.acks, self.deadletter]
+
+
+class KafkaSettings(_Section):
+    """aiokafka client options. Security options are passed through unchanged."""
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="host:port[,host:port...]")
+    client_id: str = "vpp"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    enable_idempotence: bool = Field(
+        True, description="idempotent producer (exactly-once per partition); needs acks=all"
+    )
+    linger_ms: int = Field(5, ge=0, le=1000, description="producer batching delay (ms)")
+    max_batch_size: PositiveInt = Field(
+        256 * 1024, description="producer batch size per partition (bytes)"
+    )
+    max_in_flight_batches: PositiveInt = Field(
+        64, description="producer batches awaiting broker acknowledgement before send() waits"
+    )
+    request_timeout_ms: PositiveInt = 30_000
+    retry_backoff_ms: PositiveInt = 200
+    send_retry_deadline_s: PositiveFloat = Field(
+        120.0, description="how long a publish keeps retrying while the broker is away (s)"
+    )
+    session_timeout_ms: PositiveInt = 10_000
+    heartbeat_interval_ms: PositiveInt = 1_000
+    max_partition_fetch_bytes: PositiveInt = 1024 * 1024
+    fetch_max_bytes: PositiveInt = 8 * 1024 * 1024
+    replication_factor: PositiveInt = 1
+    create_topics: bool = Field(True, description="create missing topics at start-up")
+
+    @model_validator(mode="after")
+    def _timeouts_consistent(self) -> KafkaSettings:
+        # A JoinGroup request is held by the broker for up to the rebalance timeout (the
+        # session timeout here); a shorter request timeout makes every join time out.
+        if self.request_timeout_ms <= self.session_timeout_ms:
+            raise ValueError(
+                f"request_timeout_ms ({self.request_timeout_ms}) must exceed "
+                f"session_timeout_ms ({self.session_timeout_ms})"
+            )
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        return self
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(
+                f"security_protocol={self.security_protocol} needs sasl_mechanism "
+                "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        return self
+
+
+class EmbeddedBusSettings(_Section):
+    """The in-process bus: Kafka's semantics without a broker."""
+
+    max_backlog_per_partition: PositiveInt = Field(
+        10_000,
+        description="records a partition holds beyond the slowest group's commit before "
+        "producers wait (backpressure)",
+    )
+
+
+class BusSettings(_Section):
+    kind: Literal["embedded", "kafka"] = Field(
+        "embedded", description="embedded (in-process, zero set-up) or kafka"
+    )
+    kafka: KafkaSettings = KafkaSettings()
+    embedded: EmbeddedBusSettings = EmbeddedBusSettings()
+    topics: TopicsSettings = TopicsSettings()
+
+
+class DatabaseSettings(_Section):
+    url: SecretStr = Field(
+        SecretStr("sqlite:///./vpp.db"),
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
+    )
+    schema_name: str | None = Field(
+        None, description="PostgreSQL schema to use (search_path); None = the default"
+    )
+    echo: bool = False
+
+    @model_validator(mode="after")
+    def _parsable(self) -> DatabaseSettings:
+        try:
+            url = make_url(self.url.get_secret_value())
+        except Exception as exc:
+            raise ValueError(f"not a database URL: {exc}") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"backend {url.get_backend_name()!r} is not supported (sqlite or postgresql)"
+            )
+        return self
+
+    def masked_url(self) -> str:
+        return make_url(self.url.get_secret_value()).render_as_string(hide_password=True)
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535, description="0 picks a free port")
+    four_eyes: bool = Field(
+        True, description="an approver must differ from the bid version's last editor"
+    )
+
+
+class SchedulerSettings(_Section):
+    misfire_grace_s: PositiveFloat = Field(
+        30.0, description="a job that missed its time by more than this is skipped (s)"
+    )
+    snapshot_every_s: PositiveFloat = Field(60.0, description="fleet snapshot period (s)")
+    command_sweep_every_s: PositiveFloat = Field(1.0, description="command timeout sweep (s)")
+
+
+class SimulatorSettings(_Section):
+    sites: PositiveInt = Field(50, description="simulated site gateways")
+    groups: list[str] = Field(["north", "south"], min_length=1)
+    seed: int = 42
+    telemetry_interval_s: PositiveFloat = Field(2.0, description="each site's reporting period")
+    speedup: PositiveFloat = Field(1.0, description="simulated seconds per wall-clock second")
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = Field(True, description="one JSON object per line")
+
+
+class Settings(BaseSettings):
+    """Every setting of the engine. See ``vpp config show`` for the effective values."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    bus: BusSettings = BusSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    api: ApiSettings = ApiSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _CONFIG_FILE.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=read_config_file(path)))
+        return tuple(sources)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data, every secret replaced by ``**********``."""
+        data = self.model_dump(mode="json")
+        data["database"]["url"] = self.database.masked_url()
+        return data
+
+
+class ConfigError(Exception):
+    """A configuration that cannot start the engine; the message names every bad setting."""
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config file into a mapping."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {path}: unknown format (use .yaml, .yml or .toml)")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: cannot parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping")
+    return data
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    dotted = ".".join(str(p) for p in loc)
+    env = ENV_PREFIX + "__".join(str(p).upper() for p in loc if isinstance(p, str))
+    return f"{dotted} ({env})"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings; raise :class:`ConfigError` naming each bad setting."""
+    token = _CONFIG_FILE.set(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [
+            f"  {_setting_name(err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        ]
+        source = f" (config file {config_file})" if config_file else ""
+        raise ConfigError("invalid configuration" + source + ":\n" + "\n".join(lines)) from None
+    finally:
+        _CONFIG_FILE.reset(token)

@@ -1,0 +1,178 @@
+"""The engine process: wires bus, database, components and the API, and runs them.
+
+Start order is upstream to downstream (bus and database, then the components in the order
+they were added, then the API); stop is the reverse, each step in ``finally`` so a failing
+component never leaves the bus or the database open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+import uvicorn
+
+from vpp.bus import Bus, make_bus
+from vpp.config import Settings
+from vpp.store import db
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    """A long-running part of the engine (ingest, simulator, scheduler, dispatch...)."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn inside the engine's loop; the engine, not uvicorn, owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Engine:
+    def __init__(self, settings: Settings, *, auto_migrate: bool = False) -> None:
+        self.settings = settings
+        self.auto_migrate = auto_migrate
+        self.bus: Bus = make_bus(settings.bus)
+        self.db: sa.Engine = db.create_db_engine(settings.database)
+        self.components: list[Component] = []
+        self.started_at = time.monotonic()
+        self._api: _ApiServer | None = None
+        self._api_task: asyncio.Task[None] | None = None
+        self._api_url: str | None = None
+        self._started: list[Component] = []
+        self._stop = asyncio.Event()
+
+    def add(self, component: Component) -> None:
+        self.components.append(component)
+
+    def component(self, name: str) -> Component | None:
+        return next((c for c in self.components if c.name == name), None)
+
+    @property
+    def api_url(self) -> str | None:
+        return self._api_url
+
+    async def start(self, *, api: bool = True) -> None:
+        if self.auto_migrate:
+            await asyncio.to_thread(db.upgrade, self.db)
+        else:
+            await asyncio.to_thread(db.check_schema, self.db)
+        await self.bus.start()
+        await self.bus.ensure_topics(self.settings.bus.topics.all())
+        for component in self.components:
+            await component.start()
+            self._started.append(component)
+            log.info("started %s", component.name)
+        if api:
+            await self._start_api()
+
+    async def _start_api(self) -> None:
+        from vpp.api.app import create_app
+
+        config = uvicorn.Config(
+            create_app(self),
+            host=self.settings.api.host,
+            port=self.settings.api.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        self._api = _ApiServer(config)
+        self._api_task = asyncio.create_task(self._api.serve())
+        deadline = time.monotonic() + 10
+        while not self._api.started:
+            if self._api_task.done():
+                self._api_task.result()
+                raise RuntimeError(
+                    f"API did not start on {self.settings.api.host}:{self.settings.api.port}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError("API did not start within 10 s")
+            await asyncio.sleep(0.02)
+        host, port = self._api.servers[0].sockets[0].getsockname()[:2]
+        self._api_url = f"http://{host}:{port}"
+        log.info("API listening on %s", self.api_url)
+
+    async def stop(self) -> None:
+        try:
+            if self._api is not None and self._api_task is not None:
+                self._api.should_exit = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._api_task, 10)
+                self._api_url = None
+        finally:
+            try:
+                while self._started:
+                    component = self._started.pop()
+                    try:
+                        await component.stop()
+                    except Exception:
+                        log.exception("stopping %s failed", component.name)
+            finally:
+                try:
+                    await self.bus.stop()
+                finally:
+                    self.db.dispose()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(
+        self,
+        duration_s: float | None = None,
+        on_tick: Callable[[Engine], None] | None = None,
+        tick_s: float = 1.0,
+    ) -> None:
+        """Start, run until Ctrl-C / SIGTERM / ``duration_s``, stop cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            await self.start()
+            while not self._stop.is_set():
+                timeout = tick_s
+                if deadline is not None:
+                    timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout)
+                if on_tick is not None:
+                    on_tick(self)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        finally:
+            await self.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    async def readiness(self) -> dict[str, bool]:
+        bus_ok = await self.bus.healthy()
+        db_ok = await asyncio.to_thread(db.ping, self.db)
+        return {"bus": bus_ok, "database": db_ok}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "bus": self.bus.kind,
+            "api": self.api_url,
+            **{c.name: c.status() for c in self._started},
+        }
