@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -182,12 +182,69 @@ class SchedulerSettings(_Section):
     command_sweep_every_s: PositiveFloat = Field(1.0, description="command timeout sweep (s)")
 
 
+class IngestSettings(_Section):
+    """Telemetry ingest: validation limits, connectivity thresholds, snapshots, estimates."""
+
+    group_id: str = Field("vpp-ingest", description="consumer group of the ingest members")
+    batch_max_records: PositiveInt = Field(20_000, description="records folded per batch")
+    poll_timeout_s: PositiveFloat = 0.2
+    max_future_skew_s: PositiveFloat = Field(
+        30.0, description="a reading stamped further ahead of the engine's clock is refused (s)"
+    )
+    replay_window_s: PositiveFloat = Field(
+        7 * 86_400.0, description="a reading older than this is refused (s)"
+    )
+    power_tolerance: float = Field(
+        1.5, ge=1.0, description="|p_kw| may reach this multiple of the site's rating"
+    )
+    stale_after_intervals: PositiveFloat = Field(
+        3.0, description="stale when telemetry is older than k x the site's own interval"
+    )
+    offline_after_intervals: PositiveFloat = Field(
+        10.0, description="offline when telemetry is older than k x the site's own interval"
+    )
+    health_window_s: PositiveFloat = Field(
+        3_600.0, description="time constant of each site's availability EWMA (s)"
+    )
+    sustain_h: PositiveFloat = Field(
+        0.25, description="an offered power must be sustainable this long (h)"
+    )
+    stale_availability: float = Field(
+        0.5, ge=0, le=1, description="availability of a stale site relative to an online one"
+    )
+    snapshot_every_s: PositiveFloat = Field(30.0, description="fleet snapshot period (s)")
+    snapshots_kept: PositiveInt = Field(3, description="snapshots kept per ingest member")
+    registry_file: Path | None = Field(
+        None, description="YAML/CSV site registry published to vpp.sites at start-up"
+    )
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> IngestSettings:
+        if self.offline_after_intervals <= self.stale_after_intervals:
+            raise ValueError("offline_after_intervals must exceed stale_after_intervals")
+        return self
+
+
+class SimFaultSettings(_Section):
+    """Faults the simulated gateways inject (probabilities unless a unit is given)."""
+
+    offline_per_hour: float = Field(0.5, ge=0, description="a site goes silent, per site-hour")
+    offline_s: PositiveFloat = Field(60.0, description="length of a silent period (s)")
+    gap: float = Field(0.01, ge=0, le=1, description="a reading is lost")
+    duplicate: float = Field(0.005, ge=0, le=1, description="a reading is delivered twice")
+    reorder: float = Field(0.005, ge=0, le=1, description="a reading arrives after the next")
+    malformed: float = Field(0.001, ge=0, le=1, description="a reading is corrupted")
+
+
 class SimulatorSettings(_Section):
     sites: PositiveInt = Field(50, description="simulated site gateways")
-    groups: list[str] = Field(["north", "south"], min_length=1)
+    groups: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]+$")]] = Field(
+        ["north", "south"], min_length=1
+    )
     seed: int = 42
     telemetry_interval_s: PositiveFloat = Field(2.0, description="each site's reporting period")
-    speedup: PositiveFloat = Field(1.0, description="simulated seconds per wall-clock second")
+    tick_s: PositiveFloat = Field(0.25, description="physics and publishing step (s)")
+    faults: SimFaultSettings = SimFaultSettings()
 
 
 class LogSettings(_Section):
@@ -209,6 +266,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     api: ApiSettings = ApiSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    ingest: IngestSettings = IngestSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     log: LogSettings = LogSettings()
 

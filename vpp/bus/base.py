@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -39,7 +39,7 @@ class Record:
 
 
 TopicPartition = tuple[str, int]
-AssignmentCallback = Callable[[frozenset[TopicPartition]], None]
+AssignmentCallback = Callable[[frozenset[TopicPartition]], Awaitable[None]]
 
 
 class PartitionOf:
@@ -133,7 +133,19 @@ class Consumer(abc.ABC):
 
     @abc.abstractmethod
     async def lag(self) -> dict[TopicPartition, int]:
-        """Records not yet committed by the group, per assigned partition."""
+        """Records after this member's position (not yet read), per assigned partition."""
+
+    @abc.abstractmethod
+    def positions(self) -> dict[TopicPartition, int]:
+        """The next offset this member reads, per assigned partition it has a position for."""
+
+    @abc.abstractmethod
+    async def seek(self, tp: TopicPartition, offset: int | None) -> None:
+        """Read ``tp`` from ``offset`` next (None = the earliest retained record).
+
+        Call it from the ``on_assign`` callback (or after it): a seek on a partition the
+        member does not own is ignored.
+        """
 
     @abc.abstractmethod
     async def stop(self) -> None:
@@ -181,8 +193,9 @@ class Bus(abc.ABC):
     ) -> Consumer:
         """A started member of ``group_id`` subscribed to ``topics``.
 
-        A new group starts at the earliest retained offset. ``on_assign`` is called with the
-        member's new assignment after every rebalance.
+        A new group starts at the earliest retained offset. ``on_assign`` is awaited with
+        the member's new assignment after every rebalance, before records of the newly
+        assigned partitions are fetched (the place to :meth:`Consumer.seek`).
         """
 
     @abc.abstractmethod

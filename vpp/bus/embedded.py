@@ -12,7 +12,9 @@ consumer commits. A topic no group has subscribed to yet keeps only the newest
 ``max_backlog_per_partition`` records per partition (as Kafka's time/size retention
 would), so publishing to an unread topic never blocks. On a compacted topic the dropped
 prefix is folded into a per-key *head* (the newest record per key), so a new group still
-reads every key's latest value, as on a compacted Kafka topic.
+reads every key's latest value, as on a compacted Kafka topic. Compacted topics never
+apply backpressure: their memory is bounded by the number of keys, and a reader that falls
+behind the retained log still sees every key's newest value.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ class _Group:
         self.committed: dict[TopicPartition, int] = {}
         self.members: list[EmbeddedConsumer] = []
 
-    def rebalance(self) -> None:
+    async def rebalance(self) -> None:
         """Assign every partition of the group's topics to its members, round-robin."""
         tps = [
             (name, p.index) for name in sorted(self.topics) for p in self.bus.topic(name).partitions
@@ -127,8 +129,8 @@ class _Group:
         for i, tp in enumerate(tps):
             if self.members:
                 share[id(self.members[i % len(self.members)])].add(tp)
-        for member in self.members:
-            member._assign(frozenset(share[id(member)]))
+        for member in list(self.members):
+            await member._assign(frozenset(share[id(member)]))
 
     def start_offset(self, tp: TopicPartition) -> int:
         committed = self.committed.get(tp)
@@ -174,7 +176,7 @@ class EmbeddedConsumer(Consumer):
         self._rr = 0
         self._stopped = False
 
-    def _assign(self, tps: frozenset[TopicPartition]) -> None:
+    async def _assign(self, tps: frozenset[TopicPartition]) -> None:
         kept = {tp: pos for tp, pos in self._position.items() if tp in tps}
         self._position = {tp: kept.get(tp, self._group.start_offset(tp)) for tp in sorted(tps)}
         changed = tps != self._assigned
@@ -182,7 +184,7 @@ class EmbeddedConsumer(Consumer):
         self._order = sorted(tps)
         self._wakeup.set()
         if changed and self._on_assign is not None:
-            self._on_assign(tps)
+            await self._on_assign(tps)
 
     def _notify(self) -> None:
         self._wakeup.set()
@@ -241,9 +243,19 @@ class EmbeddedConsumer(Consumer):
 
     async def lag(self) -> dict[TopicPartition, int]:
         return {
-            tp: self._bus.topic(tp[0]).partitions[tp[1]].end - self._group.start_offset(tp)
-            for tp in self._assigned
+            tp: self._bus.topic(tp[0]).partitions[tp[1]].end - pos
+            for tp, pos in self._position.items()
         }
+
+    def positions(self) -> dict[TopicPartition, int]:
+        return dict(self._position)
+
+    async def seek(self, tp: TopicPartition, offset: int | None) -> None:
+        if tp not in self._assigned:
+            return
+        part = self._bus.topic(tp[0]).partitions[tp[1]]
+        self._position[tp] = part.earliest if offset is None else max(offset, part.earliest)
+        self._wakeup.set()
 
     async def stop(self) -> None:
         if self._stopped:
@@ -251,7 +263,7 @@ class EmbeddedConsumer(Consumer):
         self._stopped = True
         if self in self._group.members:
             self._group.members.remove(self)
-            self._group.rebalance()
+            await self._group.rebalance()
 
 
 class EmbeddedBus(Bus):
@@ -314,7 +326,7 @@ class EmbeddedBus(Bus):
                     self._advance_low(name, part.index)
         member = EmbeddedConsumer(self, group, on_assign)
         group.members.append(member)
-        group.rebalance()
+        await group.rebalance()
         return member
 
     async def healthy(self) -> bool:
@@ -329,7 +341,7 @@ class EmbeddedBus(Bus):
     def _advance_low(self, topic_name: str, index: int) -> None:
         topic = self._topics[topic_name]
         part = topic.partitions[index]
-        if topic.groups:
+        if topic.groups and not topic.spec.compacted:
             part.low = min(g.start_offset((topic_name, index)) for g in topic.groups.values())
             part.drop_below(part.low)
         if part.end - part.low < self.max_backlog:
@@ -347,19 +359,27 @@ class EmbeddedBus(Bus):
             for member in group.members:
                 member._notify()
 
+    def _blocks(self, topic: _Topic, part: _Partition) -> bool:
+        """Backpressure: a read, non-compacted partition whose backlog is full."""
+        return (
+            bool(topic.groups)
+            and not topic.spec.compacted
+            and part.end - part.low >= self.max_backlog
+        )
+
     def _push(
         self, topic: _Topic, part: _Partition, key: bytes | None, value: bytes | None
     ) -> None:
         part.records.append(Record(topic.spec.name, part.index, part.end, key, value, now_ms()))
-        if not topic.groups and len(part.records) > self.max_backlog:
-            # No reader yet: keep the newest records only (retention), never block.
+        if (not topic.groups or topic.spec.compacted) and len(part.records) > self.max_backlog:
+            # Unread or compacted: keep the newest records (retention), never block.
             part.low = part.end - self.max_backlog
             part.drop_below(part.low, force=True)
 
     async def _append(self, topic_name: str, key: bytes | None, value: bytes | None) -> None:
         topic = self.topic(topic_name)
         part = topic.partitions[self._partition(topic, key)]
-        if topic.groups and part.end - part.low >= self.max_backlog:
+        if self._blocks(topic, part):
             await self._wait_for_space(part)
         self._push(topic, part, key, value)
         BUS_PUBLISHED.labels(topic_name).inc()
@@ -372,7 +392,7 @@ class EmbeddedBus(Bus):
         count = 0
         for key, value in items:
             part = topic.partitions[self._partition(topic, key)]
-            if topic.groups and part.end - part.low >= self.max_backlog:
+            if self._blocks(topic, part):
                 if count:
                     BUS_PUBLISHED.labels(topic_name).inc(count)
                     count = 0

@@ -240,12 +240,13 @@ class _Listener(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: Any) -> None:
         for tp in revoked:
             self._owner._processed.pop((tp.topic, tp.partition), None)
+            self._owner._position.pop((tp.topic, tp.partition), None)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         tps = frozenset((tp.topic, tp.partition) for tp in assigned)
         self._owner._assigned = tps
         if self._owner._on_assign is not None:
-            self._owner._on_assign(tps)
+            await self._owner._on_assign(tps)
 
 
 class KafkaConsumer(Consumer):
@@ -260,7 +261,8 @@ class KafkaConsumer(Consumer):
         self._group_id = group_id
         self._on_assign = on_assign
         self._backoff_s = backoff_s
-        self._processed: dict[TopicPartition, int] = {}
+        self._processed: dict[TopicPartition, int] = {}  # read since the last commit
+        self._position: dict[TopicPartition, int] = {}  # next offset to read
         self._assigned: frozenset[TopicPartition] = frozenset()
 
     async def getmany(self, max_records: int = 1000, timeout_s: float = 0.5) -> list[Record]:
@@ -280,6 +282,7 @@ class KafkaConsumer(Consumer):
                 Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in msgs
             )
             self._processed[(tp.topic, tp.partition)] = msgs[-1].offset + 1
+            self._position[(tp.topic, tp.partition)] = msgs[-1].offset + 1
             BUS_CONSUMED.labels(tp.topic, self._group_id).inc(len(msgs))
         return out
 
@@ -305,12 +308,16 @@ class KafkaConsumer(Consumer):
         else:
             for key in [tp for tp in self._processed if KafkaTP(*tp) in offsets]:
                 del self._processed[key]
-            await self._update_lag()
+            self._update_lag()
 
-    async def _update_lag(self) -> None:
+    def _update_lag(self) -> None:
+        """Lag from the last fetch's high-water marks (no broker round trip)."""
         per_topic: dict[str, int] = {}
-        for (topic, _), lag in (await self.lag()).items():
-            per_topic[topic] = per_topic.get(topic, 0) + lag
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            pos = self._position.get((tp.topic, tp.partition))
+            if high is not None and pos is not None:
+                per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, high - pos)
         for topic, lag in per_topic.items():
             BUS_LAG.labels(topic, self._group_id).set(lag)
 
@@ -318,14 +325,30 @@ class KafkaConsumer(Consumer):
         return frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())
 
     async def lag(self) -> dict[TopicPartition, int]:
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return {}
+        ends = await self._consumer.end_offsets(assigned)
         out: dict[TopicPartition, int] = {}
-        for tp in self._consumer.assignment():
-            high = self._consumer.highwater(tp)
-            if high is None:
-                continue
-            committed = await self._consumer.committed(tp)
-            out[(tp.topic, tp.partition)] = max(0, high - (committed or 0))
+        for tp in assigned:
+            pos = await self._consumer.position(tp)
+            out[(tp.topic, tp.partition)] = max(0, ends[tp] - pos)
         return out
+
+    def positions(self) -> dict[TopicPartition, int]:
+        return {tp: pos for tp, pos in self._position.items() if tp in self._assigned}
+
+    async def seek(self, tp: TopicPartition, offset: int | None) -> None:
+        if tp not in self._assigned:
+            return
+        ktp = KafkaTP(*tp)
+        if offset is None:
+            await self._consumer.seek_to_beginning(ktp)
+            self._position.pop(tp, None)
+        else:
+            self._consumer.seek(ktp, offset)
+            self._position[tp] = offset
+        self._processed.pop(tp, None)
 
     async def stop(self) -> None:
         await self._consumer.stop()

@@ -1,0 +1,51 @@
+"""Build the simulator's compact load/PV profiles from ../shared/data (developers only).
+
+The engine never reads ../shared at run time; this script derives the small profile file
+shipped in the package (vpp/sim/profiles/profiles.npz) and is kept so it can be rebuilt.
+
+- household_w: one household's mean active power per 15 minutes for 2007 (35,040 values,
+  watts, uint16), from the UCI "Individual household electric power consumption" data
+  (CC BY 4.0), local time Sceaux (France); used by time of year.
+- ci_load_kw, pv_per_kw: a C&I site's hourly load (kW) and PV output per rated kW for
+  2017 (8,760 values each, float32) from EPRI DER-VET's "DER for bill reduction" case
+  (BSD-3-Clause); the source labels hours ending, shifted here to hour-beginning.
+
+    python scripts/build_profiles.py [--data ../shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+OUT = Path(__file__).resolve().parents[1] / "vpp" / "sim" / "profiles" / "profiles.npz"
+
+
+def main(data: Path) -> None:
+    hh = pd.read_csv(data / "uci_household_power_15min_2006_2010.csv")
+    hh["t"] = pd.to_datetime(hh["time_local_paris_interval_start"])
+    year = hh[(hh["t"] >= "2007-01-01") & (hh["t"] < "2008-01-01")]
+    if len(year) != 35_040:
+        raise SystemExit(f"expected 35,040 household rows for 2007, got {len(year)}")
+    household_w = np.round(year["active_power_kw_mean"].to_numpy() * 1000).astype(np.uint16)
+
+    ci = pd.read_csv(data / "dervet_billreduction_2017_hourly_siteload_pv.csv")
+    if len(ci) != 8760:
+        raise SystemExit(f"expected 8,760 C&I rows, got {len(ci)}")
+    pv_col = next(c for c in ci.columns if c.startswith("PV Gen"))
+    ci_load_kw = ci["Site Load (kW)"].to_numpy(dtype=np.float32)
+    pv_per_kw = ci[pv_col].to_numpy(dtype=np.float32)
+
+    np.savez_compressed(OUT, household_w=household_w, ci_load_kw=ci_load_kw, pv_per_kw=pv_per_kw)
+    print(f"wrote {OUT} ({OUT.stat().st_size:,} bytes)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+    main(parser.parse_args().data)

@@ -1,0 +1,285 @@
+"""Simulated site gateways: battery physics, real load/PV, telemetry with injected faults.
+
+Physics per site, vectorized over the fleet, for a step of ``Δt`` hours::
+
+    P_req   = setpoint (while a command is valid) else clip(load - pv, -P_ch, P_dis)
+    P       = clip(P_req, -min(P_ch, (E_max - E)/(η_c Δt)), min(P_dis, (E - E_min) η_d/Δt))
+    E      += (-max(P, 0)/η_d + max(-P, 0)·η_c)·Δt
+
+(``P`` > 0 discharges; the default behaviour without a command is self-consumption:
+cover the site's net load, store its PV surplus.) Load and PV come from real profiles,
+scaled and time-shifted per site.
+
+Telemetry: each site reports every ``telemetry_interval_s`` (± jitter). Faults, each with
+its own probability: offline periods (a site goes silent), gaps (a reading is lost),
+duplicates, out-of-order delivery (a reading held back until after the next one) and
+malformed messages (several kinds of corruption). Everything random comes from one
+seeded generator, so a run with the same seed and the same step times is identical.
+
+Ground truth: for every site the newest valid reading it has sent (by ``ts``, ``seq``),
+what a correct ingest must end up holding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from vpp.sim.profiles import load_profiles
+from vpp.telemetry.contract import encode_telemetry
+from vpp.twins.registry import SiteConfig
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryFaults:
+    offline_per_hour: float = 0.0  # probability a site goes silent, per site-hour
+    offline_s: float = 120.0  # how long a silent period lasts
+    gap: float = 0.0  # a reading is lost
+    duplicate: float = 0.0  # a reading is delivered twice
+    reorder: float = 0.0  # a reading is delivered after the site's next one
+    malformed: float = 0.0  # a reading is corrupted
+
+
+@dataclass(slots=True)
+class Truth:
+    """The newest valid reading each site has sent (arrays over sites)."""
+
+    ts: F64
+    seq: npt.NDArray[np.int64]
+    soc: F64
+    p_kw: F64
+
+
+@dataclass(slots=True)
+class _Held:
+    site: int
+    ts: float
+    seq: int
+    soc: float
+    p_kw: float
+    payload: bytes
+
+
+_MALFORMED_KINDS = ("garbage", "truncated", "wrong_type", "soc_range", "unknown_field", "naive_ts")
+
+
+class SimulatedFleet:
+    def __init__(
+        self,
+        sites: list[SiteConfig],
+        *,
+        seed: int = 42,
+        faults: TelemetryFaults | None = None,
+        jitter: float = 0.1,
+    ) -> None:
+        self.sites = sites
+        self.seed = seed
+        self.faults = faults or TelemetryFaults()
+        self.jitter = jitter
+        n = len(self.sites)
+        self.rng = np.random.default_rng(self.seed)
+        self.profiles = load_profiles()
+        self.index = {s.site_id: i for i, s in enumerate(self.sites)}
+        self.ids = [s.site_id for s in self.sites]
+        self._key = [s.encode() for s in self.ids]
+        cfg = self.sites
+        self.capacity = np.array([s.capacity_kwh for s in cfg])
+        self.p_ch_max = np.array([s.p_charge_max_kw for s in cfg])
+        self.p_dis_max = np.array([s.p_discharge_max_kw for s in cfg])
+        self.eta_c = np.array([s.eff_charge for s in cfg])
+        self.eta_d = np.array([s.eff_discharge for s in cfg])
+        self.soc_min = np.array([s.soc_min for s in cfg])
+        self.soc_max = np.array([s.soc_max for s in cfg])
+        self.interval = np.array([s.telemetry_interval_s for s in cfg])
+        rng = self.rng
+        self.soc = rng.uniform(self.soc_min + 0.05, self.soc_max - 0.05)
+        self.p_kw = np.zeros(n)
+        self.is_ci = self.capacity >= 100.0
+        self.load_scale = np.where(self.is_ci, rng.uniform(0.02, 0.1, n), rng.uniform(0.5, 1.5, n))
+        self.pv_kw = np.where(
+            self.is_ci, rng.uniform(0.0, 0.6, n) * self.p_dis_max, rng.uniform(0.0, 6.0, n)
+        )
+        self.shift_s = rng.uniform(0, 7 * 86_400, n)
+        self.site_load = np.zeros(n)
+        self.site_pv = np.zeros(n)
+        self.next_report = np.full(n, -np.inf)
+        self.seq = np.zeros(n, dtype=np.int64)
+        self.offline_until = np.full(n, -np.inf)
+        self.setpoint = np.full(n, np.nan)
+        self.setpoint_until = np.full(n, -np.inf)
+        self.truth = Truth(
+            ts=np.full(n, -np.inf),
+            seq=np.full(n, -1, np.int64),
+            soc=np.full(n, np.nan),
+            p_kw=np.zeros(n),
+        )
+        self._held: dict[int, _Held] = {}
+        self.t: float | None = None
+        self.sent = 0
+        self.malformed_sent = 0
+
+    # -- physics ---------------------------------------------------------------------------
+
+    def step(self, t_s: float) -> None:
+        """Advance the physics to epoch second ``t_s``."""
+        if self.t is None:
+            self.t = t_s
+            self._refresh_load(t_s)
+            return
+        dt_h = max(0.0, t_s - self.t) / 3600.0
+        self.t = t_s
+        self._refresh_load(t_s)
+        commanded = (t_s < self.setpoint_until) & ~np.isnan(self.setpoint)
+        request = np.where(
+            commanded,
+            self.setpoint,
+            np.clip(self.site_load - self.site_pv, -self.p_ch_max, self.p_dis_max),
+        )
+        if dt_h > 0:
+            e = self.soc * self.capacity
+            max_dis = np.maximum(e - self.soc_min * self.capacity, 0.0) * self.eta_d / dt_h
+            max_ch = np.maximum(self.soc_max * self.capacity - e, 0.0) / self.eta_c / dt_h
+            p = np.clip(
+                request, -np.minimum(self.p_ch_max, max_ch), np.minimum(self.p_dis_max, max_dis)
+            )
+            e = e - np.maximum(p, 0.0) / self.eta_d * dt_h + np.maximum(-p, 0.0) * self.eta_c * dt_h
+            self.soc = np.clip(e / self.capacity, 0.0, 1.0)
+            self.p_kw = p
+        # Silent periods start at random.
+        if self.faults.offline_per_hour > 0 and dt_h > 0:
+            starts = self.rng.random(len(self.sites)) < self.faults.offline_per_hour * dt_h
+            self.offline_until[starts & (self.offline_until < t_s)] = t_s + self.faults.offline_s
+
+    def _refresh_load(self, t_s: float) -> None:
+        t = t_s + self.shift_s
+        base = np.where(self.is_ci, self.profiles.ci_load(t), self.profiles.household(t))
+        self.site_load = base * self.load_scale
+        self.site_pv = self.profiles.pv(t) * self.pv_kw
+
+    def go_offline(self, sites: npt.NDArray[np.int64], until_s: float) -> None:
+        self.offline_until[sites] = until_s
+
+    # -- telemetry -------------------------------------------------------------------------
+
+    def readings(self, t_s: float) -> list[tuple[bytes, bytes]]:
+        """The (key, value) messages due at ``t_s``, faults applied, in delivery order."""
+        due = np.flatnonzero((self.next_report <= t_s) & (self.offline_until <= t_s))
+        if not due.size:
+            return []
+        rng = self.rng
+        jitter = 1.0 + rng.uniform(-self.jitter, self.jitter, due.size)
+        first = np.isinf(self.next_report[due])
+        self.next_report[due] = np.where(
+            first,
+            t_s + rng.uniform(0, 1, due.size) * self.interval[due],
+            t_s + self.interval[due] * jitter,
+        )
+        rolls = rng.random((due.size, 4))
+        f = self.faults
+        out: list[tuple[bytes, bytes]] = []
+        ts_dt = datetime.fromtimestamp(t_s, UTC)
+        for k, i in enumerate(due.tolist()):
+            self.seq[i] += 1
+            if rolls[k, 0] < f.gap:
+                continue
+            soc, p = float(self.soc[i]), float(self.p_kw[i])
+            key = self._key[i]
+            if rolls[k, 1] < f.malformed:
+                out.append((key, self._malformed(i, ts_dt)))
+                self.malformed_sent += 1
+                continue
+            payload = encode_telemetry(
+                self.ids[i],
+                ts_dt,
+                int(self.seq[i]),
+                round(soc, 6),
+                round(p, 4),
+                site_load_kw=round(float(self.site_load[i]), 3),
+                pv_kw=round(float(self.site_pv[i]), 3),
+            )
+            reading = _Held(i, t_s, int(self.seq[i]), round(soc, 6), round(p, 4), payload)
+            held = self._held.pop(i, None)
+            if rolls[k, 2] < f.reorder and held is None:
+                self._held[i] = reading  # delivered after the next reading of this site
+            else:
+                self._deliver(reading, out)
+                if rolls[k, 3] < f.duplicate:
+                    out.append((key, payload))
+            if held is not None:
+                self._deliver(held, out)
+        self.sent += len(out)
+        return out
+
+    def _deliver(self, r: _Held, out: list[tuple[bytes, bytes]]) -> None:
+        out.append((self._key[r.site], r.payload))
+        tr = self.truth
+        if (r.ts, r.seq) > (tr.ts[r.site], tr.seq[r.site]):
+            tr.ts[r.site], tr.seq[r.site] = r.ts, r.seq
+            tr.soc[r.site], tr.p_kw[r.site] = r.soc, r.p_kw
+
+    def flush_held(self) -> list[tuple[bytes, bytes]]:
+        """Deliver every held-back reading (end of a run)."""
+        out: list[tuple[bytes, bytes]] = []
+        for site in list(self._held):
+            self._deliver(self._held.pop(site), out)
+        self.sent += len(out)
+        return out
+
+    def _malformed(self, i: int, ts: datetime) -> bytes:
+        kind = _MALFORMED_KINDS[int(self.rng.integers(len(_MALFORMED_KINDS)))]
+        sid, seq = self.ids[i], int(self.seq[i])
+        good = {
+            "v": 1,
+            "site_id": sid,
+            "ts": ts.isoformat(),
+            "seq": seq,
+            "soc": float(self.soc[i]),
+            "p_kw": float(self.p_kw[i]),
+        }
+        if kind == "garbage":
+            return bytes(self.rng.integers(0, 256, 24, dtype=np.uint8))
+        if kind == "truncated":
+            return msgspec.json.encode(good)[:-7]
+        if kind == "wrong_type":
+            return msgspec.json.encode({**good, "soc": "full"})
+        if kind == "soc_range":
+            return msgspec.json.encode({**good, "soc": 1.7})
+        if kind == "unknown_field":
+            return msgspec.json.encode({**good, "temperature_c": 31.5})
+        return msgspec.json.encode({**good, "ts": ts.replace(tzinfo=None).isoformat()})
+
+
+def make_sites(
+    n: int, groups: list[str], *, seed: int = 42, interval_s: float = 5.0, prefix: str = "site"
+) -> list[SiteConfig]:
+    """A mixed fleet: ~75 % home batteries (5-15 kWh), ~25 % C&I (200-1000 kWh)."""
+    rng = np.random.default_rng(seed + 1)
+    sites: list[SiteConfig] = []
+    width = max(4, int(math.log10(max(n, 1))) + 1)
+    for i in range(n):
+        ci = rng.random() < 0.25
+        capacity = float(rng.uniform(200, 1000) if ci else rng.uniform(5, 15))
+        c_rate = float(rng.uniform(0.25, 0.5))
+        p_max = round(capacity * c_rate, 1) if ci else round(float(rng.uniform(3, 6)), 1)
+        sites.append(
+            SiteConfig(
+                site_id=f"{prefix}-{i:0{width}d}",
+                group=groups[i % len(groups)],
+                capacity_kwh=round(capacity, 1),
+                p_charge_max_kw=p_max,
+                p_discharge_max_kw=p_max,
+                eff_charge=0.96 if ci else 0.95,
+                eff_discharge=0.96 if ci else 0.95,
+                soc_min=0.1,
+                soc_max=0.95,
+                telemetry_interval_s=round(interval_s * float(rng.uniform(1.0, 1.5)), 2),
+            )
+        )
+    return sites
