@@ -11,7 +11,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vpp.bus import Record
+from vpp.bus.base import BusRecord
 from vpp.bus.embedded import EmbeddedBus
 from vpp.config import IngestSettings, TopicsSettings
 from vpp.ingest.deadletter import decode_dead_letter
@@ -90,8 +90,8 @@ async def _ingest(bus: EmbeddedBus) -> Ingest:
     return ing
 
 
-def _records(values: list[bytes]) -> list[Record]:
-    return [Record(TOPICS.telemetry.name, 0, i, b"k", v, 0) for i, v in enumerate(values)]
+def _records(values: list[bytes]) -> list[BusRecord]:
+    return [BusRecord(TOPICS.telemetry.name, 0, i, b"k", v, 0) for i, v in enumerate(values)]
 
 
 async def _run(values: list[bytes], splits: list[int]) -> tuple[FleetStore, list[tuple[int, str]]]:

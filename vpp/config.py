@@ -212,6 +212,12 @@ class IngestSettings(_Section):
     stale_availability: float = Field(
         0.5, ge=0, le=1, description="availability of a stale site relative to an online one"
     )
+    refresh_min_interval_s: float = Field(
+        0.1,
+        ge=0,
+        description="aggregates are recomputed after a batch at most this often (s); "
+        "under a backlog several batches fold into one refresh",
+    )
     snapshot_every_s: PositiveFloat = Field(30.0, description="fleet snapshot period (s)")
     snapshots_kept: PositiveInt = Field(3, description="snapshots kept per ingest member")
     registry_file: Path | None = Field(

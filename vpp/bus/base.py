@@ -19,23 +19,49 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from aiokafka.partitioner import murmur2
 
 from vpp.config import TopicSpec
 
 
+class Record(Protocol):
+    """One consumed record. ``value is None`` is a tombstone (deletion on a compacted topic).
+
+    A protocol, so the Kafka consumer hands out aiokafka's own records without copying them
+    into another object on the hot path; ``timestamp`` is epoch milliseconds.
+    """
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def timestamp(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed record. ``value is None`` is a tombstone (deletion on a compacted topic)."""
+class BusRecord:
+    """A :class:`Record` made by the embedded bus (and by tests)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp_ms: int
+    timestamp: int
 
 
 TopicPartition = tuple[str, int]
@@ -134,6 +160,10 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     async def lag(self) -> dict[TopicPartition, int]:
         """Records after this member's position (not yet read), per assigned partition."""
+
+    @abc.abstractmethod
+    def backlog(self) -> int:
+        """Records known to wait after this member's positions (cheap, no round trip)."""
 
     @abc.abstractmethod
     def positions(self) -> dict[TopicPartition, int]:

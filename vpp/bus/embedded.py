@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from vpp.bus.base import (
     AssignmentCallback,
     Bus,
+    BusRecord,
     Consumer,
     Producer,
     Record,
@@ -247,6 +248,10 @@ class EmbeddedConsumer(Consumer):
             for tp, pos in self._position.items()
         }
 
+    def backlog(self) -> int:
+        topic = self._bus.topic
+        return sum(topic(t).partitions[p].end - pos for (t, p), pos in self._position.items())
+
     def positions(self) -> dict[TopicPartition, int]:
         return dict(self._position)
 
@@ -370,7 +375,7 @@ class EmbeddedBus(Bus):
     def _push(
         self, topic: _Topic, part: _Partition, key: bytes | None, value: bytes | None
     ) -> None:
-        part.records.append(Record(topic.spec.name, part.index, part.end, key, value, now_ms()))
+        part.records.append(BusRecord(topic.spec.name, part.index, part.end, key, value, now_ms()))
         if (not topic.groups or topic.spec.compacted) and len(part.records) > self.max_backlog:
             # Unread or compacted: keep the newest records (retention), never block.
             part.low = part.end - self.max_backlog

@@ -278,9 +278,7 @@ class KafkaConsumer(Consumer):
         for tp, msgs in batches.items():
             if not msgs:
                 continue
-            out.extend(
-                Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in msgs
-            )
+            out.extend(msgs)
             self._processed[(tp.topic, tp.partition)] = msgs[-1].offset + 1
             self._position[(tp.topic, tp.partition)] = msgs[-1].offset + 1
             BUS_CONSUMED.labels(tp.topic, self._group_id).inc(len(msgs))
@@ -310,16 +308,22 @@ class KafkaConsumer(Consumer):
                 del self._processed[key]
             self._update_lag()
 
-    def _update_lag(self) -> None:
-        """Lag from the last fetch's high-water marks (no broker round trip)."""
+    def _local_lag(self) -> dict[str, int]:
+        """Lag per topic from the last fetch's high-water marks (no broker round trip)."""
         per_topic: dict[str, int] = {}
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             pos = self._position.get((tp.topic, tp.partition))
             if high is not None and pos is not None:
                 per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, high - pos)
-        for topic, lag in per_topic.items():
+        return per_topic
+
+    def _update_lag(self) -> None:
+        for topic, lag in self._local_lag().items():
             BUS_LAG.labels(topic, self._group_id).set(lag)
+
+    def backlog(self) -> int:
+        return sum(self._local_lag().values())
 
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())

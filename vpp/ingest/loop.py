@@ -126,6 +126,8 @@ class Ingest:
         self._task: asyncio.Task[None] | None = None
         self._owned: frozenset[TopicPartition] = frozenset()
         self._last_eval = 0.0
+        self._refreshed_at = 0.0
+        self._unrefreshed = False
         self._last_snapshot = time.monotonic()
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=20)
         self.ready = asyncio.Event()
@@ -184,7 +186,7 @@ class Ingest:
         for rec in records:
             where = f"{rec.topic}[{rec.partition}]@{rec.offset}"
             key = rec.key.decode("utf-8", errors="replace") if rec.key is not None else None
-            ts = datetime.fromtimestamp(rec.timestamp_ms / 1000, UTC)
+            ts = datetime.fromtimestamp(rec.timestamp / 1000, UTC)
             if key is None:
                 refused.append((rec, "registry_invalid", f"{where}: record without a key"))
                 continue
@@ -278,9 +280,12 @@ class Ingest:
         while True:
             try:
                 await self._poll_registry()
+                timeout = self.settings.poll_timeout_s
+                if self._unrefreshed:  # do not let a quiet poll hold back a due refresh
+                    due = self._refreshed_at + self.settings.refresh_min_interval_s
+                    timeout = min(timeout, max(0.0, due - time.monotonic()))
                 records = await consumer.getmany(
-                    max_records=self.settings.batch_max_records,
-                    timeout_s=self.settings.poll_timeout_s,
+                    max_records=self.settings.batch_max_records, timeout_s=timeout
                 )
                 if records:
                     await self.process(records)
@@ -288,12 +293,20 @@ class Ingest:
                     await consumer.commit()
                     self._rate_window.append((time.monotonic(), self.stats.messages))
                 now = self.clock()
-                if now - self._last_eval >= self.evaluate_every_s:
+                # Replaying a backlog, readings are older than the clock: ageing them now
+                # would flap sites offline and back, one event each.
+                catching_up = consumer.backlog() > self.settings.batch_max_records
+                if not catching_up and now - self._last_eval >= self.evaluate_every_s:
                     self._last_eval = now
                     self._emit(self.store.evaluate(now))
                     self.refresh(now)
-                elif records:
-                    self.refresh(now)
+                elif records or self._unrefreshed:
+                    self._unrefreshed = True
+                    if (
+                        time.monotonic() - self._refreshed_at
+                        >= self.settings.refresh_min_interval_s
+                    ):
+                        self.refresh(now)
                 await self._snapshot()
             except asyncio.CancelledError:
                 raise
@@ -303,6 +316,8 @@ class Ingest:
 
     def refresh(self, now: float | None = None) -> FleetSnapshot:
         snap = self.hierarchy.refresh(self.clock() if now is None else now)
+        self._refreshed_at = time.monotonic()
+        self._unrefreshed = False
         for family, states in snap.fleet.counts.items():
             for state, count in states.items():
                 TWINS.labels(family, state).set(count)

@@ -39,7 +39,7 @@ SiteId = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A
 class Telemetry(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One telemetry reading. Unknown fields are refused (a new field is a new version)."""
 
-    v: Annotated[int, msgspec.Meta(ge=0, le=2**31)]
+    v: Literal[1]
     site_id: str
     ts: Annotated[datetime, msgspec.Meta(tz=True)]
     seq: Annotated[int, msgspec.Meta(ge=0, le=2**62)]

@@ -30,7 +30,6 @@ from vpp.telemetry.contract import MODE_CODE, Telemetry
 _batch_decoder = msgspec.json.Decoder(list[Telemetry])
 _one_decoder = msgspec.json.Decoder(Telemetry)
 
-_get_v = operator.attrgetter("v")
 _get_site = operator.attrgetter("site_id")
 _get_ts = operator.attrgetter("ts")
 _get_seq = operator.attrgetter("seq")
@@ -58,7 +57,6 @@ class TelemetryColumns:
 
     position: npt.NDArray[np.int64]
     site_id: list[str]
-    v: npt.NDArray[np.int64]
     ts: npt.NDArray[np.float64]  # epoch seconds, UTC
     seq: npt.NDArray[np.int64]
     soc: npt.NDArray[np.float64]
@@ -76,7 +74,6 @@ class TelemetryColumns:
         return TelemetryColumns(
             self.position[picked],
             [self.site_id[i] for i in picked.tolist()],
-            self.v[picked],
             self.ts[picked],
             self.seq[picked],
             self.soc[picked],
@@ -93,7 +90,6 @@ def _columns(msgs: list[Telemetry], position: npt.NDArray[np.int64]) -> Telemetr
     return TelemetryColumns(
         position=position,
         site_id=list(map(_get_site, msgs)),
-        v=np.fromiter(map(_get_v, msgs), np.int64, n),
         ts=np.fromiter(map(_timestamp, map(_get_ts, msgs)), np.float64, n),
         seq=np.fromiter(map(_get_seq, msgs), np.int64, n),
         soc=np.fromiter(map(_get_soc, msgs), np.float64, n),
@@ -111,6 +107,8 @@ def _reason(exc: msgspec.MsgspecError) -> str:
         return "undecodable"
     if "Number out of range" in text:
         return "non_finite"
+    if text.endswith("at `$.v`"):
+        return "version"
     if text.endswith("at `$.ts`"):
         return "bad_timestamp"
     return "schema"

@@ -54,6 +54,12 @@ def state_name(state: IntEnum) -> str:
     return state.name.lower()
 
 
+# code -> name per family, for building events from array values without Enum calls
+NAMES: dict[str, tuple[str, ...]] = {
+    fam: tuple(state_name(m) for m in enum) for fam, enum in STATE_FAMILIES.items()
+}
+
+
 @dataclass(frozen=True, slots=True)
 class SiteEvent:
     """A state transition of one site (went offline, came back, fault, unresponsive...)."""

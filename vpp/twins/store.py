@@ -33,8 +33,10 @@ import numpy.typing as npt
 from vpp.bus.base import partition_of
 from vpp.telemetry.contract import MODE_CODE
 from vpp.telemetry.decode import Refusal, TelemetryColumns
+from vpp.twins.ids import SiteIndex
 from vpp.twins.registry import SiteConfig
 from vpp.twins.states import (
+    NAMES,
     CommandState,
     Connectivity,
     Operation,
@@ -77,7 +79,6 @@ class FoldOutcome:
 
 _REASON_LABELS = (
     "",
-    "version",
     "unknown_site",
     "non_finite",
     "soc_range",
@@ -86,6 +87,9 @@ _REASON_LABELS = (
     "ts_too_old",
 )
 _R = {name: i for i, name in enumerate(_REASON_LABELS)}
+
+
+_VECTOR_LOOKUP_MIN = 256  # below this a dict lookup per row is cheaper than the vector path
 
 
 def _utc(epoch_s: float) -> datetime:
@@ -168,7 +172,8 @@ class FleetStore:
         self.rule = rule or ConnectivityRule()
         self.partitions = partitions
         self.ids: list[str] = []
-        self.index: dict[str, int] = {}
+        self._site_index = SiteIndex()
+        self.index: dict[str, int] = self._site_index.map
         self.groups: list[str] = []
         self.group_index: dict[str, int] = {}
         self._capacity = 0
@@ -216,8 +221,7 @@ class FleetStore:
         if i is None:
             if self.n == self._capacity:
                 self._alloc(self._capacity * 2)
-            i = self.n
-            self.index[cfg.site_id] = i
+            i = self._site_index.add(cfg.site_id)
             self.ids.append(cfg.site_id)
             self.partition[i] = partition_of(cfg.site_id.encode(), self.partitions)
             if self._owned_partitions is not None:
@@ -257,13 +261,15 @@ class FleetStore:
     def validate(self, cols: TelemetryColumns, now_s: float) -> tuple[I64, npt.NDArray[np.int8]]:
         """Site index per row (-1 unknown) and a reason code per row (0 = valid)."""
         n = len(cols)
-        idx = np.fromiter(map(self.index.get, cols.site_id, itertools.repeat(-1)), np.int64, n)
+        if n >= _VECTOR_LOOKUP_MIN:
+            idx = self._site_index.lookup(cols.site_id)
+        else:
+            idx = np.fromiter(map(self.index.get, cols.site_id, itertools.repeat(-1)), np.int64, n)
         reason = np.zeros(n, dtype=np.int8)
         known = idx >= 0
         safe = np.where(known, idx, 0)
         rating = np.maximum(self.p_charge_max_kw[safe], self.p_discharge_max_kw[safe])
         checks = (
-            (cols.v != 1, _R["version"]),
             (~known | ~self.active[safe], _R["unknown_site"]),
             (
                 ~np.isfinite(cols.soc)
@@ -284,9 +290,7 @@ class FleetStore:
     def _refusal(self, cols: TelemetryColumns, row: int, code: int, now_s: float) -> Refusal:
         label = _REASON_LABELS[code]
         site = cols.site_id[row]
-        if label == "version":
-            detail = f"schema version {cols.v[row]} is not supported (expected 1)"
-        elif label == "unknown_site":
+        if label == "unknown_site":
             why = "decommissioned" if site in self.index else "not in the registry"
             detail = f"site {site!r} is {why}"
         elif label == "non_finite":
@@ -395,7 +399,9 @@ class FleetStore:
             & ~first_contact
             & (np.isin(op, list(notable)) | np.isin(old_op, list(notable)))
         )
-        conn_changed = np.flatnonzero(new_conn != old_conn)
+        # First contact (unknown → online) is not a transition worth an event: a fleet
+        # coming up would otherwise emit one per site.
+        conn_changed = np.flatnonzero((new_conn != old_conn) & ~first_contact)
         when = _utc(now_s)
         for j in op_changed.tolist():
             events.append(
@@ -442,15 +448,13 @@ class FleetStore:
         self._evaluated_at = now_s
         changed = np.flatnonzero(conn != old)
         when = _utc(now_s)
+        names = NAMES["connectivity"]
+        ids = self.ids
         return [
-            SiteEvent(
-                self.ids[i],
-                when,
-                "connectivity",
-                state_name(Connectivity(old[i])),
-                state_name(Connectivity(conn[i])),
+            SiteEvent(ids[i], when, "connectivity", names[a], names[b])
+            for i, a, b in zip(
+                changed.tolist(), old[changed].tolist(), conn[changed].tolist(), strict=True
             )
-            for i in changed.tolist()
         ]
 
     def set_command_state(self, site_ids: Iterable[str], state: CommandState) -> list[SiteEvent]:
@@ -535,7 +539,8 @@ class FleetStore:
                 initial_capacity=max(16, 2 * len(meta["ids"])),
             )
             store.ids = list(meta["ids"])
-            store.index = {s: i for i, s in enumerate(store.ids)}
+            for site_id in store.ids:
+                store._site_index.add(site_id)
             store.groups = list(meta["groups"])
             store.group_index = {g: i for i, g in enumerate(store.groups)}
             store._evaluated_at = meta["evaluated_at"]
