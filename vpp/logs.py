@@ -55,8 +55,22 @@ class TextFormatter(logging.Formatter):
         return f"{base} {extras}" if extras else base
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is *now* (rich's live display redirects it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        return None
+
+
 def configure(level: str = "INFO", json_format: bool = True, stream: Any = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = (
+        logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    )
     handler.setFormatter(
         JsonFormatter()
         if json_format

@@ -178,3 +178,68 @@ def db_current() -> None:
     finally:
         engine.dispose()
     console.print(f"database: {current or 'empty'}; engine needs: {db.head_revision()}")
+
+
+@app.command()
+def optimize(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the result as JSON here")
+    ] = None,
+) -> None:
+    """Perfect-foresight optimum of a scenario over its whole date range."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from optimizer.report import InfeasibleInputError
+    from vpp.optimize import optimize as run
+    from vpp.scenario import ScenarioError, load_scenario
+
+    try:
+        sc = load_scenario(scenario)
+        with Progress(console=err_console, transient=True) as bar:
+            task = bar.add_task(f"optimizing {sc.name}", total=None)
+            result = run(
+                sc, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+    except ScenarioError as exc:
+        fail(str(exc), code=2)
+        return
+    except InfeasibleInputError as exc:
+        fail(f"scenario {scenario}: {exc}")
+        return
+    data = result.to_dict()
+    cur = result.currency
+    table = Table(
+        title=f"{result.scenario}: {result.market} {result.energy_product}, "
+        f"{result.start[:10]} .. {result.end[:10]} ({result.intervals} intervals)",
+        title_justify="left",
+    )
+    for col in (
+        "group",
+        *data["revenue"],
+        "degradation",
+        "net",
+        "full cycles",
+        "solve s",
+        "HiGHS s",
+        "binding",
+    ):
+        table.add_column(col, justify="left" if col in ("group", "binding") else "right")
+    for g in data["groups"]:
+        solve = g["solve"]
+        table.add_row(
+            g["group"],
+            *(f"{g['revenue'].get(k, 0.0):,.2f}" for k in data["revenue"]),
+            f"{-g['degradation']:,.2f}",
+            f"{g['net_revenue']:,.2f}",
+            f"{g['full_cycles']:,.1f}",
+            f"{solve['solve_s']:.2f}",
+            f"{solve['highs_s']:.2f}",
+            ", ".join(f"{b['family']}×{b['intervals']}" for b in solve["binding"]),
+        )
+    console.print(table)
+    console.print(f"net revenue: {result.net_revenue:,.2f} {cur}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        console.print(f"wrote {json_out}")

@@ -1,0 +1,166 @@
+"""Optimizer timings on real prices.
+
+1. Market model, T = 288 (5-minute, 24 h), energy + reg up + reg down: 2019 US real-time
+   prices (DER-VET, interval-ending UTC-08:00), 2019-07-15; re-solve with 2019-07-16. No
+   public regulation prices ship with the data, so reserve prices are synthetic:
+   reg up = 8 + 0.10·max(π, 0), reg down = 6 + 0.05·max(π, 0) USD/MW/h.
+2. Market model, T = 8,760 (hourly 2019), energy only: DE day-ahead prices; re-solve with
+   DK1's 2019 prices (new prices, same battery).
+3. Scenario bidding model, 24 h × 20 scenarios: DE 2019-03-04 with persistence-forecast
+   error scenarios (56 days of history); re-solve with 2019-03-05's.
+
+For each: build, first solve, re-solve, HiGHS time inside each solve, and the ratio of
+re-solve wall time to its HiGHS time. Battery: 1 MW / 2 MWh, 92 % round trip.
+
+    python benchmarks/optimizer.py [--data ../shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from market.definitions import Product
+from market.forecasts import price_scenarios
+from market.prices import PriceSeries, load_price_csv
+from optimizer.inputs import BatteryAggregate, MarketInputs, ScenarioInputs
+from optimizer.market_model import MarketModel
+from optimizer.scenario_model import ScenarioBidModel
+
+BATTERY = BatteryAggregate(
+    e_min_mwh=0.2,
+    e_max_mwh=2.0,
+    e_initial_mwh=1.0,
+    p_charge_max_mw=1.0,
+    p_discharge_max_mw=1.0,
+    eff_charge=0.959,
+    eff_discharge=0.959,
+)
+
+
+def day(series: PriceSeries, d: str) -> np.ndarray:
+    start = datetime.fromisoformat(d).replace(tzinfo=UTC)
+    return series.window(start, start + timedelta(days=1)).values
+
+
+def timed(fn):  # type: ignore[no-untyped-def]
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def market_288(data: Path) -> dict[str, float]:
+    rt = load_price_csv(
+        data / "dervet_5min_2019_price_usd_mwh_siteload.csv",
+        time_column="Datetime (he)",
+        column="DA Price ($/kWh)",
+        unit="USD/MWh",
+        interval="end",
+        timezone="Etc/GMT+8",
+        time_format="%m/%d/%Y %H:%M",
+    )
+
+    def inputs(prices: np.ndarray) -> MarketInputs:
+        pos = np.maximum(prices, 0)
+        return MarketInputs(
+            interval_h=5 / 60,
+            energy_price=prices,
+            reserve_price={Product.REG_UP: 8 + 0.10 * pos, Product.REG_DOWN: 6 + 0.05 * pos},
+            deployment={Product.REG_UP: 0.1, Product.REG_DOWN: 0.1},
+            sustain_h=0.25,
+            degradation_per_mwh=2.0,
+        )
+
+    model, build_s = timed(lambda: MarketModel(288, [Product.REG_UP, Product.REG_DOWN]))
+    first, first_s = timed(lambda: model.solve(BATTERY, inputs(day(rt, "2019-07-15"))))
+    again, re_s = timed(lambda: model.solve(BATTERY, inputs(day(rt, "2019-07-16"))))
+    return result(build_s, first_s, first.report, re_s, again.report)  # type: ignore[arg-type]
+
+
+def market_8760(data: Path) -> dict[str, float]:
+    path = data / "entsoe_dayahead_price_eur_mwh_2019_hourly.csv"
+    de, dk1 = (
+        load_price_csv(
+            path,
+            time_column="time_utc_hour_beginning",
+            column=c,
+            unit="EUR/MWh",
+            interval="start",
+            timezone="UTC",
+        ).values
+        for c in ("DE", "DK1")
+    )
+    model, build_s = timed(lambda: MarketModel(8760))
+    mk = lambda p: MarketInputs(interval_h=1.0, energy_price=p, degradation_per_mwh=2.0)  # noqa: E731
+    first, first_s = timed(lambda: model.solve(BATTERY, mk(de)))
+    again, re_s = timed(lambda: model.solve(BATTERY, mk(dk1)))
+    return result(build_s, first_s, first.report, re_s, again.report)  # type: ignore[arg-type]
+
+
+def scenarios_24x20(data: Path) -> dict[str, float]:
+    de = load_price_csv(
+        data / "entsoe_dayahead_price_eur_mwh_2019_hourly.csv",
+        time_column="time_utc_hour_beginning",
+        column="DE",
+        unit="EUR/MWh",
+        interval="start",
+        timezone="UTC",
+    )
+
+    def inputs(d: str) -> ScenarioInputs:
+        starts = pd.date_range(d, periods=24, freq="h", tz="UTC")
+        prices = price_scenarios(de, starts, "persistence_day", 20, window_days=56)
+        return ScenarioInputs(interval_h=1.0, energy_price=prices, degradation_per_mwh=2.0)
+
+    model, build_s = timed(lambda: ScenarioBidModel(24, 20))
+    first, first_s = timed(lambda: model.solve(BATTERY, inputs("2019-03-04")))
+    again, re_s = timed(lambda: model.solve(BATTERY, inputs("2019-03-05")))
+    return result(build_s, first_s, first.report, re_s, again.report)  # type: ignore[arg-type]
+
+
+def result(build_s: float, first_s: float, first, re_s: float, again) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    return {
+        "build_s": round(build_s, 4),
+        "first_solve_s": round(first_s, 4),
+        "first_highs_s": round(first.highs_s, 4),
+        "build_plus_first_s": round(build_s + first_s, 4),
+        "resolve_s": round(re_s, 4),
+        "resolve_highs_s": round(again.highs_s, 4),
+        "resolve_to_highs_ratio": round(re_s / again.highs_s, 3) if again.highs_s else None,
+        "objective": round(again.objective, 2),
+        "integer_intervals": again.integer_intervals,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+    args = parser.parse_args()
+    out = {
+        "benchmark": "optimizer",
+        "market_T288_energy_regup_regdown": market_288(args.data),
+        "market_T8760_energy": market_8760(args.data),
+        "scenario_bid_T24_S20": scenarios_24x20(args.data),
+        "goals": {
+            "T288_build_plus_first_s": "<= 0.150",
+            "T288_resolve_s": "<= 0.030",
+            "T8760_resolve_to_highs_ratio": "<= 2.5",
+            "scenario_build_plus_first_s": "<= 1.0",
+        },
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Market definitions: data, not code branches.
+
+A market is described by a YAML file in ``market/definitions/`` (interval length, horizon
+and gate closure per product, price limits, bid-curve rules, how intervals are labelled on
+the wire); :func:`load_market` validates it into a :class:`MarketDefinition`. Code asks the
+definition (``gate_closure(...)``, ``curve.max_segments``...) and never branches on which
+market it is.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from functools import cache
+from importlib.resources import files
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Product(StrEnum):
+    ENERGY_DA = "energy_da"
+    ENERGY_RT = "energy_rt"
+    REG_UP = "reg_up"
+    REG_DOWN = "reg_down"
+    SPINNING = "spinning"
+
+    @property
+    def is_energy(self) -> bool:
+        return self in (Product.ENERGY_DA, Product.ENERGY_RT)
+
+
+RESERVES = (Product.REG_UP, Product.REG_DOWN, Product.SPINNING)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GateClosure(_Model):
+    """When bids for an interval close: a daily time before the trading day, or a lead."""
+
+    kind: Literal["daily", "lead"]
+    local_time: time | None = Field(None, description="daily: market-local time of closure")
+    days_before: int = Field(1, ge=0, description="daily: days before the trading day")
+    lead_minutes: int | None = Field(None, ge=0, description="lead: minutes before the start")
+
+    @model_validator(mode="after")
+    def _complete(self) -> GateClosure:
+        if self.kind == "daily" and self.local_time is None:
+            raise ValueError("a daily gate closure needs local_time")
+        if self.kind == "lead" and self.lead_minutes is None:
+            raise ValueError("a lead gate closure needs lead_minutes")
+        return self
+
+
+class ProductSpec(_Model):
+    interval_minutes: int = Field(gt=0, le=1440, description="interval length (minutes)")
+    interval_minutes_options: list[int] = Field(
+        default_factory=list, description="other interval lengths the market also runs"
+    )
+    horizon_hours: int = Field(gt=0, le=168, description="intervals bid at once (hours)")
+    gate_closure: GateClosure
+    price_floor_per_mwh: float | None = None
+    price_cap_per_mwh: float | None = None
+
+
+class CurveRules(_Model):
+    """What a valid price-quantity curve looks like in this market."""
+
+    max_segments: int = Field(gt=0, le=1000, description="segments per side of a bid")
+    min_quantity_mw: float = Field(ge=0, description="smallest segment quantity (MW)")
+    quantity_step_mw: float = Field(gt=0, description="quantities are multiples of this (MW)")
+    fixed_bands_per_trading_day: bool = Field(
+        False, description="band prices are fixed per trading day; intervals set quantities"
+    )
+    bidirectional: bool = Field(
+        False, description="one bid carries a discharge (GEN) and a charge (LOAD) side"
+    )
+
+
+class MarketDefinition(_Model):
+    market_id: str = Field(pattern=r"^[a-z0-9-]+$")
+    name: str
+    currency: str = Field(min_length=3, max_length=3)
+    timezone: str = Field(description="IANA zone of the market's clock and wire labels")
+    trading_day_start: time = Field(description="market-local time a trading day begins")
+    label: Literal["start", "end"] = Field(description="wire labels name the start or end")
+    price_floor_per_mwh: float
+    price_cap_per_mwh: float
+    products: dict[Product, ProductSpec]
+    curve: CurveRules
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MarketDefinition:
+        ZoneInfo(self.timezone)  # raises for an unknown zone
+        if self.price_floor_per_mwh >= self.price_cap_per_mwh:
+            raise ValueError("price_floor_per_mwh must be below price_cap_per_mwh")
+        if not self.products:
+            raise ValueError("a market needs at least one product")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def product(self, product: Product | str) -> ProductSpec:
+        try:
+            return self.products[Product(product)]
+        except (KeyError, ValueError):
+            offered = ", ".join(p.value for p in self.products)
+            raise KeyError(
+                f"market {self.market_id} has no product {product!r} (it has: {offered})"
+            ) from None
+
+    def price_limits(self, product: Product | str) -> tuple[float, float]:
+        spec = self.product(product)
+        floor = (
+            self.price_floor_per_mwh
+            if spec.price_floor_per_mwh is None
+            else spec.price_floor_per_mwh
+        )
+        cap = self.price_cap_per_mwh if spec.price_cap_per_mwh is None else spec.price_cap_per_mwh
+        return floor, cap
+
+    def interval(self, product: Product | str) -> timedelta:
+        return timedelta(minutes=self.product(product).interval_minutes)
+
+    def trading_day(self, interval_start: datetime) -> date:
+        """The trading day an interval (given by its UTC start) belongs to."""
+        local = _aware(interval_start).astimezone(self.tz)
+        start = datetime.combine(local.date(), self.trading_day_start, self.tz)
+        return local.date() if local >= start else local.date() - timedelta(days=1)
+
+    def trading_day_start_utc(self, day: date) -> datetime:
+        return datetime.combine(day, self.trading_day_start, self.tz).astimezone(UTC)
+
+    def gate_closure(self, product: Product | str, interval_start: datetime) -> datetime:
+        """The instant (UTC) after which bids for this interval can no longer change."""
+        gate = self.product(product).gate_closure
+        start = _aware(interval_start)
+        if gate.kind == "lead":
+            assert gate.lead_minutes is not None
+            return start - timedelta(minutes=gate.lead_minutes)
+        assert gate.local_time is not None
+        day = self.trading_day(start) - timedelta(days=gate.days_before)
+        return datetime.combine(day, gate.local_time, self.tz).astimezone(UTC)
+
+    def with_interval(self, product: Product | str, minutes: int) -> MarketDefinition:
+        """This market with ``product`` run at another of its interval lengths."""
+        spec = self.product(product)
+        if minutes != spec.interval_minutes and minutes not in spec.interval_minutes_options:
+            allowed = [spec.interval_minutes, *spec.interval_minutes_options]
+            raise ValueError(
+                f"market {self.market_id} runs {product} at {allowed} minutes, not {minutes}"
+            )
+        products = dict(self.products)
+        products[Product(product)] = spec.model_copy(update={"interval_minutes": minutes})
+        return self.model_copy(update={"products": products})
+
+
+def _aware(ts: datetime) -> datetime:
+    if ts.tzinfo is None:
+        raise ValueError(f"naive datetime {ts.isoformat()}: market times must be aware")
+    return ts.astimezone(UTC)
+
+
+MARKETS = ("caiso", "aemo", "eu-day-ahead")
+
+
+class MarketDefinitionError(ValueError):
+    pass
+
+
+@cache
+def load_market(market_id: str) -> MarketDefinition:
+    """A shipped market definition by id (``caiso``, ``aemo``, ``eu-day-ahead``)."""
+    if market_id not in MARKETS:
+        raise MarketDefinitionError(
+            f"unknown market {market_id!r}; shipped markets: {', '.join(MARKETS)}"
+        )
+    text = files("market").joinpath(f"definitions/{market_id}.yaml").read_text("utf-8")
+    try:
+        return MarketDefinition.model_validate(yaml.safe_load(text))
+    except ValidationError as exc:
+        raise MarketDefinitionError(f"market definition {market_id}: {exc}") from None

@@ -1,0 +1,263 @@
+"""What the market and scenario models share: parameters in, HiGHS columns out.
+
+A :class:`DispatchModel` owns a built Pyomo model of one or more dispatch blocks (one per
+price path) and its persistent HiGHS instance. For each solve it
+
+1. refuses contradictory inputs (:func:`optimizer.report.check_inputs`);
+2. writes battery and economics into the model's mutable parameters, and — only when one
+   of them differs from the last solve — pushes them all through Pyomo (full path);
+3. builds the objective coefficient vector from the prices in NumPy and pushes it, with
+   the initial energy's row bound, straight to HiGHS (hot path);
+4. makes ``u_t`` binary exactly where the path's price is negative;
+5. runs HiGHS warm and reads every block's schedule back as arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyomo.environ as pyo
+
+from market.definitions import Product
+from optimizer.blocks import UP
+from optimizer.inputs import BatteryAggregate, Terminal
+from optimizer.report import InfeasibleInputError
+from optimizer.solver import PersistentHighs, RunResult
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockColumns:
+    """HiGHS column indices of one dispatch block's variables."""
+
+    p_dis: I64
+    p_ch: I64
+    e: I64
+    u: I64
+    reserves: dict[Product, I64]
+    e0_row: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSchedule:
+    p_dis: F64
+    p_ch: F64
+    e: F64
+    reserves: dict[Product, F64]
+
+
+class DispatchModel:
+    def __init__(
+        self,
+        model: pyo.ConcreteModel,
+        blocks: list[pyo.Block],
+        reserves: tuple[Product, ...],
+        build_started: float,
+    ) -> None:
+        self.model = model
+        self.blocks = blocks
+        self.reserves = reserves
+        self.horizon = len(model.T)
+        self._solver: PersistentHighs | None = None
+        self.columns: list[BlockColumns] = []
+        self._integer: list[set[int]] = [set() for _ in blocks]
+        self._structure: tuple[Any, ...] | None = None
+        self.build_s = time.perf_counter() - build_started
+        self.instance_s = 0.0
+        self.solves = 0
+
+    @property
+    def solver(self) -> PersistentHighs:
+        """The HiGHS instance, created at the first solve — when the parameters already
+        hold that solve's values, so no second pass over them is needed."""
+        if self._solver is None:
+            started = time.perf_counter()
+            solver = PersistentHighs(self.model)
+            T = list(self.model.T)  # noqa: N806 - the model's interval set
+            self.columns = [
+                BlockColumns(
+                    p_dis=solver.cols([b.p_dis[t] for t in T]),
+                    p_ch=solver.cols([b.p_ch[t] for t in T]),
+                    e=solver.cols([b.e[t] for t in T]),
+                    u=solver.cols([b.u[t] for t in T]),
+                    reserves={k: solver.cols([b.r[k.value, t] for t in T]) for k in self.reserves},
+                    e0_row=solver.row(b.soc_balance[0]),
+                )
+                for b in self.blocks
+            ]
+            self._solver = solver
+            self.instance_s = time.perf_counter() - started
+        return self._solver
+
+    # -- parameters ------------------------------------------------------------------------
+
+    def _structure_key(
+        self,
+        battery: BatteryAggregate,
+        interval_h: float,
+        terminal: Terminal,
+        sustain_h: float,
+        deployment: dict[Product, float],
+    ) -> tuple[Any, ...]:
+        return (
+            interval_h,
+            battery.e_min_mwh,
+            battery.e_max_mwh,
+            battery.p_charge_max_mw,
+            battery.p_discharge_max_mw,
+            battery.eff_charge,
+            battery.eff_discharge,
+            sustain_h,
+            tuple(deployment.get(k, 0.0) for k in self.reserves),
+            battery.e_min_mwh if terminal.e_target_mwh is None else terminal.e_target_mwh,
+        )
+
+    def push_battery(
+        self,
+        battery: BatteryAggregate,
+        interval_h: float,
+        terminal: Terminal,
+        sustain_h: float,
+        deployment: dict[Product, float],
+        degradation_per_mwh: float,
+    ) -> None:
+        m = self.model
+        m.dt.set_value(interval_h)
+        m.e0.set_value(battery.e_initial_mwh)
+        m.e_min.set_value(battery.e_min_mwh)
+        m.e_max.set_value(battery.e_max_mwh)
+        m.p_dis_max.set_value(battery.p_discharge_max_mw)
+        m.p_ch_max.set_value(battery.p_charge_max_mw)
+        m.eta_c.set_value(battery.eff_charge)
+        m.eta_d.set_value(battery.eff_discharge)
+        m.sustain_h.set_value(sustain_h)
+        m.deg_cost.set_value(degradation_per_mwh)
+        target = terminal.e_target_mwh
+        m.e_target.set_value(battery.e_min_mwh if target is None else target)
+        m.end_value.set_value(terminal.value_per_mwh)
+        m.c_ch.set_value(interval_h * battery.eff_charge)
+        m.c_dis.set_value(interval_h / battery.eff_discharge)
+        m.s_up.set_value(sustain_h / battery.eff_discharge)
+        m.s_down.set_value(sustain_h * battery.eff_charge)
+        for k in self.reserves:
+            delta = deployment.get(k, 0.0)
+            m.deploy[k.value].set_value(delta)
+            per_mw = battery.eff_charge * delta if k not in UP else delta / battery.eff_discharge
+            m.c_dep[k.value].set_value(interval_h * per_mw)
+        key = self._structure_key(battery, interval_h, terminal, sustain_h, deployment)
+        if self._solver is None:
+            self._structure = key  # the instance is created from these values
+        elif key != self._structure:
+            self.solver.update_all_parameters()  # full path
+            self._structure = key
+        for cols in self.columns:  # hot path: E_{-1} is the balance row's constant
+            self.solver.set_row_bounds(cols.e0_row, battery.e_initial_mwh, battery.e_initial_mwh)
+
+    def objective_costs(
+        self,
+        costs: F64,
+        block: int,
+        weight: float,
+        price: F64,
+        reserve_price: dict[Product, F64],
+        deployment: dict[Product, float],
+        interval_h: float,
+        degradation_per_mwh: float,
+        end_value: float,
+    ) -> None:
+        """One block's coefficients (equations in :func:`optimizer.blocks.add_objective_costs`),
+        written into the block's Pyomo cost parameters and, weighted, into ``costs``."""
+        b, cols = self.blocks[block], self.columns[block]
+        dt, deg = interval_h, degradation_per_mwh
+        c_dis = (price - deg) * dt
+        c_ch = -(price + deg) * dt
+        b.cost_dis.store_values(dict(enumerate(c_dis.tolist())))
+        b.cost_ch.store_values(dict(enumerate(c_ch.tolist())))
+        b.cost_end.set_value(end_value)
+        costs[cols.p_dis] += weight * c_dis
+        costs[cols.p_ch] += weight * c_ch
+        for k, c in cols.reserves.items():
+            delta = deployment.get(k, 0.0)
+            sign = 1.0 if k in UP else -1.0
+            c_r = (reserve_price[k] + sign * delta * price - deg * delta) * dt
+            b.cost_r.store_values({(k.value, t): v for t, v in enumerate(c_r.tolist())})
+            costs[c] += weight * c_r
+        costs[cols.e[-1]] += weight * end_value
+
+    def set_integer(self, block: int, wanted: set[int]) -> None:
+        """Make ``u_t`` binary exactly for the intervals in ``wanted``."""
+        b = self.blocks[block]
+        current = self._integer[block]
+        changed = []
+        for t in wanted - current:
+            b.u[t].domain = pyo.Binary
+            changed.append(b.u[t])
+        for t in current - wanted:
+            b.u[t].domain = pyo.Reals
+            b.u[t].setlb(0)
+            b.u[t].setub(1)
+            changed.append(b.u[t])
+        self.solver.update_variables(changed)
+        self._integer[block] = set(wanted)
+
+    # -- solve -----------------------------------------------------------------------------
+
+    def _simultaneous(self, result: RunResult, block: int, tol: float) -> set[int]:
+        cols = self.columns[block]
+        both = (result.values[cols.p_dis] > tol) & (result.values[cols.p_ch] > tol)
+        return set(np.flatnonzero(both).tolist())
+
+    def run(self, battery: BatteryAggregate, costs: F64, what: str) -> RunResult:
+        """Solve; add binaries only where the relaxation charges and discharges at once.
+
+        The model with every ``u_t`` continuous is a relaxation of the one with binaries, so
+        an optimum of it that never charges and discharges in the same interval is optimal
+        for the exact problem too. Where it does (only possible at negative prices, see
+        :func:`optimizer.blocks.add_no_simultaneous`), those intervals get binary ``u_t``
+        and HiGHS solves again — until no interval does. Returns the last run, with the HiGHS
+        and wall times of all runs added up.
+        """
+        self.solver.set_costs(costs)
+        for block in range(len(self.blocks)):
+            self.set_integer(block, set())
+        tol = 1e-6 * max(1.0, battery.p_discharge_max_mw, battery.p_charge_max_mw)
+        highs_s = solve_s = 0.0
+        for _ in range(len(self.blocks) * self.horizon + 1):
+            result = self.solver.run()
+            highs_s += result.highs_s
+            solve_s += result.solve_s
+            if not result.optimal:
+                raise InfeasibleInputError(
+                    f"{what}: HiGHS found no optimal schedule ({result.status}) for E0 "
+                    f"{battery.e_initial_mwh:.6g} MWh in [{battery.e_min_mwh:.6g}, "
+                    f"{battery.e_max_mwh:.6g}] MWh, P⁺ {battery.p_discharge_max_mw:.6g} MW, "
+                    f"P⁻ {battery.p_charge_max_mw:.6g} MW"
+                )
+            offenders = [self._simultaneous(result, b, tol) for b in range(len(self.blocks))]
+            if not any(offenders):
+                break
+            for block, extra in enumerate(offenders):
+                if extra:
+                    self.set_integer(block, self._integer[block] | extra)
+        self.solves += 1
+        return RunResult(result.status, result.objective, result.values, highs_s, solve_s)
+
+    @property
+    def integer_intervals(self) -> int:
+        return sum(len(s) for s in self._integer)
+
+    def schedule(self, result: RunResult, block: int) -> BlockSchedule:
+        cols = self.columns[block]
+        v = result.values
+        return BlockSchedule(
+            p_dis=np.maximum(v[cols.p_dis], 0.0),
+            p_ch=np.maximum(v[cols.p_ch], 0.0),
+            e=v[cols.e],
+            reserves={k: np.maximum(v[c], 0.0) for k, c in cols.reserves.items()},
+        )

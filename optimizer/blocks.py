@@ -1,0 +1,219 @@
+"""The aggregate battery's dispatch, as Pyomo building blocks — one function per family.
+
+Notation (all per interval ``t`` of length ``Δt`` hours; MW, MWh, currency/MWh):
+
+- ``P⁺_t, P⁻_t ≥ 0``: discharge and charge power at the grid (+ = discharge, as everywhere);
+- ``E_t``: stored energy at the *end* of interval ``t`` (``E_{-1} = E₀``);
+- ``R^k_t ≥ 0``: capacity offered for reserve ``k`` ∈ {reg_up, reg_down, spinning};
+- ``δ_k``: the expected deployed fraction of reserve ``k`` (energy actually delivered);
+- ``u_t ∈ [0, 1]``: discharge indicator (integer only where it matters, see
+  :func:`add_no_simultaneous`).
+
+Model-level mutable parameters (``m.*``) hold the battery and economics, so a solve with
+new prices or a new state changes parameter values only; the block structure is built once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyomo.environ as pyo
+
+from market.definitions import Product
+
+UP = (Product.REG_UP, Product.SPINNING)  # reserves delivered by discharging more
+DOWN = (Product.REG_DOWN,)  # reserves delivered by charging more
+_UP = frozenset(p.value for p in UP)
+_DOWN = frozenset(p.value for p in DOWN)
+
+
+def add_battery_params(m: pyo.ConcreteModel, horizon: int, reserves: Sequence[Product]) -> None:
+    """The shared sets and mutable parameters of one aggregate battery."""
+    m.T = pyo.RangeSet(0, horizon - 1)
+    m.K = pyo.Set(initialize=[k.value for k in reserves], ordered=True)
+    mutable = {"mutable": True, "within": pyo.Reals}
+    m.dt = pyo.Param(initialize=1.0, **mutable)
+    m.e0 = pyo.Param(initialize=0.0, **mutable)
+    m.e_min = pyo.Param(initialize=0.0, **mutable)
+    m.e_max = pyo.Param(initialize=1.0, **mutable)
+    m.p_dis_max = pyo.Param(initialize=1.0, **mutable)
+    m.p_ch_max = pyo.Param(initialize=1.0, **mutable)
+    m.eta_c = pyo.Param(initialize=1.0, **mutable)
+    m.eta_d = pyo.Param(initialize=1.0, **mutable)
+    m.sustain_h = pyo.Param(initialize=1.0, **mutable)
+    m.deg_cost = pyo.Param(initialize=0.0, **mutable)
+    m.e_target = pyo.Param(initialize=0.0, **mutable)
+    m.end_value = pyo.Param(initialize=0.0, **mutable)
+    m.deploy = pyo.Param(m.K, initialize=0.0, **mutable)
+    # Derived coefficients, one parameter each so HiGHS gets them without evaluating
+    # products of parameters (set together with the above by the model's solve).
+    m.c_ch = pyo.Param(initialize=1.0, **mutable)  # Δt·η_c
+    m.c_dis = pyo.Param(initialize=1.0, **mutable)  # Δt/η_d
+    m.c_dep = pyo.Param(m.K, initialize=0.0, **mutable)  # Δt·η_c·δ_k (down), Δt·δ_k/η_d (up)
+    m.s_up = pyo.Param(initialize=1.0, **mutable)  # H/η_d
+    m.s_down = pyo.Param(initialize=1.0, **mutable)  # H·η_c
+
+
+def add_dispatch_vars(b: pyo.Block, m: pyo.ConcreteModel) -> None:
+    """``P⁺, P⁻ ∈ [0, P_max]``, ``E ∈ [E_min, E_max]``, ``u ∈ [0, 1]``, ``R ≥ 0``."""
+    b.p_dis = pyo.Var(m.T, bounds=(0, m.p_dis_max))
+    b.p_ch = pyo.Var(m.T, bounds=(0, m.p_ch_max))
+    b.e = pyo.Var(m.T, bounds=(m.e_min, m.e_max))
+    b.u = pyo.Var(m.T, bounds=(0, 1))
+    b.r = pyo.Var(m.K, m.T, bounds=(0, None))
+
+
+def _sum_reserves(
+    b: pyo.Block,
+    m: pyo.ConcreteModel,
+    t: int,
+    names: frozenset[str],
+    weight: dict[str, object] | None,
+) -> object:
+    return sum((weight[k] if weight else 1) * b.r[k, t] for k in m.K if k in names)
+
+
+def _up(
+    b: pyo.Block, m: pyo.ConcreteModel, t: int, weight: dict[str, object] | None = None
+) -> object:
+    return _sum_reserves(b, m, t, _UP, weight)
+
+
+def _down(
+    b: pyo.Block, m: pyo.ConcreteModel, t: int, weight: dict[str, object] | None = None
+) -> object:
+    return _sum_reserves(b, m, t, _DOWN, weight)
+
+
+def add_soc_balance(b: pyo.Block, m: pyo.ConcreteModel) -> None:
+    """``E_t = E_{t-1} + Δt·(η_c·(P⁻_t + δ_down R^down_t) − (P⁺_t + Σ_up δ_k R^k_t)/η_d)``.
+
+    Separate efficiencies: charging stores ``η_c`` of what is drawn, discharging draws
+    ``1/η_d`` from store per MWh delivered. Expected reserve deployment moves energy too
+    (coefficients ``c_dep``: ``Δt·η_c·δ`` for down, ``Δt·δ/η_d`` for up reserves).
+    """
+
+    def rule(b: pyo.Block, t: int) -> object:
+        prev = m.e0 if t == 0 else b.e[t - 1]
+        deployed_in = sum(m.c_dep[k] * b.r[k, t] for k in m.K if k in _DOWN)
+        deployed_out = sum(m.c_dep[k] * b.r[k, t] for k in m.K if k in _UP)
+        return (
+            b.e[t] == prev + m.c_ch * b.p_ch[t] - m.c_dis * b.p_dis[t] + deployed_in - deployed_out
+        )
+
+    b.soc_balance = pyo.Constraint(m.T, rule=rule)
+
+
+def add_reserve_headroom(b: pyo.Block, m: pyo.ConcreteModel) -> None:
+    """``P⁺_t + R^up_t + R^spin_t ≤ P⁺_max`` and ``P⁻_t + R^down_t ≤ P⁻_max``.
+
+    Reserve capacity is headroom kept free in the same direction as the scheduled power
+    (the conservative reading: a battery charging at full rate offers no up-reserve).
+    """
+    names = set(m.K)
+    if names & _UP:
+        b.headroom_up = pyo.Constraint(
+            m.T, rule=lambda b, t: b.p_dis[t] + _up(b, m, t) <= m.p_dis_max
+        )
+    if names & _DOWN:
+        b.headroom_down = pyo.Constraint(
+            m.T, rule=lambda b, t: b.p_ch[t] + _down(b, m, t) <= m.p_ch_max
+        )
+
+
+def add_sustain_duration(b: pyo.Block, m: pyo.ConcreteModel) -> None:
+    """Energy to hold the offered reserves for ``H`` hours, from the interval's end state.
+
+    ``E_t − H·(R^up_t + R^spin_t)/η_d ≥ E_min`` and ``E_t + H·η_c·R^down_t ≤ E_max``.
+    """
+    names = set(m.K)
+    if names & _UP:
+        b.sustain_up = pyo.Constraint(
+            m.T, rule=lambda b, t: b.e[t] - m.s_up * _up(b, m, t) >= m.e_min
+        )
+    if names & _DOWN:
+        b.sustain_down = pyo.Constraint(
+            m.T, rule=lambda b, t: b.e[t] + m.s_down * _down(b, m, t) <= m.e_max
+        )
+
+
+def add_no_simultaneous(b: pyo.Block, m: pyo.ConcreteModel) -> None:
+    """``P⁺_t ≤ P⁺_max·u_t`` and ``P⁻_t ≤ P⁻_max·(1 − u_t)``.
+
+    Why binary only at negative prices (and exact): at a price ``π_t ≥ 0`` any schedule
+    that charges and discharges at once can be replaced by one with the same net power or
+    better revenue, the same stored-energy trajectory and less throughput — e.g. for
+    ``P⁺ ≥ P⁻``: ``P⁺' = P⁺ − P⁻ + P⁻(1 − η_cη_d)``, ``P⁻' = 0`` keeps ``E`` and earns
+    ``π·P⁻(1 − η_cη_d)·Δt ≥ 0`` more. So an optimum without simultaneity exists and
+    ``u_t`` can stay continuous there (the pair then only says ``P⁺/P⁺_max + P⁻/P⁻_max ≤ 1``,
+    which every non-simultaneous schedule satisfies). At ``π_t < 0`` burning energy in the
+    round-trip losses can pay, so ``u_t`` becomes binary there — but only in the intervals
+    where the relaxation actually does it (:meth:`optimizer.base.DispatchModel.run`): an
+    optimum of the relaxation that never does is optimal for the exact problem. Most solves
+    stay LPs; the rest are MILPs with a handful of binaries instead of ``T``.
+    """
+    b.dis_if_u = pyo.Constraint(m.T, rule=lambda b, t: b.p_dis[t] <= m.p_dis_max * b.u[t])
+    b.ch_if_not_u = pyo.Constraint(m.T, rule=lambda b, t: b.p_ch[t] <= m.p_ch_max * (1 - b.u[t]))
+
+
+def add_terminal(b: pyo.Block, m: pyo.ConcreteModel) -> None:
+    """``E_{T-1} ≥ E_target`` (set ``E_target = E_min`` for no target)."""
+    last = m.T.last()
+    b.terminal = pyo.Constraint(expr=b.e[last] >= m.e_target)
+
+
+def add_objective_costs(b: pyo.Block, m: pyo.ConcreteModel) -> None:
+    """Per-variable objective coefficients of one price path (``b.net`` = Σ cost·variable).
+
+    With energy price ``π_t`` and reserve capacity prices ``ρ^k_t`` (per MW per hour) the
+    block's net revenue is
+
+    - energy: ``Σ_t π_t·Δt·(P⁺_t − P⁻_t)``
+    - reserves: ``Σ_k Σ_t ρ^k_t·Δt·R^k_t``
+    - deployment: ``Σ_t π_t·Δt·(Σ_up δ_k R^k_t − δ_down R^down_t)`` (energy settled at ``π``)
+    - degradation: ``− c_deg·Σ_t Δt·(P⁺_t + P⁻_t + Σ_k δ_k R^k_t)`` (per MWh of throughput)
+    - terminal: ``+ v_end·E_{T-1}``
+
+    so the coefficients are ``(π_t − c_deg)Δt`` for ``P⁺_t``, ``−(π_t + c_deg)Δt`` for
+    ``P⁻_t``, ``(ρ^k_t ± δ_k π_t − c_deg δ_k)Δt`` for ``R^k_t`` (+ for up, − for down) and
+    ``v_end`` for ``E_{T-1}`` — computed from the prices in NumPy by
+    :func:`optimizer.base.objective_costs`, which also feeds them to HiGHS directly.
+    """
+    mutable = {"mutable": True, "within": pyo.Reals, "initialize": 0.0}
+    b.cost_dis = pyo.Param(m.T, **mutable)
+    b.cost_ch = pyo.Param(m.T, **mutable)
+    b.cost_r = pyo.Param(m.K, m.T, **mutable)
+    b.cost_end = pyo.Param(**mutable)
+    b.net = pyo.Expression(
+        expr=sum(b.cost_dis[t] * b.p_dis[t] + b.cost_ch[t] * b.p_ch[t] for t in m.T)
+        + sum(b.cost_r[k, t] * b.r[k, t] for k in m.K for t in m.T)
+        + b.cost_end * b.e[m.T.last()]
+    )
+
+
+def add_monotone_dispatch(m: pyo.ConcreteModel) -> None:
+    """Scenario bidding: dispatch is a non-decreasing function of the interval's price.
+
+    With comonotone scenarios (scenario ``s+1`` priced at or above ``s`` in every interval)
+    this is, between adjacent scenarios, ``P⁺_{s+1,t} ≥ P⁺_{s,t}`` and
+    ``P⁻_{s+1,t} ≤ P⁻_{s,t}``: a higher price never brings less discharge or more charge,
+    which is exactly what a monotone price-quantity curve per interval can express.
+    """
+    m.S_pairs = pyo.RangeSet(0, len(m.S) - 2) if len(m.S) > 1 else pyo.Set(initialize=[])
+    m.monotone_discharge = pyo.Constraint(
+        m.S_pairs, m.T, rule=lambda m, s, t: m.scen[s + 1].p_dis[t] >= m.scen[s].p_dis[t]
+    )
+    m.monotone_charge = pyo.Constraint(
+        m.S_pairs, m.T, rule=lambda m, s, t: m.scen[s + 1].p_ch[t] <= m.scen[s].p_ch[t]
+    )
+
+
+def build_dispatch_block(b: pyo.Block, m: pyo.ConcreteModel) -> None:
+    """One price path's dispatch: every family above on block ``b``."""
+    add_dispatch_vars(b, m)
+    add_soc_balance(b, m)
+    add_reserve_headroom(b, m)
+    add_sustain_duration(b, m)
+    add_no_simultaneous(b, m)
+    add_terminal(b, m)
+    add_objective_costs(b, m)

@@ -1,0 +1,395 @@
+"""The market and scenario models: hand-checkable cases, an independent reference LP,
+infeasible inputs, and monotone bid curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import highspy
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from market.bids import Bid, validate
+from market.definitions import Product, load_market
+from market.prices import load_price_csv
+from optimizer.curves import curve_for_interval
+from optimizer.inputs import BatteryAggregate, MarketInputs, ScenarioInputs, Terminal
+from optimizer.market_model import MarketModel
+from optimizer.report import InfeasibleInputError
+from optimizer.scenario_model import ScenarioBidModel
+
+DATA = Path(__file__).resolve().parents[1] / "scenarios" / "data"
+
+
+def battery(**kw: float) -> BatteryAggregate:
+    base = {
+        "e_min_mwh": 0.0,
+        "e_max_mwh": 1.0,
+        "e_initial_mwh": 0.0,
+        "p_charge_max_mw": 1.0,
+        "p_discharge_max_mw": 1.0,
+        "eff_charge": 0.9,
+        "eff_discharge": 0.9,
+    }
+    base.update(kw)
+    return BatteryAggregate(**base)
+
+
+def test_two_interval_arbitrage_with_efficiency() -> None:
+    # Charge 1 MW for 1 h at 10 (stores 0.9 MWh), discharge it at 100 (delivers 0.81 MWh).
+    model = MarketModel(2)
+    sched = model.solve(
+        battery(), MarketInputs(interval_h=1.0, energy_price=np.array([10.0, 100.0]))
+    )
+    assert sched.p_charge_mw == pytest.approx([1.0, 0.0], abs=1e-9)
+    assert sched.p_discharge_mw == pytest.approx([0.0, 0.81], abs=1e-9)
+    assert sched.e_mwh == pytest.approx([0.9, 0.0], abs=1e-9)
+    assert sched.report is not None
+    assert sched.report.objective == pytest.approx(100 * 0.81 - 10 * 1.0)
+    assert sched.report.objective_split["energy"] == pytest.approx(71.0)
+
+
+def test_degradation_cost_stops_unprofitable_cycles() -> None:
+    model = MarketModel(2)
+    inputs = MarketInputs(
+        interval_h=1.0, energy_price=np.array([10.0, 100.0]), degradation_per_mwh=60.0
+    )
+    sched = model.solve(battery(), inputs)  # 71 gross - 60 x 1.81 MWh throughput < 0
+    assert sched.p_charge_mw.sum() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_negative_prices_never_burn_energy_in_round_trip_losses() -> None:
+    # Full battery at -100: the LP relaxation would charge and discharge at once to consume
+    # 1 - 0.81 MWh and be paid for it; the exact model must stay idle.
+    model = MarketModel(1)
+    full = battery(e_initial_mwh=1.0)
+    sched = model.solve(full, MarketInputs(interval_h=1.0, energy_price=np.array([-100.0])))
+    assert sched.report is not None
+    assert sched.report.integer_intervals == 1
+    assert sched.report.simultaneous_intervals == 0
+    assert sched.p_charge_mw[0] == pytest.approx(0.0, abs=1e-9)
+    assert sched.p_discharge_mw[0] == pytest.approx(0.0, abs=1e-9)
+    assert sched.report.objective == pytest.approx(0.0, abs=1e-9)
+    # ... and charging into room at a negative price is still paid for.
+    empty = model.solve(battery(), MarketInputs(interval_h=1.0, energy_price=np.array([-100.0])))
+    assert empty.p_charge_mw[0] == pytest.approx(1.0)
+    assert empty.report is not None and empty.report.objective == pytest.approx(100.0)
+
+
+def test_reserve_headroom_and_sustain_duration() -> None:
+    # A full 0.5 MWh battery (no room to charge first); reg up pays 10/MW/h. Sustaining R
+    # for 2 h from 0.5 MWh above the floor (eff 1): R <= 0.25 MW, though 1 MW of headroom
+    # is free.
+    model = MarketModel(1, [Product.REG_UP])
+    b = battery(e_initial_mwh=0.5, e_max_mwh=0.5, eff_charge=1.0, eff_discharge=1.0)
+    inputs = MarketInputs(
+        interval_h=1.0,
+        energy_price=np.array([0.0]),
+        reserve_price={Product.REG_UP: np.array([10.0])},
+        sustain_h=2.0,
+    )
+    sched = model.solve(b, inputs)
+    assert sched.reserves_mw[Product.REG_UP][0] == pytest.approx(0.25)
+    assert sched.report is not None
+    assert sched.report.objective_split["reg_up"] == pytest.approx(2.5)
+    assert "sustain-up" in {x.family for x in sched.report.binding}
+    # With the energy to spare, headroom binds instead: discharge + reg up <= P_dis.
+    b2 = battery(e_initial_mwh=1.0, e_max_mwh=10.0, eff_charge=1.0, eff_discharge=1.0)
+    inputs2 = MarketInputs(
+        interval_h=1.0,
+        energy_price=np.array([50.0]),
+        reserve_price={Product.REG_UP: np.array([10.0])},
+        sustain_h=0.5,
+    )
+    sched2 = model.solve(b2, inputs2)
+    assert sched2.p_discharge_mw[0] + sched2.reserves_mw[Product.REG_UP][0] == pytest.approx(1.0)
+    assert sched2.p_discharge_mw[0] == pytest.approx(1.0)  # energy at 50 beats reg up at 10
+
+
+def test_reserve_deployment_moves_energy_and_is_settled_at_the_energy_price() -> None:
+    model = MarketModel(1, [Product.REG_DOWN])
+    b = battery(e_initial_mwh=0.0, e_max_mwh=10.0, eff_charge=1.0, eff_discharge=1.0)
+    inputs = MarketInputs(
+        interval_h=1.0,
+        energy_price=np.array([20.0]),
+        reserve_price={Product.REG_DOWN: np.array([30.0])},
+        deployment={Product.REG_DOWN: 0.5},
+        sustain_h=1.0,
+    )
+    sched = model.solve(b, inputs)
+    r = sched.reserves_mw[Product.REG_DOWN][0]
+    assert r == pytest.approx(1.0)
+    assert sched.report is not None
+    assert sched.report.objective_split["deployment"] == pytest.approx(-10.0)  # bought at 20
+    # The balance counts the deployed half: E = E0 + 0.5 R + P⁻ − P⁺ (eff 1).
+    expected = 0.5 * r + sched.p_charge_mw[0] - sched.p_discharge_mw[0]
+    assert sched.e_mwh[0] == pytest.approx(expected)
+    # With energy worth nothing (and cycling costing something) nothing is sold against
+    # the deployed energy: it charges the battery.
+    free = model.solve(
+        b,
+        MarketInputs(
+            interval_h=1.0,
+            energy_price=np.array([0.0]),
+            reserve_price={Product.REG_DOWN: np.array([30.0])},
+            deployment={Product.REG_DOWN: 0.5},
+            sustain_h=1.0,
+            degradation_per_mwh=1.0,
+        ),
+    )
+    assert free.e_mwh[0] == pytest.approx(0.5 * free.reserves_mw[Product.REG_DOWN][0])
+
+
+def test_soc_floor_limits_discharge() -> None:
+    model = MarketModel(1)
+    b = battery(e_min_mwh=0.4, e_initial_mwh=0.5)
+    sched = model.solve(b, MarketInputs(interval_h=1.0, energy_price=np.array([100.0])))
+    assert sched.p_discharge_mw[0] == pytest.approx(0.1 * 0.9)
+    assert sched.e_mwh[0] == pytest.approx(0.4)
+
+
+def test_terminal_target_and_end_value() -> None:
+    model = MarketModel(2)
+    prices = np.array([50.0, 50.0])
+    kept = model.solve(
+        battery(e_initial_mwh=1.0),
+        MarketInputs(interval_h=1.0, energy_price=prices, terminal=Terminal(e_target_mwh=0.6)),
+    )
+    assert kept.e_mwh[-1] == pytest.approx(0.6)
+    valued = model.solve(
+        battery(e_initial_mwh=1.0),
+        MarketInputs(interval_h=1.0, energy_price=prices, terminal=Terminal(value_per_mwh=60.0)),
+    )
+    assert valued.e_mwh[-1] == pytest.approx(1.0)  # 60/MWh in store beats 50 x 0.9 sold
+
+
+@pytest.mark.parametrize(
+    ("b", "terminal", "named"),
+    [
+        (battery(e_min_mwh=0.2, e_initial_mwh=0.1), Terminal(), "below the floor e_min"),
+        (battery(e_initial_mwh=1.5), Terminal(), "above e_max"),
+        (battery(), Terminal(e_target_mwh=0.95), "unreachable"),
+        (battery(), Terminal(e_target_mwh=2.0), "above e_max"),
+        (battery(eff_charge=1.2), Terminal(), "eff_charge"),
+    ],
+)
+def test_infeasible_inputs_name_the_conflict(
+    b: BatteryAggregate, terminal: Terminal, named: str
+) -> None:
+    model = MarketModel(1)
+    with pytest.raises(InfeasibleInputError, match=named):
+        model.solve(
+            b, MarketInputs(interval_h=1.0, energy_price=np.array([1.0]), terminal=terminal)
+        )
+
+
+def test_model_is_built_once_and_resolved_with_new_prices_and_state() -> None:
+    model = MarketModel(24)
+    rng = np.random.default_rng(0)
+    n_cols = None
+    for k in range(3):
+        sched = model.solve(
+            battery(e_initial_mwh=0.1 * k),
+            MarketInputs(interval_h=1.0, energy_price=rng.uniform(0, 100, 24)),
+        )
+        assert sched.report is not None and sched.report.status == "optimal"
+        if n_cols is None:
+            n_cols = model.solver.n_cols
+        assert model.solver.n_cols == n_cols
+    assert model.solves == 3
+
+
+def _reference(prices: np.ndarray, b: BatteryAggregate, dt: float, exact: bool) -> float:
+    """Energy-only arbitrage as a sparse matrix, solved by highspy directly.
+
+    Columns: P⁺_t, P⁻_t, E_t, u_t (t = 0..T-1). Rows: E_t − E_{t−1} − Δt η_c P⁻_t + Δt/η_d P⁺_t
+    = 0 (E_{−1} = E₀ on the right-hand side of row 0); with ``exact``, P⁺_t − P⁺_max u_t ≤ 0
+    and P⁻_t + P⁻_max u_t ≤ P⁻_max with every u_t binary (no simultaneous charge and
+    discharge); without, the plain LP.
+    """
+    n = len(prices)
+    dis, ch, e, u = (k * n + np.arange(n) for k in range(4))
+    entries: list[tuple[int, int, float]] = []  # (row, col, value)
+    for t in range(n):
+        entries += [
+            (t, e[t], 1.0),
+            (t, ch[t], -dt * b.eff_charge),
+            (t, dis[t], dt / b.eff_discharge),
+        ]
+        if t:
+            entries.append((t, e[t - 1], -1.0))
+        if exact:
+            entries += [
+                (n + t, dis[t], 1.0),
+                (n + t, u[t], -b.p_discharge_max_mw),
+                (2 * n + t, ch[t], 1.0),
+                (2 * n + t, u[t], b.p_charge_max_mw),
+            ]
+    rows = np.array([r for r, _, _ in entries])
+    cols = np.array([c for _, c, _ in entries])
+    vals = np.array([v for _, _, v in entries])
+    order = np.lexsort((rows, cols))
+    n_rows = 3 * n if exact else n
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = 4 * n, n_rows
+    lp.col_cost_ = np.concatenate([prices * dt, -prices * dt, np.zeros(2 * n)])
+    lp.col_lower_ = np.concatenate([np.zeros(2 * n), np.full(n, b.e_min_mwh), np.zeros(n)])
+    lp.col_upper_ = np.concatenate(
+        [
+            np.full(n, b.p_discharge_max_mw),
+            np.full(n, b.p_charge_max_mw),
+            np.full(n, b.e_max_mwh),
+            np.ones(n),
+        ]
+    )
+    lower = np.zeros(n_rows)
+    lower[0] = b.e_initial_mwh
+    upper = lower.copy()
+    if exact:
+        lower[n:] = -highspy.kHighsInf
+        upper[n : 2 * n] = 0.0
+        upper[2 * n :] = b.p_charge_max_mw
+    lp.row_lower_, lp.row_upper_ = lower, upper
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.searchsorted(cols[order], np.arange(4 * n + 1)).astype(np.int32)
+    lp.a_matrix_.index_ = rows[order].astype(np.int32)
+    lp.a_matrix_.value_ = vals[order]
+    lp.sense_ = highspy.ObjSense.kMaximize
+    if exact:
+        lp.integrality_ = [highspy.HighsVarType.kContinuous] * (3 * n) + [
+            highspy.HighsVarType.kInteger
+        ] * n
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("mip_rel_gap", 1e-9)
+    h.passModel(lp)
+    h.run()
+    assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+    return float(h.getInfo().objective_function_value)
+
+
+def _de_prices() -> np.ndarray:
+    series = load_price_csv(
+        DATA / "entsoe_dayahead_2019_de_dk1.csv",
+        time_column="time_utc_hour_beginning",
+        column="DE",
+        unit="EUR/MWh",
+        interval="start",
+        timezone="UTC",
+    )
+    return series.values
+
+
+def test_energy_optimum_on_first_week_of_2019_de_equals_an_independent_formulation() -> None:
+    prices = _de_prices()[: 7 * 24]
+    assert (prices < 0).any()  # the week has negative prices: the interesting case
+    b = battery(e_max_mwh=1.0, eff_charge=0.9487, eff_discharge=0.9487)
+    sched = MarketModel(len(prices)).solve(b, MarketInputs(interval_h=1.0, energy_price=prices))
+    assert sched.report is not None
+    reference = _reference(prices, b, 1.0, exact=True)
+    assert sched.report.objective == pytest.approx(reference, rel=1e-6)
+    # The plain LP would earn more by burning energy in round-trip losses at negative
+    # prices; the exact model needs binaries in exactly those intervals.
+    relaxed = _reference(prices, b, 1.0, exact=False)
+    assert relaxed > reference * 1.01
+    assert 0 < sched.report.integer_intervals <= int((prices < 0).sum())
+    assert sched.report.simultaneous_intervals == 0
+
+
+def test_without_negative_prices_the_optimum_is_the_plain_lp() -> None:
+    prices = _de_prices()[168 * 2 : 168 * 3]  # the third week of 2019
+    assert (prices >= 0).all()
+    b = battery(e_max_mwh=2.0, e_initial_mwh=1.0, eff_charge=0.95, eff_discharge=0.95)
+    sched = MarketModel(len(prices)).solve(b, MarketInputs(interval_h=1.0, energy_price=prices))
+    assert sched.report is not None and sched.report.integer_intervals == 0
+    assert sched.report.objective == pytest.approx(
+        _reference(prices, b, 1.0, exact=False), rel=1e-6
+    )
+
+
+# -- scenario bidding -------------------------------------------------------------------------
+
+
+def test_scenario_model_dispatch_is_monotone_and_curves_are_valid() -> None:
+    rng = np.random.default_rng(3)
+    T, S = 12, 8
+    base = 50 + 30 * np.sin(np.arange(T) / T * 2 * np.pi)
+    prices = base[None, :] + np.sort(rng.normal(0, 25, S))[:, None]
+    model = ScenarioBidModel(T, S)
+    sol = model.solve(
+        battery(e_max_mwh=2.0, e_initial_mwh=1.0),
+        ScenarioInputs(interval_h=1.0, energy_price=prices, degradation_per_mwh=1.0),
+    )
+    assert (np.diff(sol.p_discharge_mw, axis=0) >= -1e-7).all()
+    assert (np.diff(sol.p_charge_mw, axis=0) <= 1e-7).all()
+    market = load_market("eu-day-ahead")
+    curves = sol.curves(market, Product.ENERGY_DA)
+    assert sum(bool(c.discharge or c.charge) for c in curves) >= T // 2
+    for t, curve in enumerate(curves):
+        from datetime import UTC, datetime, timedelta
+
+        if not (curve.discharge or curve.charge):
+            continue  # no scenario moves the battery here: nothing to bid
+        start = datetime(2026, 11, 21, tzinfo=UTC) + timedelta(hours=t)
+        bid = Bid(
+            bid_id=f"b{t}",
+            market="eu-day-ahead",
+            group="g",
+            product=Product.ENERGY_DA,
+            interval_start=start,
+            interval_end=start + timedelta(hours=1),
+            curve=curve,
+        )
+        validate(market, bid)
+        assert curve.max_discharge_mw <= 1.0 + 1e-9 and curve.max_charge_mw <= 1.0 + 1e-9
+
+
+def test_scenario_prices_must_ascend() -> None:
+    model = ScenarioBidModel(2, 2)
+    with pytest.raises(InfeasibleInputError, match="interval 1, scenario 1"):
+        model.solve(
+            battery(),
+            ScenarioInputs(interval_h=1.0, energy_price=np.array([[1.0, 5.0], [2.0, 4.0]])),
+        )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prices=st.lists(st.floats(-600, 5000), min_size=1, max_size=30),
+    data=st.data(),
+)
+def test_curves_from_any_monotone_dispatch_pass_market_validation(
+    prices: list[float], data: st.DataObject
+) -> None:
+    """Whatever the scenario prices and dispatch, the curve conforms to every market."""
+    p = np.sort(np.array(prices))
+    n = len(p)
+    dis = np.sort(np.array(data.draw(st.lists(st.floats(0, 3), min_size=n, max_size=n))))
+    ch = np.sort(np.array(data.draw(st.lists(st.floats(0, 3), min_size=n, max_size=n))))[::-1]
+    from datetime import UTC, datetime, timedelta
+
+    for market_id, product, minutes in (
+        ("caiso", Product.ENERGY_DA, 60),
+        ("aemo", Product.ENERGY_RT, 5),
+        ("eu-day-ahead", Product.ENERGY_DA, 60),
+    ):
+        market = load_market(market_id)
+        curve = curve_for_interval(p, dis, ch, market, product)
+        start = market.trading_day_start_utc(
+            market.trading_day(datetime(2026, 11, 21, 12, tzinfo=UTC))
+        )
+        bid = Bid(
+            bid_id="x",
+            market=market_id,
+            group="g",
+            product=product,
+            interval_start=start,
+            interval_end=start + timedelta(minutes=minutes),
+            curve=curve,
+        )
+        if curve.discharge or curve.charge:
+            validate(market, bid)
+        assert curve.max_discharge_mw <= dis.max() + 1e-9
+        assert curve.max_charge_mw <= ch.max() + 1e-9

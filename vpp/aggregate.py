@@ -1,0 +1,74 @@
+"""The fleet seen as one battery per group, at the market boundary (kW/kWh → MW/MWh).
+
+This is the one place where engine units (kW, kWh) become market units (MW, MWh).
+
+Efficiencies of a group are capacity-weighted means of its sites' (exact when the sites
+agree, a close approximation when they differ by a few percent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from optimizer.inputs import BatteryAggregate
+from vpp.fleet.hierarchy import NodeAggregate
+from vpp.scenario import FleetEntry
+
+KW_PER_MW = 1000.0
+
+
+def battery_from_entries(entries: Sequence[FleetEntry]) -> BatteryAggregate:
+    """A scenario fleet's group as one aggregate battery (nameplate)."""
+    cap = sum(e.count * e.capacity_kwh for e in entries)
+    if cap <= 0:
+        raise ValueError("a group needs capacity")
+
+    def weighted(attr: str) -> float:
+        return sum(e.count * e.capacity_kwh * float(getattr(e, attr)) for e in entries) / cap
+
+    return BatteryAggregate(
+        e_min_mwh=sum(e.count * e.capacity_kwh * e.soc_min for e in entries) / KW_PER_MW,
+        e_max_mwh=sum(e.count * e.capacity_kwh * e.soc_max for e in entries) / KW_PER_MW,
+        e_initial_mwh=sum(e.count * e.capacity_kwh * e.soc_initial for e in entries) / KW_PER_MW,
+        p_charge_max_mw=sum(e.count * e.p_charge_max_kw for e in entries) / KW_PER_MW,
+        p_discharge_max_mw=sum(e.count * e.p_discharge_max_kw for e in entries) / KW_PER_MW,
+        eff_charge=weighted("eff_charge"),
+        eff_discharge=weighted("eff_discharge"),
+    )
+
+
+def battery_from_node(
+    node: NodeAggregate,
+    *,
+    eff_charge: float,
+    eff_discharge: float,
+    quantile: float = 0.9,
+    backup_reserve_kwh: float = 0.0,
+) -> BatteryAggregate:
+    """A live group (from the fleet hierarchy) as one battery, sized to an availability quantile.
+
+    Powers are the group's deliverable power at the quantile (P90: what it delivers nine
+    times out of ten), not nameplate. Energies are stored energy relative to the floor:
+    ``E_min = backup``, ``E₀ = E_min + E_dis/η_d`` (the hierarchy reports energy at the grid),
+    ``E_max = E₀ + E_chg·η_c``; a lower bound of available energy is used so that bids never
+    count on energy a stale site might no longer have.
+    """
+    if quantile == 0.9:
+        p_dis, p_chg = node.p_discharge_p90_kw, node.p_charge_p90_kw
+    elif quantile == 0.5:
+        p_dis, p_chg = node.p_discharge_p50_kw, node.p_charge_p50_kw
+    else:
+        raise ValueError(f"the hierarchy reports P50 and P90 availability, not P{quantile:.0%}")
+    e_min = backup_reserve_kwh / KW_PER_MW
+    above_floor = max(node.e_discharge_kwh.lower / eff_discharge - backup_reserve_kwh, 0.0)
+    e0 = e_min + above_floor / KW_PER_MW
+    headroom = node.e_charge_kwh.lower * eff_charge / KW_PER_MW
+    return BatteryAggregate(
+        e_min_mwh=e_min,
+        e_max_mwh=e0 + headroom,
+        e_initial_mwh=e0,
+        p_charge_max_mw=p_chg / KW_PER_MW,
+        p_discharge_max_mw=p_dis / KW_PER_MW,
+        eff_charge=eff_charge,
+        eff_discharge=eff_discharge,
+    )
