@@ -18,9 +18,12 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 import uvicorn
 
+from vpp.api.services import Services
 from vpp.bus import Bus, make_bus
 from vpp.config import Settings
 from vpp.store import db
+from vpp.store.bids import BidStore
+from vpp.store.keys import KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,12 @@ class Engine:
         self.bus: Bus = make_bus(settings.bus)
         self.db: sa.Engine = db.create_db_engine(settings.database)
         self.components: list[Component] = []
+        self.services = Services(
+            db=self.db,
+            keys=KeyStore(self.db),
+            bids=BidStore(self.db, four_eyes=settings.api.four_eyes),
+            readiness=self.readiness,
+        )
         self.started_at = time.monotonic()
         self._api: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
@@ -87,7 +96,7 @@ class Engine:
         from vpp.api.app import create_app
 
         config = uvicorn.Config(
-            create_app(self),
+            create_app(self.services),
             host=self.settings.api.host,
             port=self.settings.api.port,
             log_level="warning",

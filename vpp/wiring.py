@@ -47,5 +47,7 @@ def build_engine(settings: Settings, *, simulate: bool, auto_migrate: bool) -> E
         from vpp.sim.gateway import Simulator
 
         engine.add(Simulator(engine.bus, topics, settings.simulator))
-    engine.add(Ingest(engine.bus, settings.ingest, topics, db=engine.db))
+    ingest = Ingest(engine.bus, settings.ingest, topics, db=engine.db)
+    engine.add(ingest)
+    engine.services.fleet = lambda: (ingest.latest, ingest.store)
     return engine

@@ -2,24 +2,104 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vpp.api.routes import health
-
-if TYPE_CHECKING:
-    from vpp.runtime import Engine
+from vpp.api.routes import awards, bids, fleet, health, keys, sites
+from vpp.api.services import Services
+from vpp.store.bids import ConflictError, FourEyesError, InvalidBidError, NotFoundError
 
 API_PREFIX = "/api/v1"
 
+API_LATENCY = Histogram(
+    "vpp_api_request_duration_seconds",
+    "API request latency",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 
-def create_app(engine: Engine) -> FastAPI:
+TAGS = [
+    {"name": "fleet", "description": "The fleet hierarchy: fleet → groups → sites, with bounds."},
+    {"name": "sites", "description": "Site twins, their transitions and commands."},
+    {"name": "bids", "description": "The bid review workflow: edit, approve, reject, submit."},
+    {"name": "awards", "description": "What the market awarded."},
+    {"name": "dispatch", "description": "Targets vs delivery per interval and group."},
+    {"name": "commands", "description": "Per-site commands and their acks."},
+    {"name": "admin", "description": "API keys and the audit log."},
+    {"name": "health", "description": "Liveness, readiness and metrics."},
+]
+
+
+class LatencyMiddleware:
+    """Records every request's latency by route template (pure ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            # a router included under /api/v1 reports its path without that prefix
+            path = getattr(route, "path", "unmatched")
+            if route is not None and scope["path"].startswith(API_PREFIX):
+                path = API_PREFIX + path
+            API_LATENCY.labels(scope["method"], path, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+
+def _handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotFoundError)
+    async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ConflictError)
+    async def conflict(_: Request, exc: ConflictError) -> JSONResponse:
+        current = exc.current.to_json() if exc.current is not None else None
+        return JSONResponse({"detail": str(exc), "current": current}, status_code=409)
+
+    @app.exception_handler(FourEyesError)
+    async def four_eyes(_: Request, exc: FourEyesError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(InvalidBidError)
+    async def invalid(_: Request, exc: InvalidBidError) -> JSONResponse:
+        detail: list[dict[str, Any]] = [
+            {"loc": ["body"], "msg": p, "type": "bid_rule"} for p in exc.problems
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+
+def create_app(services: Services) -> FastAPI:
     app = FastAPI(
         title="VPP engine",
         version="0.1.0",
         summary="Fleet twins, bid review, awards and dispatch of a battery virtual power plant",
+        openapi_tags=TAGS,
     )
-    app.state.engine = engine
+    app.state.services = services
+    app.add_middleware(LatencyMiddleware)
+    _handlers(app)
     app.include_router(health.router)
+    for module in (fleet, sites, bids, awards, keys):
+        app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,8 +24,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (viewer, operator, admin).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -243,3 +246,72 @@ def optimize(
     if json_out is not None:
         json_out.write_text(json.dumps(data, indent=2), encoding="utf-8")
         console.print(f"wrote {json_out}")
+
+
+def _key_store() -> Any:
+    from vpp.store import db
+    from vpp.store.keys import KeyStore
+
+    cfg = settings()
+    engine = db.create_db_engine(cfg.database)
+    try:
+        db.check_schema(engine)
+    except db.SchemaOutOfDateError as exc:
+        engine.dispose()
+        fail(str(exc))
+    return KeyStore(engine)
+
+
+def _cli_audit(store: Any, action: str, key_id: str, after: dict[str, Any] | None) -> None:
+    from vpp.store import audit
+    from vpp.store.keys import Principal
+
+    cli = Principal("cli", f"cli:{os.environ.get('USER', 'unknown')}", "admin")
+    with store.engine.begin() as conn:
+        audit.record(conn, cli, action, "api_key", key_id, None, after)
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="viewer, operator or admin")],
+    name: Annotated[str, typer.Option(help="who or what the key is for")],
+) -> None:
+    """Create a key; it is printed once and only its hash is stored."""
+    store = _key_store()
+    try:
+        principal, plaintext = store.create(name, role)
+    except ValueError as exc:
+        fail(str(exc), code=2)
+        return
+    _cli_audit(store, "create", principal.key_id, {"name": name, "role": role})
+    store.engine.dispose()
+    console.print(f"key {principal.key_id} ({role}, {name}) - shown once, store it now:")
+    sys.stdout.write(plaintext + "\n")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key (id, name, role, created, revoked) - never the key itself."""
+    from rich.table import Table
+
+    store = _key_store()
+    table = Table("key id", "name", "role", "created", "revoked")
+    for k in store.list_keys():
+        revoked = k["revoked_at"].isoformat() if k["revoked_at"] else ""
+        table.add_row(
+            str(k["key_id"]), str(k["name"]), str(k["role"]), k["created_at"].isoformat(), revoked
+        )
+    store.engine.dispose()
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id")]) -> None:
+    """Revoke a key (takes effect within seconds in a running engine)."""
+    store = _key_store()
+    if not store.revoke(key_id):
+        store.engine.dispose()
+        fail(f"no active key {key_id}")
+    _cli_audit(store, "revoke", key_id, {"active": False})
+    store.engine.dispose()
+    console.print(f"revoked {key_id}")

@@ -99,7 +99,7 @@ bids = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Index("ix_bids_listing", "market", "group_id", "status", "interval_start"),
-    sa.Index("ix_bids_interval", "interval_start"),
+    sa.Index("ix_bids_order", "interval_start", "group_id", "product", "bid_id"),
 )
 
 bid_versions = sa.Table(

@@ -16,7 +16,7 @@ async def livez() -> dict[str, str]:
 
 @router.get("/readyz", summary="The bus and the database are reachable")
 async def readyz(request: Request) -> JSONResponse:
-    checks = await request.app.state.engine.readiness()
+    checks = await request.app.state.services.readiness()
     ok = all(checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks},

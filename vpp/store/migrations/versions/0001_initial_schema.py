@@ -163,9 +163,11 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("bid_id", name=op.f("pk_bids")),
     )
-    op.create_index("ix_bids_interval", "bids", ["interval_start"], unique=False)
     op.create_index(
         "ix_bids_listing", "bids", ["market", "group_id", "status", "interval_start"], unique=False
+    )
+    op.create_index(
+        "ix_bids_order", "bids", ["interval_start", "group_id", "product", "bid_id"], unique=False
     )
     op.create_table(
         "awards",
@@ -226,8 +228,8 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_awards_interval_start"), table_name="awards")
     op.drop_index(op.f("ix_awards_bid_id"), table_name="awards")
     op.drop_table("awards")
+    op.drop_index("ix_bids_order", table_name="bids")
     op.drop_index("ix_bids_listing", table_name="bids")
-    op.drop_index("ix_bids_interval", table_name="bids")
     op.drop_table("bids")
     op.drop_table("solve_reports")
     op.drop_index("ix_site_events_site_ts", table_name="site_events")

@@ -1,0 +1,296 @@
+"""The operator API on SQLite and the real PostgreSQL: every bid-review transition and every
+refusal (wrong role, stale version, after gate closure, four-eyes), fleet views, keys, audit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.api_support import FIRST, Api, build_api, engine_for
+from vpp.store.tables import audit_log, market_txlog
+
+BID = f"north-energy_rt-{FIRST:%Y%m%dT%H%MZ}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
+    gen = engine_for(request.param, tmp_path, request)
+    engine = next(gen)
+    built = build_api(engine)
+    with built.client:
+        yield built
+    for _ in gen:
+        pass
+
+
+def curve(price: float = 50.0, version: int = 1) -> dict[str, object]:
+    return {
+        "version": version,
+        "discharge": [{"price_per_mwh": price, "quantity_mw": 0.4}],
+        "charge": [],
+        "comment": "tighter offer",
+    }
+
+
+# -- authentication and roles -----------------------------------------------------------------
+
+
+def test_no_or_bad_key_is_401_and_never_leaks_existence(api: Api) -> None:
+    for headers in ({}, {"X-API-Key": "nope"}, {"X-API-Key": "vpp_abc_def"}):
+        for path in (f"/api/v1/bids/{BID}", "/api/v1/bids/no-such-bid", "/api/v1/fleet"):
+            r = api.client.get(path, headers=headers)
+            assert r.status_code == 401, (path, headers)
+            assert r.json() == {"detail": "missing or invalid API key (X-API-Key)"}
+
+
+def test_viewer_cannot_mutate_and_gets_the_same_403_for_any_bid(api: Api) -> None:
+    for bid in (BID, "no-such-bid"):
+        r = api.client.put(f"/api/v1/bids/{bid}/curve", json=curve(), headers=api.h("viewer"))
+        assert r.status_code == 403
+        assert r.json() == {"detail": "this needs the operator role"}
+    assert api.client.get("/api/v1/keys", headers=api.h("alice")).status_code == 403
+
+
+def test_revoked_key_stops_working(api: Api) -> None:
+    r = api.client.post(
+        "/api/v1/keys", json={"name": "tmp", "role": "viewer"}, headers=api.h("admin")
+    )
+    assert r.status_code == 201
+    created = r.json()
+    hdr = {"X-API-Key": created["key"]}
+    assert api.client.get("/api/v1/bids", headers=hdr).status_code == 200
+    assert (
+        api.client.delete(f"/api/v1/keys/{created['key_id']}", headers=api.h("admin")).status_code
+        == 204
+    )
+    assert api.client.get("/api/v1/bids", headers=hdr).status_code == 401
+    listed = api.client.get("/api/v1/keys", headers=api.h("admin")).json()
+    assert all("key" not in k and "key_hash" not in k for k in listed)
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def test_list_filters_and_paginates(api: Api) -> None:
+    r = api.client.get("/api/v1/bids", params={"limit": 5}, headers=api.h("viewer"))
+    body = r.json()
+    assert r.status_code == 200 and body["count"] == 12 and len(body["data"]) == 5
+    north = api.client.get(
+        "/api/v1/bids", params={"group": "north", "skip": 4, "limit": 5}, headers=api.h("viewer")
+    ).json()
+    assert north["count"] == 6 and len(north["data"]) == 2
+    assert {b["group"] for b in north["data"]} == {"north"}
+    window = api.client.get(
+        "/api/v1/bids",
+        params={
+            "start_from": (FIRST + timedelta(minutes=10)).isoformat(),
+            "start_to": (FIRST + timedelta(minutes=20)).isoformat(),
+            "status": "draft",
+            "market": "caiso",
+        },
+        headers=api.h("viewer"),
+    ).json()
+    assert window["count"] == 4
+    naive = api.client.get(
+        "/api/v1/bids", params={"start_from": "2026-11-21T14:00:00"}, headers=api.h("viewer")
+    )
+    assert naive.status_code == 422
+
+
+def test_one_bid_with_versions_reviews_and_solve_report(api: Api) -> None:
+    body = api.client.get(f"/api/v1/bids/{BID}", headers=api.h("viewer")).json()
+    assert body["bid"]["version"] == 1 and body["bid"]["status"] == "draft"
+    assert body["bid"]["author"] == "engine (system)"
+    assert [v["version"] for v in body["versions"]] == [1]
+    assert body["solve_report"] == {"model": "scenario", "objective": 1.0}
+    assert api.client.get("/api/v1/bids/none", headers=api.h("viewer")).status_code == 404
+
+
+# -- the workflow -----------------------------------------------------------------------------
+
+
+def test_edit_approve_submit_award_happy_path(api: Api) -> None:
+    r = api.client.put(f"/api/v1/bids/{BID}/curve", json=curve(52.0), headers=api.h("alice"))
+    assert r.status_code == 200, r.text
+    edited = r.json()
+    assert (edited["version"], edited["status"], edited["author"]) == (
+        2,
+        "draft",
+        r.json()["author"],
+    )
+    assert edited["discharge"] == [{"price_per_mwh": 52.0, "quantity_mw": 0.4}]
+    approved = api.client.post(
+        f"/api/v1/bids/{BID}/approve", json={"version": 2}, headers=api.h("bob")
+    )
+    assert approved.status_code == 200 and approved.json()["status"] == "approved"
+    submitted = api.client.post(
+        f"/api/v1/bids/{BID}/submit", json={"version": 2}, headers=api.h("alice")
+    )
+    assert submitted.status_code == 200, submitted.text
+    body = submitted.json()
+    assert body["accepted"] == [BID] and body["bid"]["status"] == "accepted"
+    # The exchange was logged before and after it happened.
+    with api.engine.connect() as conn:
+        phases = (
+            conn.execute(
+                sa.select(market_txlog.c.phase).where(market_txlog.c.tx_id == body["tx_id"])
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(phases) == ["request", "response"]
+    # The market clears at 45 >= 52? no: nothing awarded for the offer, charge 10 < 45.
+    awards = api.services.market.awards("awards-1", FIRST, FIRST + timedelta(minutes=5))  # type: ignore[union-attr]
+    assert api.services.bids.record_awards(awards) == 1
+    after = api.client.get(f"/api/v1/bids/{BID}", headers=api.h("viewer")).json()
+    assert after["bid"]["status"] == "awarded"
+    assert [r["action"] for r in after["reviews"]] == [
+        "edit",
+        "approve",
+        "submit",
+        "accept",
+        "award",
+    ]
+    listed = api.client.get("/api/v1/awards", headers=api.h("viewer")).json()
+    assert listed["count"] == 1 and listed["data"][0]["bid_id"] == BID
+    assert listed["data"][0]["p_mw"] == 0.0
+
+
+def test_reject_then_edit_back_to_draft(api: Api) -> None:
+    r = api.client.post(
+        f"/api/v1/bids/{BID}/reject",
+        json={"version": 1, "comment": "too low"},
+        headers=api.h("alice"),
+    )
+    assert r.status_code == 200 and r.json()["status"] == "rejected"
+    r = api.client.put(f"/api/v1/bids/{BID}/curve", json=curve(version=1), headers=api.h("alice"))
+    assert r.status_code == 200 and r.json()["status"] == "draft" and r.json()["version"] == 2
+
+
+def test_stale_version_is_409_with_the_current_bid(api: Api) -> None:
+    api.client.put(f"/api/v1/bids/{BID}/curve", json=curve(), headers=api.h("alice"))
+    for path, body in (
+        (f"/api/v1/bids/{BID}/curve", curve(55.0, version=1)),
+        (f"/api/v1/bids/{BID}/approve", {"version": 1}),
+    ):
+        r = api.client.request(
+            "PUT" if path.endswith("curve") else "POST", path, json=body, headers=api.h("bob")
+        )
+        assert r.status_code == 409
+        assert "version 1 is not current (current: v2" in r.json()["detail"]
+        assert r.json()["current"]["version"] == 2
+
+
+def test_four_eyes_approver_must_differ_from_the_last_editor(api: Api) -> None:
+    api.client.put(f"/api/v1/bids/{BID}/curve", json=curve(), headers=api.h("alice"))
+    r = api.client.post(f"/api/v1/bids/{BID}/approve", json={"version": 2}, headers=api.h("alice"))
+    assert r.status_code == 403 and "four-eyes" in r.json()["detail"]
+    assert (
+        api.client.post(
+            f"/api/v1/bids/{BID}/approve", json={"version": 2}, headers=api.h("bob")
+        ).status_code
+        == 200
+    )
+
+
+def test_after_gate_closure_edit_approve_submit_are_409_naming_the_gate(api: Api) -> None:
+    api.client.post(f"/api/v1/bids/{BID}/approve", json={"version": 1}, headers=api.h("bob"))
+    api.clock.now = FIRST - timedelta(minutes=75)  # CAISO real-time gate: 75 min before
+    gate = (FIRST - timedelta(minutes=75)).isoformat()
+    for method, path, body in (
+        ("PUT", f"/api/v1/bids/{BID}/curve", curve()),
+        ("POST", f"/api/v1/bids/{BID}/approve", {"version": 1}),
+        ("POST", f"/api/v1/bids/{BID}/submit", {"version": 1}),
+    ):
+        r = api.client.request(method, path, json=body, headers=api.h("alice"))
+        assert r.status_code == 409, (path, r.text)
+        assert f"gate closed at {gate}" in r.json()["detail"]
+
+
+def test_lifecycle_refusals(api: Api) -> None:
+    r = api.client.post(f"/api/v1/bids/{BID}/submit", json={"version": 1}, headers=api.h("alice"))
+    assert r.status_code == 409 and "cannot submit a draft bid" in r.json()["detail"]
+
+
+def test_edit_is_revalidated_against_market_rules(api: Api) -> None:
+    bad = {
+        "version": 1,
+        "discharge": [
+            {"price_per_mwh": 90, "quantity_mw": 1},
+            {"price_per_mwh": 85, "quantity_mw": 1},
+        ],
+    }
+    r = api.client.put(f"/api/v1/bids/{BID}/curve", json=bad, headers=api.h("alice"))
+    assert r.status_code == 422
+    msgs = [d["msg"] for d in r.json()["detail"]]
+    assert any("discharge segment 2: price 85.0 < segment 1 price 90.0" in m for m in msgs)
+    too_many = {
+        "version": 1,
+        "discharge": [{"price_per_mwh": p, "quantity_mw": 0.1} for p in range(11)],
+    }
+    r = api.client.put(f"/api/v1/bids/{BID}/curve", json=too_many, headers=api.h("alice"))
+    assert any("11 segments, the market allows 10" in d["msg"] for d in r.json()["detail"])
+    assert (
+        api.client.get(f"/api/v1/bids/{BID}", headers=api.h("viewer")).json()["bid"]["version"] == 1
+    )
+
+
+def test_every_mutation_is_audited_with_before_and_after(api: Api) -> None:
+    api.client.put(f"/api/v1/bids/{BID}/curve", json=curve(), headers=api.h("alice"))
+    api.client.post(f"/api/v1/bids/{BID}/approve", json={"version": 2}, headers=api.h("bob"))
+    with api.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(audit_log)
+            .where(audit_log.c.resource_id == BID)
+            .order_by(audit_log.c.audit_id)
+        ).all()
+    assert [(r.action, r.role) for r in rows] == [("edit", "operator"), ("approve", "operator")]
+    assert rows[0].before["version"] == 1 and rows[0].after["version"] == 2
+    assert rows[1].before["status"] == "draft" and rows[1].after["status"] == "approved"
+    assert rows[0].actor.startswith("alice") and rows[1].actor.startswith("bob")
+    audit = api.client.get(
+        "/api/v1/audit", params={"resource_id": BID}, headers=api.h("admin")
+    ).json()
+    assert len(audit) == 2
+
+
+# -- fleet and sites --------------------------------------------------------------------------
+
+
+def test_fleet_groups_sites_navigation(api: Api) -> None:
+    fleet = api.client.get("/api/v1/fleet", headers=api.h("viewer")).json()
+    assert fleet["fleet"]["sites"] == 6 and [g["node_id"] for g in fleet["groups"]] == [
+        "north",
+        "south",
+    ]
+    assert fleet["fleet"]["e_discharge_kwh"]["expected"] == pytest.approx(6 * (5 - 1) * 0.95)
+    group = api.client.get(
+        "/api/v1/fleet/groups/north", params={"limit": 2}, headers=api.h("viewer")
+    ).json()
+    assert group["parent"] == "fleet" and group["sites"]["count"] == 3
+    assert [s["node_id"] for s in group["sites"]["data"]] == ["s0", "s1"]
+    assert group["sites"]["data"][0]["parent"] == "north"
+    site = api.client.get("/api/v1/sites/s4", headers=api.h("viewer")).json()
+    assert site["group"] == "south" and site["connectivity"] == "online"
+    assert site["aggregate"]["parent"] == "south"
+    listed = api.client.get(
+        "/api/v1/sites",
+        params={"group": "south", "connectivity": "online"},
+        headers=api.h("viewer"),
+    ).json()
+    assert listed["count"] == 3
+    assert api.client.get("/api/v1/sites/s4/events", headers=api.h("viewer")).json() == []
+    assert api.client.get("/api/v1/sites/nope", headers=api.h("viewer")).status_code == 404
+    assert api.client.get("/api/v1/fleet/groups/nope", headers=api.h("viewer")).status_code == 404
+
+
+def test_health_and_metrics(api: Api) -> None:
+    assert api.client.get("/livez").json() == {"status": "ok"}
+    assert api.client.get("/readyz").status_code == 200
+    api.client.get("/api/v1/bids", headers=api.h("viewer"))
+    text = api.client.get("/metrics").text
+    assert 'vpp_api_request_duration_seconds_count{method="GET",route="/api/v1/bids"' in text

@@ -1,0 +1,206 @@
+"""Bids: list, inspect (versions, reviews, the solve that made it), edit, review, submit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from market.bids import BidCurve, Segment
+from market.lifecycle import BidAction
+from vpp.api.deps import Operator, Viewer
+from vpp.api.models import (
+    BidDetailPublic,
+    BidEdit,
+    BidPublic,
+    Page,
+    Problem,
+    Review,
+    SubmitPublic,
+    SubmitRequest,
+)
+from vpp.api.responses import AUTH, CONFLICT, NOT_FOUND, Responses
+from vpp.logs import ctx
+from vpp.store.bids import BidFilter, BidRow
+
+router = APIRouter(prefix="/bids", tags=["bids"])
+
+Status = Literal["draft", "approved", "rejected", "submitted", "accepted", "refused", "awarded"]
+BidId = Annotated[str, Path(min_length=1, max_length=100, description="the bid's id")]
+_encoder = msgspec.json.Encoder()
+
+MUTATION: Responses = {**AUTH, **NOT_FOUND, **CONFLICT}
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    raise TypeError(type(obj))
+
+
+def encode(data: Any) -> bytes:
+    return _encoder.encode(msgspec.to_builtins(data, enc_hook=_json_default))
+
+
+def public(row: BidRow) -> dict[str, Any]:
+    return row.to_json()
+
+
+@router.get(
+    "",
+    response_model=Page[BidPublic],
+    responses=AUTH,
+    summary="Bids matching the filters, one page",
+)
+async def list_bids(
+    caller: Viewer,
+    market: Annotated[str | None, Query(max_length=32)] = None,
+    group: Annotated[str | None, Query(max_length=100)] = None,
+    status: Status | None = None,
+    start_from: Annotated[datetime | None, Query(description="interval start >= (aware)")] = None,
+    start_to: Annotated[datetime | None, Query(description="interval start < (aware)")] = None,
+    skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    for name, value in (("start_from", start_from), ("start_to", start_to)):
+        if value is not None and value.tzinfo is None:
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "loc": ["query", name],
+                        "type": "naive_datetime",
+                        "msg": "give the time zone, e.g. ...Z",
+                    }
+                ],
+            )
+    f = BidFilter(market, group, status, start_from, start_to)
+
+    def page() -> bytes:
+        rows, count = caller.services.bids.list_bids(f, skip, limit)
+        return encode({"data": [public(r) for r in rows], "count": count})
+
+    body = caller.services.bids.cached(("bids", f, skip, limit), page)
+    return Response(body, media_type="application/json")
+
+
+@router.get(
+    "/{bid_id}",
+    response_model=BidDetailPublic,
+    responses={**AUTH, **NOT_FOUND},
+    summary="One bid with all its versions, its reviews and its solve report",
+)
+def get_bid(caller: Viewer, bid_id: BidId) -> Response:
+    detail = caller.services.bids.get(bid_id)
+    body = {
+        "bid": public(detail.bid),
+        "versions": [
+            {k: v for k, v in ver.items() if k not in ("bid_id",)} for ver in detail.versions
+        ],
+        "reviews": [
+            {k: v for k, v in rev.items() if k not in ("bid_id", "review_id")}
+            for rev in detail.reviews
+        ],
+        "solve_report": detail.solve_report,
+    }
+    return Response(encode(body), media_type="application/json")
+
+
+def _curve(body: BidEdit) -> BidCurve:
+    return BidCurve(
+        discharge=[Segment(**s.model_dump()) for s in body.discharge],
+        charge=[Segment(**s.model_dump()) for s in body.charge],
+    )
+
+
+@router.put(
+    "/{bid_id}/curve",
+    response_model=BidPublic,
+    responses={**MUTATION, 422: {"description": "the curve breaks the market's rules"}},
+    summary="Edit the curve: a new version, back to draft, re-validated",
+)
+def edit_bid(caller: Operator, bid_id: BidId, body: BidEdit) -> Any:
+    row = caller.services.bids.edit(
+        bid_id, body.version, _curve(body), caller.principal, body.comment
+    )
+    _log("edited", row, caller.principal.actor)
+    return public(row)
+
+
+@router.post(
+    "/{bid_id}/approve",
+    response_model=BidPublic,
+    responses=MUTATION,
+    summary="Approve the current version (four-eyes: not by its author)",
+)
+def approve_bid(caller: Operator, bid_id: BidId, body: Review) -> Any:
+    row = caller.services.bids.review(
+        bid_id, body.version, BidAction.APPROVE, caller.principal, body.comment
+    )
+    _log("approved", row, caller.principal.actor)
+    return public(row)
+
+
+@router.post(
+    "/{bid_id}/reject",
+    response_model=BidPublic,
+    responses=MUTATION,
+    summary="Reject the current version",
+)
+def reject_bid(caller: Operator, bid_id: BidId, body: Review) -> Any:
+    row = caller.services.bids.review(
+        bid_id, body.version, BidAction.REJECT, caller.principal, body.comment
+    )
+    _log("rejected", row, caller.principal.actor)
+    return public(row)
+
+
+@router.post(
+    "/{bid_id}/submit",
+    response_model=SubmitPublic,
+    responses={**MUTATION, 503: {"model": Problem, "description": "no market adapter"}},
+    summary="Submit an approved bid to the market",
+)
+async def submit_bid(caller: Operator, bid_id: BidId, body: SubmitRequest) -> Any:
+    if caller.services.market is None:
+        raise HTTPException(503, detail="no market adapter is configured")
+    current = await run_in_threadpool(caller.services.bids.row, bid_id)
+    if current.version != body.version:
+        from vpp.store.bids import ConflictError
+
+        raise ConflictError(
+            f"bid {bid_id}: version {body.version} is not current (current: v{current.version}, "
+            f"{current.status})",
+            current,
+        )
+    tx_id = f"submit-{bid_id}-v{body.version}-{uuid.uuid4().hex[:8]}"
+    result = await run_in_threadpool(
+        caller.services.bids.submit, [bid_id], caller.principal, caller.services.market, tx_id
+    )
+    row = await run_in_threadpool(caller.services.bids.row, bid_id)
+    _log("submitted", row, caller.principal.actor)
+    return {
+        "tx_id": tx_id,
+        "accepted": result.accepted,
+        "refused": result.refused,
+        "bid": public(row),
+    }
+
+
+def _log(what: str, row: BidRow, actor: str) -> None:
+    import logging
+
+    logging.getLogger("vpp.api.bids").info(
+        "bid %s v%d %s by %s -> %s",
+        row.bid_id,
+        row.version,
+        what,
+        actor,
+        row.status,
+        extra=ctx(bid_id=row.bid_id, group_id=row.group, interval_start=row.interval_start),
+    )

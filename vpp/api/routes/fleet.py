@@ -1,0 +1,107 @@
+"""The fleet hierarchy: fleet → groups → sites, each with bounds and counts by state."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import Response
+
+from vpp.api.deps import Viewer
+from vpp.api.models import FleetPublic, GroupPublic, NodePublic, Page
+from vpp.api.responses import AUTH, NOT_FOUND, UNAVAILABLE
+from vpp.api.routes.bids import encode
+from vpp.api.services import Services
+from vpp.fleet.hierarchy import FleetSnapshot
+
+router = APIRouter(prefix="/fleet", tags=["fleet"])
+
+
+def snapshot(svc: Services) -> FleetSnapshot:
+    snap, _ = svc.fleet()
+    if snap is None:
+        raise HTTPException(503, detail="the fleet aggregate is not available yet")
+    return snap
+
+
+@router.get(
+    "",
+    response_model=FleetPublic,
+    responses={**AUTH, **UNAVAILABLE},
+    summary="The fleet and its groups",
+)
+async def get_fleet(caller: Viewer) -> Response:
+    snap = snapshot(caller.services)
+    hit: tuple[Any, bytes] | None = caller.services.cache.get("fleet")
+    if hit is None or hit[0] is not snap:  # serialized once per refreshed snapshot
+        body = encode(
+            {
+                "fleet": snap.fleet.to_dict(),
+                "groups": [snap.groups[g].to_dict() for g in sorted(snap.groups)],
+            }
+        )
+        hit = caller.services.cache["fleet"] = (snap, body)
+    return Response(hit[1], media_type="application/json")
+
+
+@router.get(
+    "/groups",
+    response_model=list[NodePublic],
+    responses={**AUTH, **UNAVAILABLE},
+    summary="Every group (children of the fleet)",
+)
+async def list_groups(caller: Viewer) -> Response:
+    snap = snapshot(caller.services)
+    return Response(
+        encode([snap.groups[g].to_dict() for g in sorted(snap.groups)]),
+        media_type="application/json",
+    )
+
+
+@router.get(
+    "/groups/{group}",
+    response_model=GroupPublic,
+    responses={**AUTH, **UNAVAILABLE, **NOT_FOUND},
+    summary="A group, its parent and one page of its sites",
+)
+def get_group(
+    caller: Viewer,
+    group: Annotated[str, Path(min_length=1, max_length=100)],
+    skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    snap = snapshot(caller.services)
+    node = snap.groups.get(group)
+    if node is None:
+        raise HTTPException(404, detail=f"group {group} not found")
+    sites = snap.children("group", group)
+    page = [snap.site(s) for s in sites[skip : skip + limit]]
+    body = {
+        "group": node.to_dict(),
+        "parent": "fleet",
+        "sites": {"data": [p.to_dict() for p in page if p is not None], "count": len(sites)},
+    }
+    return Response(encode(body), media_type="application/json")
+
+
+@router.get(
+    "/groups/{group}/sites",
+    response_model=Page[NodePublic],
+    responses={**AUTH, **UNAVAILABLE, **NOT_FOUND},
+    summary="The site aggregates of a group, one page",
+)
+def group_sites(
+    caller: Viewer,
+    group: Annotated[str, Path(min_length=1, max_length=100)],
+    skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    snap = snapshot(caller.services)
+    if group not in snap.groups:
+        raise HTTPException(404, detail=f"group {group} not found")
+    sites = snap.children("group", group)
+    page = [snap.site(s) for s in sites[skip : skip + limit]]
+    return Response(
+        encode({"data": [p.to_dict() for p in page if p is not None], "count": len(sites)}),
+        media_type="application/json",
+    )

@@ -1,0 +1,33 @@
+"""What the API serves from: the stores and the live components, behind one object."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from market.adapter import LoggedMarket
+from vpp.fleet.hierarchy import FleetSnapshot
+from vpp.store.bids import BidStore
+from vpp.store.keys import KeyStore
+from vpp.twins.store import FleetStore
+
+
+async def _always_ready() -> dict[str, bool]:
+    return {"database": True}
+
+
+@dataclass
+class Services:
+    db: sa.Engine
+    keys: KeyStore
+    bids: BidStore
+    fleet: Callable[[], tuple[FleetSnapshot | None, FleetStore | None]] = lambda: (None, None)
+    market: LoggedMarket | None = None  # every exchange goes through the transaction log
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    readiness: Callable[[], Awaitable[dict[str, bool]]] = _always_ready
+    dispatch: Any = None  # vpp.dispatch.service.DispatchService once dispatch runs
+    cache: dict[str, Any] = field(default_factory=dict)  # serialized responses

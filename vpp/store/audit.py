@@ -1,0 +1,51 @@
+"""The audit log: who changed what, when, with the state before and after."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from vpp.store.keys import Principal
+from vpp.store.tables import audit_log
+
+
+def record(
+    conn: sa.Connection,
+    principal: Principal,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    before: Any,
+    after: Any,
+    ts: datetime | None = None,
+) -> None:
+    """Append an audit record inside the caller's transaction (so both land or neither)."""
+    conn.execute(
+        audit_log.insert().values(
+            ts=ts or datetime.now(UTC),
+            actor=principal.actor,
+            role=principal.role,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            before=before,
+            after=after,
+        )
+    )
+
+
+def history(
+    engine: sa.Engine,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    query = sa.select(audit_log).order_by(audit_log.c.audit_id.desc()).limit(limit)
+    if resource_type is not None:
+        query = query.where(audit_log.c.resource_type == resource_type)
+    if resource_id is not None:
+        query = query.where(audit_log.c.resource_id == resource_id)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]

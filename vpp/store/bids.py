@@ -1,0 +1,563 @@
+"""Bids in the store: versions, reviews, the lifecycle and its guards, awards.
+
+Every change is one transaction: the bid row (optimistic lock on ``version``), a new
+version row when the curve changes, a review row for the lifecycle step, and the audit
+record. The guards, in order: the bid exists; its gate has not closed; the caller edits or
+reviews the version that is current (else :class:`ConflictError` carrying the current
+one); the step is allowed from the current status; an approver is not the author of the
+version being approved (four-eyes, a setting); an edited curve passes the market's rules.
+
+Reads of bid lists are cached per process and invalidated by this process's writes (and
+after ``cache_ttl_s`` for writes by another engine instance): operators poll lists far
+more often than bids change.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from market.adapter import LoggedMarket, SubmitResult
+from market.bids import Bid, BidCurve, Segment, problems
+from market.clearing import Award
+from market.definitions import MarketDefinition, Product, load_market
+from market.lifecycle import BidAction, BidStatus, LifecycleError, next_status
+from vpp.store.audit import record
+from vpp.store.keys import SYSTEM, Principal
+from vpp.store.tables import awards, bid_reviews, bid_versions, bids, solve_reports
+
+
+class BidError(Exception):
+    """Base of the store's refusals; ``str()`` says what and why."""
+
+
+class NotFoundError(BidError):
+    pass
+
+
+class ConflictError(BidError):
+    def __init__(self, message: str, current: BidRow | None = None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class GateClosedError(ConflictError):
+    pass
+
+
+class FourEyesError(BidError):
+    pass
+
+
+class InvalidBidError(BidError):
+    def __init__(self, found: list[str]) -> None:
+        super().__init__("; ".join(found))
+        self.problems = found
+
+
+@dataclass(frozen=True, slots=True)
+class BidRow:
+    bid_id: str
+    market: str
+    group: str
+    product: str
+    interval_start: datetime
+    interval_end: datetime
+    gate_closure: datetime
+    status: str
+    version: int
+    solve_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    author: str
+    discharge: list[dict[str, float]]
+    charge: list[dict[str, float]]
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for k in ("interval_start", "interval_end", "gate_closure", "created_at", "updated_at"):
+            out[k] = getattr(self, k).isoformat()
+        return out
+
+    def to_bid(self) -> Bid:
+        return Bid(
+            bid_id=self.bid_id,
+            market=self.market,
+            group=self.group,
+            product=Product(self.product),
+            interval_start=self.interval_start,
+            interval_end=self.interval_end,
+            version=self.version,
+            status=BidStatus(self.status),
+            curve=BidCurve(
+                discharge=[Segment.model_validate(s) for s in self.discharge],
+                charge=[Segment.model_validate(s) for s in self.charge],
+            ),
+            solve_id=self.solve_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BidDetail:
+    bid: BidRow
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+    solve_report: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BidFilter:
+    market: str | None = None
+    group: str | None = None
+    status: str | None = None
+    start_from: datetime | None = None
+    start_to: datetime | None = None
+
+
+def _curve_json(segments: Sequence[Segment]) -> list[dict[str, float]]:
+    return [{"price_per_mwh": s.price_per_mwh, "quantity_mw": s.quantity_mw} for s in segments]
+
+
+_CURRENT = sa.select(
+    bids,
+    bid_versions.c.author,
+    bid_versions.c.discharge,
+    bid_versions.c.charge,
+).join(
+    bid_versions,
+    sa.and_(bid_versions.c.bid_id == bids.c.bid_id, bid_versions.c.version == bids.c.version),
+)
+
+
+def _row(r: Any) -> BidRow:
+    return BidRow(
+        bid_id=r.bid_id,
+        market=r.market,
+        group=r.group_id,
+        product=r.product,
+        interval_start=r.interval_start,
+        interval_end=r.interval_end,
+        gate_closure=r.gate_closure,
+        status=r.status,
+        version=r.version,
+        solve_id=r.solve_id,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        author=r.author,
+        discharge=list(r.discharge),
+        charge=list(r.charge),
+    )
+
+
+class BidStore:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        four_eyes: bool = True,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cache_ttl_s: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.four_eyes = four_eyes
+        self.clock = clock
+        self.cache_ttl_s = cache_ttl_s
+        self.generation = 0  # bumped by every write of this process
+        self._cache: dict[Any, tuple[int, float, Any]] = {}
+        self.listeners: list[Callable[[], None]] = []
+
+    # -- cache -----------------------------------------------------------------------------
+
+    def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()`` memoised until the next write (or ``cache_ttl_s``)."""
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == self.generation and now - hit[1] < self.cache_ttl_s:
+            return hit[2]
+        value = compute()
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[key] = (self.generation, now, value)
+        return value
+
+    def _changed(self) -> None:
+        self.generation += 1
+        for listener in self.listeners:
+            listener()
+
+    # -- creation --------------------------------------------------------------------------
+
+    def create(
+        self,
+        new: Sequence[Bid],
+        *,
+        solve_id: str | None = None,
+        report: dict[str, Any] | None = None,
+        actor: Principal = SYSTEM,
+        market: MarketDefinition | None = None,
+    ) -> int:
+        """Insert optimizer-made bids as version 1 drafts (and the solve report)."""
+        if not new:
+            return 0
+        now = self.clock()
+        with self.engine.begin() as conn:
+            if solve_id is not None and report is not None:
+                conn.execute(
+                    solve_reports.insert().values(
+                        solve_id=solve_id,
+                        created_at=now,
+                        market=new[0].market,
+                        group_id=new[0].group,
+                        report=report,
+                    )
+                )
+            rows, versions = [], []
+            for b in new:
+                m = market or load_market(b.market)
+                rows.append(
+                    {
+                        "bid_id": b.bid_id,
+                        "market": b.market,
+                        "group_id": b.group,
+                        "product": b.product.value,
+                        "interval_start": b.interval_start,
+                        "interval_end": b.interval_end,
+                        "gate_closure": m.gate_closure(b.product, b.interval_start),
+                        "status": BidStatus.DRAFT.value,
+                        "version": 1,
+                        "solve_id": solve_id,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+                versions.append(
+                    {
+                        "bid_id": b.bid_id,
+                        "version": 1,
+                        "discharge": _curve_json(b.curve.discharge),
+                        "charge": _curve_json(b.curve.charge),
+                        "author": actor.actor,
+                        "source": "optimizer",
+                        "comment": None,
+                        "created_at": now,
+                    }
+                )
+            conn.execute(bids.insert(), rows)
+            conn.execute(bid_versions.insert(), versions)
+            record(
+                conn,
+                actor,
+                "create",
+                "bid",
+                f"{len(rows)} bids",
+                None,
+                {"bid_ids": [r["bid_id"] for r in rows][:50], "solve_id": solve_id},
+                now,
+            )
+        self._changed()
+        return len(new)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _filtered(self, f: BidFilter) -> Any:
+        conds = []
+        if f.market:
+            conds.append(bids.c.market == f.market)
+        if f.group:
+            conds.append(bids.c.group_id == f.group)
+        if f.status:
+            conds.append(bids.c.status == f.status)
+        if f.start_from:
+            conds.append(bids.c.interval_start >= f.start_from)
+        if f.start_to:
+            conds.append(bids.c.interval_start < f.start_to)
+        return conds
+
+    def list_bids(self, f: BidFilter, skip: int = 0, limit: int = 50) -> tuple[list[BidRow], int]:
+        conds = self._filtered(f)
+        query = (
+            _CURRENT.where(*conds)
+            .order_by(bids.c.interval_start, bids.c.group_id, bids.c.product, bids.c.bid_id)
+            .offset(skip)
+            .limit(limit)
+        )
+        count_q = sa.select(sa.func.count()).select_from(bids).where(*conds)
+        with self.engine.connect() as conn:
+            rows = [_row(r) for r in conn.execute(query)]
+            count = int(conn.execute(count_q).scalar_one())
+        return rows, count
+
+    def row(self, bid_id: str, conn: sa.Connection | None = None) -> BidRow:
+        def fetch(c: sa.Connection) -> BidRow:
+            r = c.execute(_CURRENT.where(bids.c.bid_id == bid_id)).first()
+            if r is None:
+                raise NotFoundError(f"bid {bid_id} not found")
+            return _row(r)
+
+        if conn is not None:
+            return fetch(conn)
+        with self.engine.connect() as c:
+            return fetch(c)
+
+    def get(self, bid_id: str) -> BidDetail:
+        with self.engine.connect() as conn:
+            row = self.row(bid_id, conn)
+            versions = [
+                dict(v._mapping)
+                for v in conn.execute(
+                    sa.select(bid_versions)
+                    .where(bid_versions.c.bid_id == bid_id)
+                    .order_by(bid_versions.c.version)
+                )
+            ]
+            reviews = [
+                dict(v._mapping)
+                for v in conn.execute(
+                    sa.select(bid_reviews)
+                    .where(bid_reviews.c.bid_id == bid_id)
+                    .order_by(bid_reviews.c.review_id)
+                )
+            ]
+            report = None
+            if row.solve_id is not None:
+                report = conn.execute(
+                    sa.select(solve_reports.c.report).where(
+                        solve_reports.c.solve_id == row.solve_id
+                    )
+                ).scalar_one_or_none()
+        return BidDetail(row, versions, reviews, report)
+
+    def counts_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(bids.c.status, sa.func.count()).group_by(bids.c.status)
+            ).all()
+        return {s: int(n) for s, n in rows}
+
+    # -- transitions -----------------------------------------------------------------------
+
+    def _guard(
+        self,
+        conn: sa.Connection,
+        bid_id: str,
+        version: int | None,
+        action: BidAction,
+        now: datetime,
+    ) -> BidRow:
+        row = self.row(bid_id, conn)
+        if action in (BidAction.EDIT, BidAction.APPROVE, BidAction.REJECT, BidAction.SUBMIT) and (
+            now >= row.gate_closure
+        ):
+            raise GateClosedError(
+                f"bid {bid_id}: gate closed at {row.gate_closure.isoformat()} for the interval "
+                f"starting {row.interval_start.isoformat()}; it can no longer be changed",
+                row,
+            )
+        if version is not None and version != row.version:
+            raise ConflictError(
+                f"bid {bid_id}: version {version} is not current (current: v{row.version}, "
+                f"{row.status})",
+                row,
+            )
+        try:
+            next_status(bid_id, BidStatus(row.status), action)
+        except LifecycleError as exc:
+            raise ConflictError(str(exc), row) from None
+        return row
+
+    def _advance(
+        self,
+        conn: sa.Connection,
+        row: BidRow,
+        action: BidAction,
+        principal: Principal,
+        comment: str | None,
+        now: datetime,
+        new_version: int | None = None,
+    ) -> BidRow:
+        to = next_status(row.bid_id, BidStatus(row.status), action)
+        version = new_version or row.version
+        done = conn.execute(
+            bids.update()
+            .where(
+                bids.c.bid_id == row.bid_id,
+                bids.c.version == row.version,
+                bids.c.status == row.status,
+            )
+            .values(status=to.value, version=version, updated_at=now)
+        ).rowcount
+        if done != 1:  # someone else changed it between our read and this write
+            raise ConflictError(
+                f"bid {row.bid_id} changed concurrently; reload it", self.row(row.bid_id, conn)
+            )
+        conn.execute(
+            bid_reviews.insert().values(
+                bid_id=row.bid_id,
+                version=version,
+                action=action.value,
+                from_status=row.status,
+                to_status=to.value,
+                actor=principal.actor,
+                comment=comment,
+                ts=now,
+            )
+        )
+        after = self.row(row.bid_id, conn)
+        record(
+            conn, principal, action.value, "bid", row.bid_id, row.to_json(), after.to_json(), now
+        )
+        return after
+
+    def edit(
+        self,
+        bid_id: str,
+        version: int,
+        curve: BidCurve,
+        principal: Principal,
+        comment: str | None = None,
+    ) -> BidRow:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            row = self._guard(conn, bid_id, version, BidAction.EDIT, now)
+            candidate = row.to_bid().model_copy(update={"curve": curve, "version": row.version + 1})
+            found = problems(load_market(row.market), candidate)
+            if found:
+                raise InvalidBidError(found)
+            conn.execute(
+                bid_versions.insert().values(
+                    bid_id=bid_id,
+                    version=row.version + 1,
+                    discharge=_curve_json(curve.discharge),
+                    charge=_curve_json(curve.charge),
+                    author=principal.actor,
+                    source="operator",
+                    comment=comment,
+                    created_at=now,
+                )
+            )
+            after = self._advance(
+                conn, row, BidAction.EDIT, principal, comment, now, new_version=row.version + 1
+            )
+        self._changed()
+        return after
+
+    def review(
+        self,
+        bid_id: str,
+        version: int,
+        action: BidAction,
+        principal: Principal,
+        comment: str | None = None,
+    ) -> BidRow:
+        if action not in (BidAction.APPROVE, BidAction.REJECT):
+            raise ValueError("review is approve or reject")
+        now = self.clock()
+        with self.engine.begin() as conn:
+            row = self._guard(conn, bid_id, version, action, now)
+            if action == BidAction.APPROVE and self.four_eyes and row.author == principal.actor:
+                raise FourEyesError(
+                    f"bid {bid_id} v{row.version} was last edited by {principal.actor}; "
+                    "another operator must approve it (four-eyes rule)"
+                )
+            after = self._advance(conn, row, action, principal, comment, now)
+        self._changed()
+        return after
+
+    def submit(
+        self, bid_ids: Sequence[str], principal: Principal, adapter: LoggedMarket, tx_id: str
+    ) -> SubmitResult:
+        """Submit approved bids: approved → submitted → accepted / refused."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            rows = [self._guard(conn, b, None, BidAction.SUBMIT, now) for b in bid_ids]
+            for row in rows:
+                self._advance(conn, row, BidAction.SUBMIT, principal, tx_id, now)
+        self._changed()
+        # The exchange itself is logged before and after by the adapter (transaction log).
+        result = adapter.submit(tx_id, [r.to_bid() for r in rows])
+        with self.engine.begin() as conn:
+            for row in rows:
+                current = self.row(row.bid_id, conn)
+                if row.bid_id in result.accepted:
+                    self._advance(conn, current, BidAction.ACCEPT, SYSTEM, tx_id, now)
+                else:
+                    reason = result.refused.get(row.bid_id, "not in the market's answer")
+                    self._advance(conn, current, BidAction.REFUSE, SYSTEM, reason, now)
+        self._changed()
+        return result
+
+    def record_awards(self, new: Sequence[Award]) -> int:
+        """Store awards; their bids move accepted → awarded. Idempotent per award id."""
+        now = self.clock()
+        stored = 0
+        with self.engine.begin() as conn:
+            for a in new:
+                exists = conn.execute(
+                    sa.select(awards.c.award_id).where(awards.c.award_id == a.award_id)
+                ).first()
+                if exists is not None:
+                    continue
+                conn.execute(
+                    awards.insert().values(
+                        award_id=a.award_id,
+                        bid_id=a.bid_id,
+                        market=a.market,
+                        group_id=a.group,
+                        product=a.product.value,
+                        interval_start=a.interval_start,
+                        interval_end=a.interval_end,
+                        p_mw=a.p_mw,
+                        price_per_mwh=a.price_per_mwh,
+                        created_at=now,
+                    )
+                )
+                row = self.row(a.bid_id, conn)
+                if row.status == BidStatus.ACCEPTED.value:
+                    self._advance(conn, row, BidAction.AWARD, SYSTEM, a.award_id, now)
+                stored += 1
+        if stored:
+            self._changed()
+        return stored
+
+    def list_awards(
+        self,
+        *,
+        group: str | None = None,
+        start_from: datetime | None = None,
+        start_to: datetime | None = None,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], int]:
+        conds = []
+        if group:
+            conds.append(awards.c.group_id == group)
+        if start_from:
+            conds.append(awards.c.interval_start >= start_from)
+        if start_to:
+            conds.append(awards.c.interval_start < start_to)
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    sa.select(awards)
+                    .where(*conds)
+                    .order_by(awards.c.interval_start.desc(), awards.c.award_id)
+                    .offset(skip)
+                    .limit(limit)
+                )
+            ]
+            count = int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(awards).where(*conds)
+                ).scalar_one()
+            )
+        return rows, count
+
+    def awards_for(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Awards of intervals starting in [start, end) (for dispatch)."""
+        return self.list_awards(start_from=start, start_to=end, limit=100_000)[0]

@@ -1,0 +1,129 @@
+"""API keys: created once, shown once, stored only as a SHA-256 hash.
+
+A key looks like ``vpp_<key_id>_<secret>``: the id finds the row, the hash of the whole
+key is compared in constant time. Keys are 256-bit random tokens, so a plain SHA-256 (not
+a slow password hash) is the right tool. Verified keys are cached for ``ttl_s`` seconds,
+so a revocation made from another process (``vpp keys revoke``) takes effect within that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import sqlalchemy as sa
+
+from vpp.store.tables import api_keys
+
+Role = Literal["viewer", "operator", "admin"]
+ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
+RANK = {role: i for i, role in enumerate(ROLES)}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's id, its name and role."""
+
+    key_id: str
+    name: str
+    role: Role
+
+    def can(self, role: Role) -> bool:
+        return RANK[self.role] >= RANK[role]
+
+    @property
+    def actor(self) -> str:
+        return f"{self.name} ({self.key_id})"
+
+
+SYSTEM = Principal("system", "engine", "admin")
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyStore:
+    def __init__(
+        self, engine: sa.Engine, ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.engine = engine
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._cache: dict[str, tuple[float, str, Principal | None]] = {}
+
+    def create(self, name: str, role: Role) -> tuple[Principal, str]:
+        """A new key; the plaintext is returned once and never stored."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        if not name.strip():
+            raise ValueError("a key needs a name")
+        key_id = secrets.token_hex(6)
+        plaintext = f"vpp_{key_id}_{secrets.token_urlsafe(32)}"
+        with self.engine.begin() as conn:
+            conn.execute(
+                api_keys.insert().values(
+                    key_id=key_id,
+                    name=name,
+                    role=role,
+                    key_hash=_digest(plaintext),
+                    created_at=datetime.now(UTC),
+                    revoked_at=None,
+                )
+            )
+        return Principal(key_id, name, role), plaintext
+
+    def verify(self, presented: str | None) -> Principal | None:
+        """The key's principal, or None for a missing, malformed, unknown or revoked key."""
+        if not presented or not presented.startswith("vpp_"):
+            return None
+        parts = presented.split("_", 2)
+        if len(parts) != 3:
+            return None
+        key_id = parts[1]
+        digest = _digest(presented)
+        now = self.clock()
+        hit = self._cache.get(key_id)
+        if hit is None or now - hit[0] > self.ttl_s:
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
+            principal = (
+                Principal(row.key_id, row.name, row.role)
+                if row is not None and row.revoked_at is None
+                else None
+            )
+            hit = (now, row.key_hash if row is not None else "", principal)
+            self._cache[key_id] = hit
+        _, stored, principal = hit
+        if principal is None or not hmac.compare_digest(stored, digest):
+            return None
+        return principal
+
+    def list_keys(self) -> list[dict[str, object]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    api_keys.c.key_id,
+                    api_keys.c.name,
+                    api_keys.c.role,
+                    api_keys.c.created_at,
+                    api_keys.c.revoked_at,
+                ).order_by(api_keys.c.created_at)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def revoke(self, key_id: str) -> bool:
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                api_keys.update()
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            ).rowcount
+        self._cache.pop(key_id, None)
+        return bool(done)

@@ -1,0 +1,69 @@
+"""The market transaction log in the database (implements :class:`market.adapter.TxLog`).
+
+One row before an exchange (phase ``request``) and one after (phase ``response``), unique
+per ``(tx_id, phase)``: recording is idempotent, and a restarted engine finds what it sent
+and what it got back.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from vpp.store.tables import market_txlog
+
+
+class DbTxLog:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def _insert(
+        self,
+        tx_id: str,
+        market: str,
+        operation: str,
+        phase: str,
+        request: dict[str, Any] | None,
+        response: dict[str, Any] | None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                sa.select(market_txlog.c.seq).where(
+                    market_txlog.c.tx_id == tx_id, market_txlog.c.phase == phase
+                )
+            ).first()
+            if exists is None:
+                conn.execute(
+                    market_txlog.insert().values(
+                        tx_id=tx_id,
+                        market=market,
+                        operation=operation,
+                        phase=phase,
+                        request=request,
+                        response=response,
+                        ts=datetime.now(UTC),
+                    )
+                )
+
+    def record_request(
+        self, tx_id: str, market: str, operation: str, request: dict[str, Any]
+    ) -> None:
+        self._insert(tx_id, market, operation, "request", request, None)
+
+    def record_response(
+        self, tx_id: str, market: str, operation: str, response: dict[str, Any]
+    ) -> None:
+        self._insert(tx_id, market, operation, "response", None, response)
+
+    def recorded(self, tx_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    market_txlog.c.phase, market_txlog.c.request, market_txlog.c.response
+                ).where(market_txlog.c.tx_id == tx_id)
+            ).all()
+        request = next((r.request for r in rows if r.phase == "request"), None)
+        response = next((r.response for r in rows if r.phase == "response"), None)
+        return request, response
