@@ -15,7 +15,7 @@ a joined segment's price lies between its parts', so the order — and monotonic
 kept. Quantities are then floored to the market's step (never offering more than the
 fleet can deliver), segments below the minimum are dropped, prices are clipped to the
 market's floor and cap, and a charge bid never reaches an offer's price (the bid would
-trade with itself).
+trade with itself). Prices are rounded to the cent.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _conform(steps: list[Pair], market: MarketDefinition, product: Product) -> l
         q_step = math.floor((q + carry) / rules.quantity_step_mw + 1e-9) * rules.quantity_step_mw
         carry = q + carry - q_step  # a remainder moves to the next (less attractive) price
         if q_step >= max(rules.min_quantity_mw, rules.quantity_step_mw) - 1e-12:
-            out.append((min(max(price, floor), cap), round(q_step, 9)))
+            out.append((round(min(max(price, floor), cap), 2), round(q_step, 9)))
             carry = 0.0 if q_step > 0 else carry
     return out
 

@@ -9,6 +9,9 @@ shipped in the package (vpp/sim/profiles/profiles.npz) and is kept so it can be 
 - ci_load_kw, pv_per_kw: a C&I site's hourly load (kW) and PV output per rated kW for
   2017 (8,760 values each, float32) from EPRI DER-VET's "DER for bill reduction" case
   (BSD-3-Clause); the source labels hours ending, shifted here to hour-beginning.
+- vpp/bidding/data/us_rt_2019_5min.npz: a year of five-minute US real-time prices
+  (USD/MWh, float32) from DER-VET's 000-004-timeseries_5min_negprices.csv, with the UTC
+  start of its first interval; the engine's simulated market replays them by time of year.
 
     python scripts/build_profiles.py [--data ../shared/data]
 """
@@ -22,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 OUT = Path(__file__).resolve().parents[1] / "vpp" / "sim" / "profiles" / "profiles.npz"
+PRICES = Path(__file__).resolve().parents[1] / "vpp" / "bidding" / "data" / "us_rt_2019_5min.npz"
 
 
 def main(data: Path) -> None:
@@ -41,6 +45,21 @@ def main(data: Path) -> None:
 
     np.savez_compressed(OUT, household_w=household_w, ci_load_kw=ci_load_kw, pv_per_kw=pv_per_kw)
     print(f"wrote {OUT} ({OUT.stat().st_size:,} bytes)")
+
+    rt = pd.read_csv(data / "dervet_5min_2019_price_usd_mwh_siteload.csv")
+    if len(rt) != 105_120:
+        raise SystemExit(f"expected 105,120 five-minute rows, got {len(rt)}")
+    # Interval-ending labels at UTC-08:00: row 0 ends 2019-01-01 00:00 UTC-8, i.e. the
+    # interval starts 2019-01-01 07:55 UTC. Prices in USD/MWh (the source mislabels them).
+    first_start = np.datetime64("2019-01-01T07:55:00")
+    PRICES.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        PRICES,
+        price_usd_mwh=rt["DA Price ($/kWh)"].to_numpy(dtype=np.float32),
+        first_start_utc=np.array([first_start.astype("datetime64[s]").astype(np.int64)]),
+        interval_s=np.array([300]),
+    )
+    print(f"wrote {PRICES} ({PRICES.stat().st_size:,} bytes)")
 
 
 if __name__ == "__main__":

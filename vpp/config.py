@@ -253,6 +253,40 @@ class SimulatorSettings(_Section):
     faults: SimFaultSettings = SimFaultSettings()
 
 
+class BiddingSettings(_Section):
+    """The engine's own market loop: scenario bids per group, review, submission, awards."""
+
+    enabled: bool = True
+    market: Literal["caiso", "aemo", "eu-day-ahead"] = Field(
+        "caiso", description="a shipped market definition"
+    )
+    product: Literal["energy_da", "energy_rt"] = "energy_rt"
+    horizon_intervals: PositiveInt = Field(12, description="intervals bid per cycle")
+    review_window_s: PositiveFloat = Field(
+        600.0, description="bids are made at least this long before their gate closes (s)"
+    )
+    scenarios: PositiveInt = Field(10, le=100, description="price scenarios per solve")
+    forecast: Literal["persistence_day", "persistence_week", "seasonal"] = "persistence_day"
+    history_days: PositiveInt = Field(14, le=120, description="forecast-error history (days)")
+    degradation_per_mwh: float = Field(5.0, ge=0, description="currency per MWh throughput")
+    quantile: float = Field(0.9, description="size bids to P50 (0.5) or P90 (0.9) power")
+    backup_reserve_fraction: float = Field(
+        0.0, ge=0, lt=1, description="share of each group's energy kept back (backup)"
+    )
+    auto_approve: bool = Field(
+        False, description="the engine approves its own unedited bids before their gate"
+    )
+    submit_before_gate_s: PositiveFloat = Field(
+        60.0, description="approved bids are submitted this long before their gate (s)"
+    )
+
+    @model_validator(mode="after")
+    def _quantile(self) -> BiddingSettings:
+        if self.quantile not in (0.5, 0.9):
+            raise ValueError("quantile must be 0.5 or 0.9 (the hierarchy reports P50 and P90)")
+        return self
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = Field(True, description="one JSON object per line")
@@ -274,6 +308,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     ingest: IngestSettings = IngestSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    bidding: BiddingSettings = BiddingSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

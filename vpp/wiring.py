@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from vpp.config import Settings
+from market.adapter import LoggedMarket, SimulatedMarket
+from market.definitions import Product, load_market
+from vpp.config import ConfigError, Settings
 from vpp.ingest.loop import Ingest, publish_registry
 from vpp.runtime import Engine
+from vpp.scheduler import Scheduler
+from vpp.store.txlog import DbTxLog
 from vpp.twins.registry import load_registry_file
 
 
@@ -37,6 +41,38 @@ class RegistryFile:
         return {"sites": self.count}
 
 
+def _bidding(engine: Engine, scheduler: Scheduler) -> None:
+    from vpp.bidding.bidder import Bidder
+    from vpp.bidding.feed import FeedPrices, us_realtime_feed
+
+    settings = engine.settings.bidding
+    definition = load_market(settings.market)
+    feed = us_realtime_feed()
+    if definition.currency != feed.currency:
+        raise ConfigError(
+            f"bidding.market {settings.market} trades in {definition.currency}, the embedded "
+            f"price feed is {feed.currency} (use bidding.market: caiso)"
+        )
+    product = Product(settings.product)
+    definition.product(product)  # the market must offer it
+    if definition.interval(product) != feed.interval:
+        raise ConfigError(
+            f"bidding.product {product.value} runs {definition.interval(product)} intervals; "
+            f"the embedded price feed has {feed.interval} (use energy_rt)"
+        )
+    market = LoggedMarket(
+        SimulatedMarket(definition, FeedPrices(feed, product)), DbTxLog(engine.db)
+    )
+    engine.services.market = market
+    bidder = Bidder(settings, engine.services.bids, market, feed, engine.services.fleet)
+    engine.add(bidder)
+    step = definition.interval(product).total_seconds()
+    scheduler.every("bidding", step, bidder.cycle, offset_s=5)
+    scheduler.every("submissions", 15, bidder.submit_cycle)
+    scheduler.every("awards", step, bidder.awards_cycle, offset_s=1)
+    scheduler.soon("first-bids", bidder.cycle, delay_s=5)
+
+
 def build_engine(settings: Settings, *, simulate: bool, auto_migrate: bool) -> Engine:
     """The engine with every component that exists, upstream to downstream."""
     engine = Engine(settings, auto_migrate=auto_migrate)
@@ -50,4 +86,8 @@ def build_engine(settings: Settings, *, simulate: bool, auto_migrate: bool) -> E
     ingest = Ingest(engine.bus, settings.ingest, topics, db=engine.db)
     engine.add(ingest)
     engine.services.fleet = lambda: (ingest.latest, ingest.store)
+    scheduler = Scheduler(settings.scheduler)
+    if settings.bidding.enabled:
+        _bidding(engine, scheduler)
+    engine.add(scheduler)
     return engine

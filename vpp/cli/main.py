@@ -109,8 +109,16 @@ def run(
     if base.bus.kind != "embedded":
         fail("`vpp run` is the embedded demo; use `vpp serve` with bus.kind=kafka", code=2)
     cfg = _merge(base, _overrides(simulator={"sites": sites}, api={"port": port}))
+    if "VPP_BIDDING__AUTO_APPROVE" not in os.environ and state.config_file is None:
+        # The demo closes the loop unattended: the engine approves its own unedited bids
+        # a minute before their gate; operators can still edit or reject them until then.
+        cfg = _merge(cfg, {"bidding": {"auto_approve": True}})
     logs.configure(cfg.log.level, cfg.log.json_format)
-    engine = build_engine(cfg, simulate=True, auto_migrate=True)
+    try:
+        engine = build_engine(cfg, simulate=True, auto_migrate=True)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+        return
     display = StatusDisplay(console, quiet=quiet)
     try:
         with display:
@@ -130,7 +138,11 @@ def serve(
 
     cfg = settings()
     logs.configure(cfg.log.level, cfg.log.json_format)
-    engine = build_engine(cfg, simulate=False, auto_migrate=False)
+    try:
+        engine = build_engine(cfg, simulate=False, auto_migrate=False)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+        return
     try:
         asyncio.run(engine.run(duration))
     except SchemaOutOfDateError as exc:

@@ -332,6 +332,23 @@ class BidStore:
                 ).scalar_one_or_none()
         return BidDetail(row, versions, reviews, report)
 
+    def existing(self, bid_ids: Sequence[str]) -> set[str]:
+        if not bid_ids:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(bids.c.bid_id).where(bids.c.bid_id.in_(list(bid_ids))))
+            return {r.bid_id for r in rows}
+
+    def due(self, status: BidStatus, gate_from: datetime, gate_to: datetime) -> list[BidRow]:
+        """Bids in ``status`` whose gate closes in ``[gate_from, gate_to)``."""
+        query = _CURRENT.where(
+            bids.c.status == status.value,
+            bids.c.gate_closure >= gate_from,
+            bids.c.gate_closure < gate_to,
+        ).order_by(bids.c.gate_closure, bids.c.bid_id)
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(query)]
+
     def counts_by_status(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -453,13 +470,20 @@ class BidStore:
         action: BidAction,
         principal: Principal,
         comment: str | None = None,
+        *,
+        enforce_four_eyes: bool = True,
     ) -> BidRow:
         if action not in (BidAction.APPROVE, BidAction.REJECT):
             raise ValueError("review is approve or reject")
         now = self.clock()
         with self.engine.begin() as conn:
             row = self._guard(conn, bid_id, version, action, now)
-            if action == BidAction.APPROVE and self.four_eyes and row.author == principal.actor:
+            if (
+                action == BidAction.APPROVE
+                and self.four_eyes
+                and enforce_four_eyes
+                and row.author == principal.actor
+            ):
                 raise FourEyesError(
                     f"bid {bid_id} v{row.version} was last edited by {principal.actor}; "
                     "another operator must approve it (four-eyes rule)"

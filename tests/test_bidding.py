@@ -1,0 +1,114 @@
+"""The engine's market loop on a real database: scenario bids per group from the live
+fleet, operator review, auto-approval, submission through the transaction log, awards."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from market.adapter import LoggedMarket, SimulatedMarket
+from market.bids import BidCurve, Segment
+from market.definitions import Product, load_market
+from market.lifecycle import BidAction
+from tests.api_support import make_fleet
+from vpp.bidding.bidder import Bidder
+from vpp.bidding.feed import FeedPrices, us_realtime_feed
+from vpp.config import BiddingSettings, DatabaseSettings
+from vpp.store import db
+from vpp.store.bids import BidFilter, BidStore
+from vpp.store.keys import Principal
+from vpp.store.tables import market_txlog
+from vpp.store.txlog import DbTxLog
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def setup(tmp_path: Path, **settings: object) -> tuple[Bidder, BidStore, Clock, SimulatedMarket]:
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/b.db"))
+    db.upgrade(engine)
+    clock = Clock()
+    store = BidStore(engine, clock=clock)
+    feed = us_realtime_feed()
+    sim = SimulatedMarket(load_market("caiso"), FeedPrices(feed, Product.ENERGY_RT))
+    market = LoggedMarket(sim, DbTxLog(engine))
+    fleet_store, hier = make_fleet()
+    bidder = Bidder(
+        BiddingSettings(**settings),
+        store,
+        market,
+        feed,  # type: ignore[arg-type]
+        lambda: (hier.latest, fleet_store),
+        clock=clock,
+    )
+    return bidder, store, clock, sim
+
+
+def test_bid_cycle_makes_valid_drafts_per_group_sized_to_p90(tmp_path: Path) -> None:
+    bidder, store, _, _ = setup(tmp_path)
+    made = bidder.make_bids()
+    rows, count = store.list_bids(BidFilter(), 0, 100)
+    assert made == count > 0 and {r.group for r in rows} == {"north", "south"}
+    gate_min = min(r.gate_closure for r in rows)
+    assert gate_min >= NOW + timedelta(minutes=10)  # the review window
+    detail = store.get(rows[0].bid_id)
+    assert detail.solve_report is not None
+    assert detail.solve_report["status"] == "optimal"
+    battery = detail.solve_report["battery"]
+    # 3 sites x 5 kW each at full health: P90 = nameplate; energy from the twins' bounds
+    assert battery["p_discharge_max_mw"] == pytest.approx(0.015, rel=1e-6)
+    for r in rows:
+        assert sum(s["quantity_mw"] for s in r.discharge) <= 0.015 + 1e-9
+    assert bidder.make_bids() == 0  # the same intervals are not bid twice
+
+
+def test_review_submit_and_awards_close_the_loop(tmp_path: Path) -> None:
+    bidder, store, clock, sim = setup(tmp_path)
+    bidder.make_bids()
+    rows, _ = store.list_bids(BidFilter(group="north"), 0, 100)
+    first = rows[0]
+    operator = Principal("k1", "alice", "operator")
+    store.review(first.bid_id, 1, BidAction.APPROVE, operator)
+    clock.now = first.gate_closure - timedelta(seconds=30)
+    assert bidder.submit_due() == 1
+    assert store.row(first.bid_id).status == "accepted"
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(market_txlog)).scalar() == 2
+    assert bidder.submit_due() == 0 and sim.submissions == 1  # never twice
+    clock.now = first.interval_start + timedelta(seconds=2)
+    seen: list[object] = []
+    bidder.award_listeners.append(seen.extend)
+    assert bidder.collect_awards() == 1
+    assert store.row(first.bid_id).status == "awarded"
+    assert len(seen) == 1
+    assert bidder.collect_awards() == 0
+
+
+def test_auto_approve_only_unedited_bids(tmp_path: Path) -> None:
+    bidder, store, clock, _ = setup(tmp_path, auto_approve=True)
+    bidder.make_bids()
+    rows, _ = store.list_bids(BidFilter(), 0, 100)
+    same_gate = [r for r in rows if r.gate_closure == rows[0].gate_closure]
+    edited = same_gate[0]
+    store.edit(
+        edited.bid_id,
+        1,
+        BidCurve(discharge=[Segment(price_per_mwh=60, quantity_mw=0.01)]),
+        Principal("k1", "alice", "operator"),
+    )
+    clock.now = rows[0].gate_closure - timedelta(seconds=30)
+    submitted = bidder.submit_due()
+    assert submitted == len(same_gate) - 1
+    assert store.row(edited.bid_id).status == "draft"  # waits for an operator
+    reviews = store.get(same_gate[1].bid_id).reviews
+    assert reviews[0]["actor"] == "engine (system)" and "auto-approved" in reviews[0]["comment"]

@@ -1,0 +1,331 @@
+"""The engine's market loop: bid, review, submit, collect awards.
+
+Every interval the bidder looks at the intervals whose gates close at least
+``review_window_s`` from now (the next ``horizon_intervals`` of them) and, for each group
+of the fleet, solves the scenario bidding model:
+
+- the group is one battery sized to its P90 deliverable power and the lower bound of its
+  available energy (:func:`vpp.aggregate.battery_from_node`) — the fleet's live health,
+  not its nameplate;
+- prices are comonotone scenarios around a persistence (or seasonal) forecast, from the
+  forecast's own errors over ``history_days`` (:func:`market.forecasts.price_scenarios`);
+- energy left at the end of the horizon is valued at the median scenario price times
+  the discharge efficiency, so a one-hour look-ahead does not empty the fleet.
+
+Each interval's monotone curve becomes a draft bid (one per group and interval, id
+``<group>-<product>-<start>``) with the solve report attached; operators review them in
+the API. Approved bids are submitted ``submit_before_gate_s`` before their gate through
+the transaction-logged market; with ``auto_approve`` the engine approves its own
+*unedited* drafts first (an operator's edit always waits for an operator's approval). At
+each interval start the market's awards are read (also through the log) and stored; award
+listeners (dispatch) are told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prometheus_client import Gauge, Histogram
+
+from market.adapter import LoggedMarket
+from market.bids import Bid
+from market.clearing import Award
+from market.definitions import MarketDefinition, Product, load_market
+from market.forecasts import ForecastError, price_scenarios
+from market.lifecycle import BidAction, BidStatus
+from optimizer.inputs import ScenarioInputs, Terminal
+from optimizer.report import InfeasibleInputError
+from optimizer.scenario_model import ScenarioBidModel
+from vpp.aggregate import battery_from_node, group_efficiencies
+from vpp.bidding.feed import PriceFeed
+from vpp.config import BiddingSettings
+from vpp.fleet.hierarchy import FleetSnapshot
+from vpp.logs import ctx
+from vpp.store.bids import BidError, BidStore
+from vpp.store.keys import SYSTEM
+from vpp.twins.store import FleetStore
+
+log = logging.getLogger(__name__)
+
+SOLVE_SECONDS = Histogram(
+    "vpp_optimizer_solve_seconds",
+    "Optimizer wall time per solve",
+    ["model"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+BIDS = Gauge("vpp_bids", "Bids by status", ["status"])
+
+
+class Bidder:
+    """A :class:`vpp.runtime.Component`; its cycles are run by the scheduler."""
+
+    name = "bidding"
+
+    def __init__(
+        self,
+        settings: BiddingSettings,
+        bids: BidStore,
+        market: LoggedMarket,
+        feed: PriceFeed,
+        fleet: Callable[[], tuple[FleetSnapshot | None, FleetStore | None]],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.bids = bids
+        self.market = market
+        self.definition: MarketDefinition = load_market(settings.market)
+        self.product = Product(settings.product)
+        self.step = self.definition.interval(self.product)
+        self.feed = feed
+        self.fleet = fleet
+        self.clock = clock
+        self.award_listeners: list[Callable[[Sequence[Award]], None]] = []
+        self._models: dict[str, ScenarioBidModel] = {}
+        self._collected: set[datetime] = set()
+        self.made = 0
+        self.submitted = 0
+        self.awarded = 0
+        self.last_error: str | None = None
+        bids.listeners.append(self._count_statuses)
+
+    async def start(self) -> None:
+        self._count_statuses()
+
+    async def stop(self) -> None:
+        return None
+
+    def _count_statuses(self) -> None:
+        counts = self.bids.counts_by_status()
+        for status in BidStatus:
+            BIDS.labels(status.value).set(counts.get(status.value, 0))
+
+    # -- the grid --------------------------------------------------------------------------
+
+    def _align(self, t: datetime) -> datetime:
+        step_s = self.step.total_seconds()
+        return datetime.fromtimestamp(math.ceil(t.timestamp() / step_s) * step_s, UTC)
+
+    def next_intervals(self, now: datetime) -> list[datetime]:
+        """The next ``horizon_intervals`` starts whose gate is ≥ the review window away."""
+        first = self._align(now)
+        lead = timedelta(seconds=self.settings.review_window_s)
+        while self.definition.gate_closure(self.product, first) < now + lead:
+            first += self.step
+        return [first + k * self.step for k in range(self.settings.horizon_intervals)]
+
+    # -- bidding ---------------------------------------------------------------------------
+
+    def bid_id(self, group: str, start: datetime) -> str:
+        return f"{group}-{self.product.value}-{start:%Y%m%dT%H%MZ}"
+
+    def make_bids(self, now: datetime | None = None) -> int:
+        """One bidding cycle (blocking: solves run here); returns the new bids stored."""
+        now = now or self.clock()
+        snap, store = self.fleet()
+        if snap is None or store is None or not snap.groups:
+            return 0
+        starts = self.next_intervals(now)
+        index = pd.DatetimeIndex(starts)
+        history = self.feed.series(
+            starts[0] - timedelta(days=self.settings.history_days + 8), starts[-1] + self.step
+        )
+        try:
+            prices = price_scenarios(
+                history,
+                index,
+                self.settings.forecast,
+                self.settings.scenarios,
+                window_days=self.settings.history_days,
+            )
+        except ForecastError as exc:
+            self.last_error = str(exc)
+            log.warning("no bids this cycle: %s", exc)
+            return 0
+        made = 0
+        for group, node in sorted(snap.groups.items()):
+            wanted = {self.bid_id(group, s): s for s in starts}
+            fresh = set(wanted) - self.bids.existing(list(wanted))
+            if not fresh:
+                continue
+            made += self._bid_group(group, node, store, starts, prices, fresh)
+        self.made += made
+        return made
+
+    def _bid_group(
+        self,
+        group: str,
+        node: Any,
+        store: FleetStore,
+        starts: list[datetime],
+        prices: np.ndarray,
+        fresh: set[str],
+    ) -> int:
+        eta_c, eta_d = group_efficiencies(store, group)
+        reserve_kwh = self.settings.backup_reserve_fraction * (node.e_discharge_kwh.lower / eta_d)
+        battery = battery_from_node(
+            node,
+            eff_charge=eta_c,
+            eff_discharge=eta_d,
+            quantile=self.settings.quantile,
+            backup_reserve_kwh=reserve_kwh,
+        )
+        if battery.p_discharge_max_mw <= 0 and battery.p_charge_max_mw <= 0:
+            return 0
+        model = self._models.get(group)
+        if model is None:
+            model = self._models[group] = ScenarioBidModel(len(starts), self.settings.scenarios)
+        inputs = ScenarioInputs(
+            interval_h=self.step.total_seconds() / 3600,
+            energy_price=prices,
+            degradation_per_mwh=self.settings.degradation_per_mwh,
+            terminal=Terminal(value_per_mwh=float(np.median(prices)) * eta_d),
+        )
+        started = time.perf_counter()
+        try:
+            solution = model.solve(battery, inputs)
+        except InfeasibleInputError as exc:
+            self.last_error = f"{group}: {exc}"
+            log.warning("group %s: no bids: %s", group, exc, extra=ctx(group_id=group))
+            return 0
+        SOLVE_SECONDS.labels("scenario").observe(time.perf_counter() - started)
+        curves = solution.curves(self.definition, self.product)
+        new = []
+        for start, curve in zip(starts, curves, strict=True):
+            bid_id = self.bid_id(group, start)
+            if bid_id not in fresh or not (curve.discharge or curve.charge):
+                continue
+            new.append(
+                Bid(
+                    bid_id=bid_id,
+                    market=self.definition.market_id,
+                    group=group,
+                    product=self.product,
+                    interval_start=start,
+                    interval_end=start + self.step,
+                    curve=curve,
+                )
+            )
+        if not new:
+            return 0
+        report = solution.report.to_dict()
+        report.update(
+            {
+                "group": group,
+                "battery": asdict(battery),
+                "quantile": self.settings.quantile,
+                "forecast": self.settings.forecast,
+                "scenario_prices": {
+                    "min": float(prices.min()),
+                    "median": float(np.median(prices)),
+                    "max": float(prices.max()),
+                },
+            }
+        )
+        solve_id = f"solve-{group}-{uuid.uuid4().hex[:12]}"
+        self.bids.create(new, solve_id=solve_id, report=report, market=self.definition)
+        log.info(
+            "group %s: %d draft bids from %s",
+            group,
+            len(new),
+            solve_id,
+            extra=ctx(group_id=group, interval_start=new[0].interval_start),
+        )
+        return len(new)
+
+    # -- review and submission -------------------------------------------------------------
+
+    def submit_due(self, now: datetime | None = None) -> int:
+        """Submit approved bids whose gate closes within ``submit_before_gate_s``."""
+        now = now or self.clock()
+        horizon = now + timedelta(seconds=self.settings.submit_before_gate_s)
+        if self.settings.auto_approve:
+            for row in self.bids.due(BidStatus.DRAFT, now, horizon):
+                if row.author != SYSTEM.actor:
+                    continue  # an operator's edit waits for an operator's approval
+                try:
+                    self.bids.review(
+                        row.bid_id,
+                        row.version,
+                        BidAction.APPROVE,
+                        SYSTEM,
+                        "auto-approved (bidding.auto_approve)",
+                        enforce_four_eyes=False,
+                    )
+                except BidError as exc:
+                    log.info("auto-approve skipped: %s", exc, extra=ctx(bid_id=row.bid_id))
+        done = 0
+        for row in self.bids.due(BidStatus.APPROVED, now, horizon):
+            tx_id = f"submit-{row.bid_id}-v{row.version}"
+            try:
+                result = self.bids.submit([row.bid_id], SYSTEM, self.market, tx_id)
+            except BidError as exc:
+                log.info("not submitted: %s", exc, extra=ctx(bid_id=row.bid_id))
+                continue
+            done += 1
+            if result.refused:
+                log.warning(
+                    "bid %s refused by the market: %s",
+                    row.bid_id,
+                    result.refused.get(row.bid_id),
+                    extra=ctx(bid_id=row.bid_id),
+                )
+        self.submitted += done
+        return done
+
+    def collect_awards(self, now: datetime | None = None) -> int:
+        """Read and store the awards of every interval that has started and is not read."""
+        now = now or self.clock()
+        current = self._align(now - self.step + timedelta(microseconds=1))
+        if current > now:
+            current -= self.step
+        stored = 0
+        for k in range(3):  # the current interval and, after a pause, the two before
+            start = current - k * self.step
+            if start in self._collected:
+                continue
+            tx_id = f"awards-{self.definition.market_id}-{self.product.value}-{start:%Y%m%dT%H%MZ}"
+            awards = self.market.awards(tx_id, start, start + self.step)
+            stored += self.bids.record_awards(awards)
+            self._collected.add(start)
+            if awards:
+                for listener in self.award_listeners:
+                    listener(awards)
+        self.awarded += stored
+        if len(self._collected) > 1000:
+            self._collected = {s for s in self._collected if s > now - 10 * self.step}
+        return stored
+
+    # -- async wrappers for the scheduler --------------------------------------------------
+
+    async def cycle(self) -> None:
+        await asyncio.to_thread(self.make_bids)
+
+    async def submit_cycle(self) -> None:
+        await asyncio.to_thread(self.submit_due)
+
+    async def awards_cycle(self) -> None:
+        await asyncio.to_thread(self.collect_awards)
+
+    def status(self) -> dict[str, Any]:
+        line = (
+            f"{self.made} bids made, {self.submitted} submitted, {self.awarded} awarded"
+            f" ({self.definition.market_id} {self.product.value})"
+        )
+        return {
+            "line": line,
+            "made": self.made,
+            "submitted": self.submitted,
+            "awarded": self.awarded,
+            "last_error": self.last_error,
+        }

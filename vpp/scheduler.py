@@ -1,0 +1,98 @@
+"""The scheduler: APScheduler jobs for gate-driven and periodic work.
+
+Every job is coalesced (a backlog of missed runs becomes one run), limited to one
+instance at a time (a slow solve is never overlapped by the next), and skipped when it is
+more than ``misfire_grace_s`` late (a job that woke up far too late would act on stale
+state). Interval jobs are aligned to the interval grid, so "every 5 minutes" means at
+:00, :05, ... not five minutes after start-up. Each job's last error is kept for status.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from vpp.config import SchedulerSettings
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    name = "scheduler"
+
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+        self.aps = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": int(settings.misfire_grace_s),
+            },
+        )
+        self.errors: dict[str, str] = {}
+        self.missed: dict[str, int] = {}
+        self.aps.add_listener(self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+
+    def _on_event(self, event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            self.missed[event.job_id] = self.missed.get(event.job_id, 0) + 1
+            log.warning("job %s missed its run at %s", event.job_id, event.scheduled_run_time)
+        elif event.exception is not None:
+            self.errors[event.job_id] = repr(event.exception)
+            log.error("job %s failed: %r", event.job_id, event.exception)
+
+    def every(
+        self,
+        job_id: str,
+        seconds: float,
+        func: Callable[[], Awaitable[None]],
+        *,
+        offset_s: float = 0.0,
+    ) -> None:
+        """Run ``func`` every ``seconds``, aligned to the grid (plus ``offset_s``)."""
+        now = datetime.now(UTC).timestamp()
+        first = math.ceil((now - offset_s) / seconds) * seconds + offset_s
+        self.aps.add_job(
+            func,
+            IntervalTrigger(seconds=seconds, start_date=datetime.fromtimestamp(first, UTC)),
+            id=job_id,
+            replace_existing=True,
+        )
+
+    def soon(self, job_id: str, func: Callable[[], Awaitable[None]], delay_s: float = 1.0) -> None:
+        """Run ``func`` once shortly (e.g. a first bidding cycle at start-up)."""
+        self.aps.add_job(
+            func,
+            "date",
+            run_date=datetime.now(UTC) + timedelta(seconds=delay_s),
+            id=job_id,
+            replace_existing=True,
+        )
+
+    async def start(self) -> None:
+        self.aps.start()
+
+    async def stop(self) -> None:
+        if self.aps.running:
+            self.aps.shutdown(wait=False)
+
+    def status(self) -> dict[str, Any]:
+        jobs = {
+            j.id: j.next_run_time.isoformat() if j.next_run_time else None
+            for j in self.aps.get_jobs()
+        }
+        line = f"{len(jobs)} jobs" + (f", {len(self.errors)} failing" if self.errors else "")
+        return {
+            "line": line,
+            "jobs": jobs,
+            "errors": dict(self.errors),
+            "missed": dict(self.missed),
+        }
