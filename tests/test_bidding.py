@@ -47,7 +47,7 @@ def setup(tmp_path: Path, **settings: object) -> tuple[Bidder, BidStore, Clock, 
         BiddingSettings(**settings),
         store,
         market,
-        feed,  # type: ignore[arg-type]
+        feed,
         lambda: (hier.latest, fleet_store),
         clock=clock,
     )

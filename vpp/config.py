@@ -240,6 +240,12 @@ class SimFaultSettings(_Section):
     duplicate: float = Field(0.005, ge=0, le=1, description="a reading is delivered twice")
     reorder: float = Field(0.005, ge=0, le=1, description="a reading arrives after the next")
     malformed: float = Field(0.001, ge=0, le=1, description="a reading is corrupted")
+    ack_loss: float = Field(0.02, ge=0, le=1, description="an ack never arrives")
+    ack_delay_s: float = Field(0.2, ge=0, description="acks leave this long after a command")
+    reject: float = Field(0.01, ge=0, le=1, description="a site declines a command")
+    offline_mid_interval: float = Field(
+        0.0, ge=0, le=1, description="after a command, a site drops out before it ends"
+    )
 
 
 class SimulatorSettings(_Section):
@@ -287,6 +293,25 @@ class BiddingSettings(_Section):
         return self
 
 
+class DispatchSettings(_Section):
+    """Turning targets into per-site commands, and tracking them."""
+
+    consumer_group: str = "vpp-dispatch"
+    tick_s: PositiveFloat = Field(1.0, description="re-evaluation period (s)")
+    ack_timeout_s: PositiveFloat = Field(3.0, description="wait this long for an ack (s)")
+    max_attempts: int = Field(3, ge=1, le=20, description="sends per command, first included")
+    backoff_s: float = Field(0.5, ge=0, description="first retry backoff (s), doubling")
+    backoff_jitter: float = Field(0.2, ge=0, lt=1, description="± fraction of the backoff")
+    deadband_kw: float = Field(0.05, ge=0, description="no new command for a smaller change")
+    resolution_kw: float = Field(0.1, ge=0, description="setpoints are multiples of this")
+    follow_tolerance: float = Field(
+        0.1, gt=0, description="a site follows if |p - setpoint| <= this x its rating"
+    )
+    follow_grace_s: PositiveFloat = Field(
+        6.0, description="time a site gets after its ack before it must follow (s)"
+    )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = Field(True, description="one JSON object per line")
@@ -309,6 +334,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     bidding: BiddingSettings = BiddingSettings()
+    dispatch: DispatchSettings = DispatchSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

@@ -41,7 +41,7 @@ class RegistryFile:
         return {"sites": self.count}
 
 
-def _bidding(engine: Engine, scheduler: Scheduler) -> None:
+def _bidding(engine: Engine, scheduler: Scheduler) -> Any:
     from vpp.bidding.bidder import Bidder
     from vpp.bidding.feed import FeedPrices, us_realtime_feed
 
@@ -71,6 +71,7 @@ def _bidding(engine: Engine, scheduler: Scheduler) -> None:
     scheduler.every("submissions", 15, bidder.submit_cycle)
     scheduler.every("awards", step, bidder.awards_cycle, offset_s=1)
     scheduler.soon("first-bids", bidder.cycle, delay_s=5)
+    return bidder
 
 
 def build_engine(settings: Settings, *, simulate: bool, auto_migrate: bool) -> Engine:
@@ -86,8 +87,17 @@ def build_engine(settings: Settings, *, simulate: bool, auto_migrate: bool) -> E
     ingest = Ingest(engine.bus, settings.ingest, topics, db=engine.db)
     engine.add(ingest)
     engine.services.fleet = lambda: (ingest.latest, ingest.store)
+    from vpp.dispatch.service import DispatchService
+
+    dispatch = DispatchService(
+        settings.dispatch, engine.bus, topics, db=engine.db, store=lambda: ingest.store
+    )
+    ingest.event_listeners.append(dispatch.on_site_events)
+    engine.services.dispatch = dispatch
     scheduler = Scheduler(settings.scheduler)
     if settings.bidding.enabled:
-        _bidding(engine, scheduler)
+        bidder = _bidding(engine, scheduler)
+        bidder.award_listeners.append(dispatch.on_awards)
+    engine.add(dispatch)
     engine.add(scheduler)
     return engine

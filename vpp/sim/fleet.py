@@ -38,6 +38,14 @@ F64 = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
+class CommandFaults:
+    ack_loss: float = 0.0  # an ack (accepted / rejected / completed) never arrives
+    ack_delay_s: float = 0.0  # acks are sent this long after the command arrives
+    reject: float = 0.0  # the site declines a command
+    offline_mid_interval: float = 0.0  # after a command, the site drops out before it ends
+
+
+@dataclass(frozen=True, slots=True)
 class TelemetryFaults:
     offline_per_hour: float = 0.0  # probability a site goes silent, per site-hour
     offline_s: float = 120.0  # how long a silent period lasts
@@ -77,11 +85,13 @@ class SimulatedFleet:
         *,
         seed: int = 42,
         faults: TelemetryFaults | None = None,
+        command_faults: CommandFaults | None = None,
         jitter: float = 0.1,
     ) -> None:
         self.sites = sites
         self.seed = seed
         self.faults = faults or TelemetryFaults()
+        self.command_faults = command_faults or CommandFaults()
         self.jitter = jitter
         n = len(self.sites)
         self.rng = np.random.default_rng(self.seed)
@@ -124,6 +134,14 @@ class SimulatedFleet:
         self.t: float | None = None
         self.sent = 0
         self.malformed_sent = 0
+        # Commands: what each site applies, which command ids it has seen, acks to send.
+        self.tripped = np.zeros(n, dtype=bool)  # dropped out: delivers nothing
+        self._applied: dict[str, tuple[int, str]] = {}  # command_id -> (site, first status)
+        self._current: dict[int, str] = {}  # site -> command id being applied
+        self._acks: list[tuple[float, bytes, bytes]] = []  # (due, key, value)
+        self._drop_at: dict[int, float] = {}  # site -> when it drops out
+        self.acks_sent = 0
+        self.acks_lost = 0
 
     # -- physics ---------------------------------------------------------------------------
 
@@ -136,12 +154,21 @@ class SimulatedFleet:
         dt_h = max(0.0, t_s - self.t) / 3600.0
         self.t = t_s
         self._refresh_load(t_s)
+        for site, when in list(self._drop_at.items()):
+            if t_s >= when:  # drops out mid-interval: silent and delivering nothing
+                del self._drop_at[site]
+                self.tripped[site] = True
+                self.offline_until[site] = max(
+                    self.offline_until[site], float(self.setpoint_until[site])
+                )
+        self.tripped &= self.offline_until > t_s
         commanded = (t_s < self.setpoint_until) & ~np.isnan(self.setpoint)
         request = np.where(
             commanded,
             self.setpoint,
             np.clip(self.site_load - self.site_pv, -self.p_ch_max, self.p_dis_max),
         )
+        request = np.where(self.tripped, 0.0, request)
         if dt_h > 0:
             e = self.soc * self.capacity
             max_dis = np.maximum(e - self.soc_min * self.capacity, 0.0) * self.eta_d / dt_h
@@ -165,6 +192,12 @@ class SimulatedFleet:
 
     def go_offline(self, sites: npt.NDArray[np.int64], until_s: float) -> None:
         self.offline_until[sites] = until_s
+
+    def drop_out(self, sites: npt.NDArray[np.int64], at_s: float) -> None:
+        """These sites drop out at ``at_s``: silent, delivering nothing, until their command
+        would have ended."""
+        for i in sites.tolist():
+            self._drop_at[int(i)] = at_s
 
     # -- telemetry -------------------------------------------------------------------------
 
@@ -224,6 +257,26 @@ class SimulatedFleet:
             tr.ts[r.site], tr.seq[r.site] = r.ts, r.seq
             tr.soc[r.site], tr.p_kw[r.site] = r.soc, r.p_kw
 
+    def _queue_ack(self, i: int, cid: str, status: str, reason: str | None, now: float) -> None:
+        if self.rng.random() < self.command_faults.ack_loss:
+            self.acks_lost += 1
+            return
+        due = now + self.command_faults.ack_delay_s
+        ack = _SimAck(1, cid, self.ids[i], status, datetime.fromtimestamp(due, UTC), reason)
+        self._acks.append((due, self._key[i], _ack_encoder.encode(ack)))
+
+    def acks_due(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Acks whose time has come, plus ``completed`` for commands whose validity ended."""
+        for i, cid in list(self._current.items()):
+            if now >= self.setpoint_until[i]:
+                del self._current[i]
+                if self.offline_until[i] <= now:
+                    self._queue_ack(i, cid, "completed", None, now)
+        ready = [a for a in self._acks if a[0] <= now]
+        self._acks = [a for a in self._acks if a[0] > now]
+        self.acks_sent += len(ready)
+        return [(k, v) for _, k, v in ready]
+
     def flush_held(self) -> list[tuple[bytes, bytes]]:
         """Deliver every held-back reading (end of a run)."""
         out: list[tuple[bytes, bytes]] = []
@@ -254,6 +307,73 @@ class SimulatedFleet:
         if kind == "unknown_field":
             return msgspec.json.encode({**good, "temperature_c": 31.5})
         return msgspec.json.encode({**good, "ts": ts.replace(tzinfo=None).isoformat()})
+
+
+class _SimAck(msgspec.Struct, omit_defaults=True):
+    v: int
+    command_id: str
+    site_id: str
+    status: str
+    ts: datetime
+    reason: str | None = None
+
+
+_ack_encoder = msgspec.json.Encoder()
+
+
+def _command_fields(raw: bytes) -> dict[str, object] | None:
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def handle_commands(fleet: SimulatedFleet, values: list[bytes], now: float) -> int:
+    """Apply commands as site gateways would; queue their acks. Returns commands applied.
+
+    Idempotent per ``command_id``: a resent command is acknowledged again, not re-applied.
+    A silent (offline) site neither applies nor answers. A setpoint beyond the site's
+    rating is rejected with that reason; ``reject`` declines others at random.
+    """
+    f = fleet.command_faults
+    rng = fleet.rng
+    applied = 0
+    for raw in values:
+        cmd = _command_fields(raw)
+        if cmd is None:
+            continue
+        site_id, cid = str(cmd.get("site_id")), str(cmd.get("command_id"))
+        i = fleet.index.get(site_id)
+        if i is None or fleet.offline_until[i] > now:
+            continue
+        seen = fleet._applied.get(cid)
+        if seen is not None:
+            fleet._queue_ack(i, cid, seen[1], None, now)
+            continue
+        try:
+            setpoint = float(cmd["setpoint_kw"])  # type: ignore[arg-type]
+            until = datetime.fromisoformat(str(cmd["valid_until"])).timestamp()
+        except (KeyError, TypeError, ValueError):
+            continue
+        rating = fleet.p_dis_max[i] if setpoint >= 0 else fleet.p_ch_max[i]
+        if abs(setpoint) > rating * 1.001 + 1e-9:
+            fleet._applied[cid] = (i, "rejected")
+            fleet._queue_ack(i, cid, "rejected", f"setpoint {setpoint} kW beyond rating", now)
+            continue
+        if rng.random() < f.reject:
+            fleet._applied[cid] = (i, "rejected")
+            fleet._queue_ack(i, cid, "rejected", "declined by the site (simulated)", now)
+            continue
+        fleet.setpoint[i] = setpoint
+        fleet.setpoint_until[i] = until
+        fleet._current[i] = cid
+        fleet._applied[cid] = (i, "accepted")
+        fleet._queue_ack(i, cid, "accepted", None, now)
+        applied += 1
+        if rng.random() < f.offline_mid_interval and until > now:
+            fleet._drop_at[i] = now + rng.uniform(0, until - now)
+    return applied
 
 
 def make_sites(

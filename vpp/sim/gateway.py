@@ -9,10 +9,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from vpp.bus import Bus, Producer
+from vpp.bus import Bus, Consumer, Producer
 from vpp.config import SimulatorSettings, TopicsSettings
 from vpp.ingest.loop import publish_registry
-from vpp.sim.fleet import SimulatedFleet, TelemetryFaults, make_sites
+from vpp.sim.fleet import (
+    CommandFaults,
+    SimulatedFleet,
+    TelemetryFaults,
+    handle_commands,
+    make_sites,
+)
 from vpp.twins.registry import SiteConfig
 
 log = logging.getLogger(__name__)
@@ -36,7 +42,13 @@ def fleet_from_settings(
         reorder=f.reorder,
         malformed=f.malformed,
     )
-    return SimulatedFleet(sites, seed=settings.seed, faults=faults)
+    command_faults = CommandFaults(
+        ack_loss=f.ack_loss,
+        ack_delay_s=f.ack_delay_s,
+        reject=f.reject,
+        offline_mid_interval=f.offline_mid_interval,
+    )
+    return SimulatedFleet(sites, seed=settings.seed, faults=faults, command_faults=command_faults)
 
 
 class Simulator:
@@ -59,11 +71,13 @@ class Simulator:
         self.fleet = fleet or fleet_from_settings(settings)
         self.clock = clock
         self._producer: Producer | None = None
+        self._commands: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._producer = await self.bus.producer()
         await publish_registry(self._producer, self.topics.sites.name, self.fleet.sites)
+        self._commands = await self.bus.consumer([self.topics.commands.name], "vpp-sim-gateways")
         self._task = asyncio.create_task(self._run(), name="simulator")
 
     async def stop(self) -> None:
@@ -73,17 +87,27 @@ class Simulator:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
         finally:
+            if self._commands is not None:
+                await self._commands.stop()
             if self._producer is not None:
                 await self._producer.stop()
 
     async def tick(self) -> int:
-        """One physics step and the readings it makes due; returns messages published."""
+        """Commands in, one physics step, readings and acks out; returns readings published."""
         assert self._producer is not None
         now = self.clock()
+        if self._commands is not None:
+            records = await self._commands.getmany(max_records=50_000, timeout_s=0)
+            if records:
+                handle_commands(self.fleet, [r.value for r in records if r.value], now)
+                await self._commands.commit()
         self.fleet.step(now)
         messages = self.fleet.readings(now)
         if messages:
             await self._producer.send_many(self.topics.telemetry.name, messages)
+        acks = self.fleet.acks_due(now)
+        if acks:
+            await self._producer.send_many(self.topics.acks.name, acks)
         return len(messages)
 
     async def _run(self) -> None:
@@ -99,6 +123,7 @@ class Simulator:
     def status(self) -> dict[str, Any]:
         f = self.fleet
         return {
-            "line": f"{len(f.sites)} sites, {f.sent} readings sent ({f.malformed_sent} malformed)",
+            "line": f"{len(f.sites)} sites, {f.sent} readings ({f.malformed_sent} malformed), "
+            f"{f.acks_sent} acks ({f.acks_lost} lost)",
             "sent": f.sent,
         }

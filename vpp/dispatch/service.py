@@ -1,0 +1,507 @@
+"""Dispatch: targets → split → commands on the bus → acks → retries, timeouts, re-dispatch.
+
+Each tick (``tick_s``) the service
+
+1. dispatches every group whose target covers now and that has not been dispatched, or
+   must be re-dispatched (a command timed out or was rejected, a site went stale or
+   offline, or a site's telemetry shows it not following its acked setpoint);
+2. asks the tracker what is due: resends (same ``command_id``, next attempt) and timeouts
+   (the site's twin becomes unresponsive; its share goes to the others);
+3. samples delivery: the group's measured net power (its online sites' newest readings)
+   against the target, and who follows their setpoint;
+4. closes ended intervals into the dispatch log (target, delivered kW and kWh, shortfall,
+   re-dispatches, per-site compliance).
+
+Acks are consumed in batches on their own loop; the ledger rows every change produces are
+written before the change is acted upon (publishing, re-dispatching), so a restarted
+service rebuilds its tracker from the ledger and resends what was in flight under its own
+ids. A dispatch sends a command to every eligible site of the group — a site left without
+one would run its default behaviour inside a controlled group — except where the new
+setpoint is within the deadband of the site's active command. Online sites that cannot be
+steered (unresponsive, excluded, unavailable) still deliver what their telemetry shows;
+the split covers the target minus that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+from prometheus_client import Counter, Gauge
+
+from market.clearing import Award
+from vpp.bus import Bus, Consumer, Producer
+from vpp.config import DispatchSettings, TopicsSettings
+from vpp.dispatch.contract import Ack, Command, ack_batch_decoder, ack_decoder, command_encoder
+from vpp.dispatch.split import SplitInput, split
+from vpp.dispatch.targets import GroupTarget, from_awards
+from vpp.dispatch.tracker import Outcome, Tracker, TrackerSettings
+from vpp.ingest.deadletter import DeadLetterWriter
+from vpp.logs import ctx
+from vpp.store import dispatch_log, ledger
+from vpp.store.ledger import LedgerEntry
+from vpp.twins.states import CommandState, Connectivity, Operation, SiteEvent
+from vpp.twins.store import FleetStore
+
+log = logging.getLogger(__name__)
+
+COMMANDS = Counter("vpp_commands_total", "Command ledger events", ["event"])
+COMMAND_STATES = Gauge("vpp_commands_tracked", "Tracked commands by state", ["state"])
+SHORTFALL = Gauge("vpp_dispatch_shortfall_kw", "Target the group cannot cover now", ["group"])
+
+
+@dataclass
+class Delivery:
+    target: GroupTarget
+    allocated_kw: float = 0.0
+    shortfall_kw: float = 0.0
+    redispatches: int = -1  # the first dispatch is not a re-dispatch
+    commands: int = 0
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (epoch, kW)
+    compliance: float | None = None
+    excluded: set[str] = field(default_factory=set)
+    strikes: dict[str, int] = field(default_factory=dict)
+    dispatched: bool = False
+
+    @property
+    def delivered_kw(self) -> float | None:
+        return float(np.mean([kw for _, kw in self.samples])) if self.samples else None
+
+    def delivered_kwh(self) -> float | None:
+        if len(self.samples) < 2:
+            return None
+        t = np.array([s[0] for s in self.samples])
+        kw = np.array([s[1] for s in self.samples])
+        return float(np.sum(kw[:-1] * np.diff(t)) / 3600.0)
+
+    def row(self, status: str) -> dict[str, Any]:
+        t = self.target
+        return {
+            "dispatch_id": t.dispatch_id,
+            "group_id": t.group,
+            "interval_start": t.interval_start,
+            "interval_end": t.interval_end,
+            "source": t.source,
+            "target_kw": t.target_kw,
+            "reserve_up_kw": t.reserve_up_kw,
+            "reserve_down_kw": t.reserve_down_kw,
+            "allocated_kw": self.allocated_kw,
+            "shortfall_kw": self.shortfall_kw,
+            "delivered_kw": self.delivered_kw,
+            "delivered_kwh": self.delivered_kwh(),
+            "redispatches": max(0, self.redispatches),
+            "status": status,
+            "updated_at": datetime.now(UTC),
+        }
+
+
+class DispatchService:
+    """A :class:`vpp.runtime.Component`."""
+
+    name = "dispatch"
+
+    def __init__(
+        self,
+        settings: DispatchSettings,
+        bus: Bus,
+        topics: TopicsSettings,
+        *,
+        db: Any,
+        store: Callable[[], FleetStore],
+        clock: Callable[[], float] = time.time,
+        seed: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.topics = topics
+        self.db = db
+        self.store = store
+        self.clock = clock
+        self.tracker = Tracker(
+            TrackerSettings(
+                ack_timeout_s=settings.ack_timeout_s,
+                max_attempts=settings.max_attempts,
+                backoff_s=settings.backoff_s,
+                jitter=settings.backoff_jitter,
+                seed=seed,
+            )
+        )
+        self.deliveries: dict[str, Delivery] = {}
+        self._redispatch: set[str] = set()
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
+        self._dlq: DeadLetterWriter | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()
+        self.acks_seen = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._producer = await self.bus.producer()
+        self._dlq = DeadLetterWriter(self._producer, self.topics.deadletter.name)
+        self._consumer = await self.bus.consumer(
+            [self.topics.acks.name], self.settings.consumer_group
+        )
+        await self._restore()
+        self._tasks = [
+            asyncio.create_task(self._ack_loop(), name="dispatch acks"),
+            asyncio.create_task(self._tick_loop(), name="dispatch ticks"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for closer in (self._consumer, self._producer):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer.stop()
+
+    async def _restore(self) -> None:
+        now = self.clock()
+        rows = await asyncio.to_thread(
+            ledger.open_commands, self.db, datetime.fromtimestamp(now, UTC)
+        )
+        if not rows:
+            return
+        store = self.store()
+        groups = {sid: store.groups[int(store.group[i])] for sid, i in store.index.items()}
+        entries, resend = self.tracker.restore(rows, groups, now)
+        await self._write(entries)
+        await self._publish(resend)
+        log.info(
+            "dispatch restored %d open commands from the ledger, resent %d", len(rows), len(resend)
+        )
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def add_targets(self, targets: Sequence[GroupTarget]) -> None:
+        for t in targets:
+            if t.dispatch_id not in self.deliveries:
+                self.deliveries[t.dispatch_id] = Delivery(t)
+
+    def on_awards(self, awards: Sequence[Award]) -> None:
+        self.add_targets(from_awards(awards))
+
+    def on_site_events(self, events: Sequence[SiteEvent]) -> None:
+        """A site lost (stale, offline, fault) re-dispatches its group."""
+        if not events:
+            return
+        store = self.store()
+        for e in events:
+            lost = (e.family == "connectivity" and e.to_state in ("stale", "offline")) or (
+                e.family == "operation" and e.to_state in ("fault", "unavailable")
+            )
+            i = store.index.get(e.site_id)
+            if lost and i is not None:
+                self._redispatch.add(store.groups[int(store.group[i])])
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("dispatch tick failed")
+            await asyncio.sleep(self.settings.tick_s)
+
+    async def tick(self, now: float | None = None) -> None:
+        async with self._lock:
+            now = self.clock() if now is None else now
+            moment = datetime.fromtimestamp(now, UTC)
+            for d in list(self.deliveries.values()):
+                t = d.target
+                if t.interval_end <= moment:
+                    await self._close(d)
+                elif t.covers(moment):
+                    self._check_following(d, now)
+                    if not d.dispatched or t.group in self._redispatch:
+                        await self._dispatch(d, now)
+            self._redispatch.clear()
+            entries, outcome = self.tracker.due(now)
+            await self._write(entries)
+            await self._apply(outcome)
+            for d in self.deliveries.values():
+                if d.target.covers(moment):
+                    d.samples.append((now, self._measure(d.target.group)))
+            self._gauge()
+
+    def _rows(self, group: str) -> np.ndarray:
+        store = self.store()
+        gid = store.group_index.get(group, -1)
+        mask = (store.column("group") == gid) & store.column("active") & store.column("owned")
+        return np.flatnonzero(mask)
+
+    def _measure(self, group: str) -> float:
+        store = self.store()
+        rows = self._rows(group)
+        online = store.column("conn")[rows] == Connectivity.ONLINE
+        return float(store.column("p_kw")[rows][online].sum())
+
+    def _check_following(self, d: Delivery, now: float) -> None:
+        """Sites whose telemetry twice disagrees with their acked setpoint are dropped."""
+        store = self.store()
+        s = self.settings
+        for site_id in list(d.strikes) + [
+            store.ids[i] for i in self._rows(d.target.group).tolist()
+        ]:
+            t = self.tracker.active(site_id)
+            if t is None or t.state != "acked" or t.command.dispatch_id != d.target.dispatch_id:
+                continue
+            i = store.index[site_id]
+            fresh_after_ack = store.ts[i] >= t.command.issued_at.timestamp() + s.follow_grace_s
+            if not fresh_after_ack:
+                continue
+            rating = max(store.p_charge_max_kw[i], store.p_discharge_max_kw[i])
+            off = abs(store.p_kw[i] - t.command.setpoint_kw) > s.follow_tolerance * rating
+            d.strikes[site_id] = d.strikes.get(site_id, 0) + 1 if off else 0
+            if d.strikes[site_id] >= 2 and site_id not in d.excluded:
+                d.excluded.add(site_id)
+                self._redispatch.add(d.target.group)
+                log.warning(
+                    "site not following its setpoint; re-dispatching its share",
+                    extra=ctx(site_id=site_id, dispatch_id=d.target.dispatch_id),
+                )
+
+    async def _dispatch(self, d: Delivery, now: float) -> None:
+        t = d.target
+        store = self.store()
+        rows = self._rows(t.group)
+        if not rows.size:
+            d.dispatched = True
+            d.shortfall_kw = t.target_kw
+            return
+        col = store.column
+        excluded = np.array([store.ids[i] in d.excluded for i in rows.tolist()], dtype=bool)
+        op = col("op")[rows]
+        eligible = (
+            (col("conn")[rows] == Connectivity.ONLINE)
+            & col("available")[rows]
+            & (op != Operation.FAULT)
+            & (op != Operation.UNAVAILABLE)
+            & (col("cmd")[rows] != CommandState.UNRESPONSIVE)
+            & ~excluded
+        )
+        inp = SplitInput(
+            eligible=eligible,
+            soc=np.nan_to_num(col("soc")[rows], nan=0.0),
+            capacity_kwh=col("capacity_kwh")[rows],
+            soc_min=col("soc_min")[rows],
+            soc_max=col("soc_max")[rows],
+            p_charge_max_kw=col("p_charge_max_kw")[rows],
+            p_discharge_max_kw=col("p_discharge_max_kw")[rows],
+            eff_charge=col("eff_charge")[rows],
+            eff_discharge=col("eff_discharge")[rows],
+        )
+        # Online sites dispatch cannot steer (unresponsive, excluded, unavailable) still
+        # deliver what their telemetry shows: the controllable sites make up the rest.
+        uncontrolled = (col("conn")[rows] == Connectivity.ONLINE) & ~eligible
+        fixed_kw = float(col("p_kw")[rows][uncontrolled].sum())
+        hours_left = max((t.interval_end.timestamp() - now) / 3600.0, 1e-6)
+        result = split(
+            inp,
+            t.target_kw - fixed_kw,
+            hours_left,
+            reserve_up_kw=t.reserve_up_kw,
+            reserve_down_kw=t.reserve_down_kw,
+            resolution_kw=self.settings.resolution_kw,
+        )
+        issued_at = datetime.fromtimestamp(now, UTC)
+        commands = []
+        for i, setpoint in zip(
+            rows[eligible].tolist(), result.setpoint_kw[eligible].tolist(), strict=True
+        ):
+            site_id = store.ids[i]
+            active = self.tracker.active(site_id)
+            if (
+                active is not None
+                and active.command.dispatch_id == t.dispatch_id
+                and abs(active.command.setpoint_kw - setpoint) <= self.settings.deadband_kw
+            ):
+                continue
+            commands.append(
+                Command(
+                    1,
+                    str(uuid.uuid4()),
+                    t.dispatch_id,
+                    site_id,
+                    float(setpoint),
+                    issued_at,
+                    t.interval_end,
+                    1,
+                    issued_at,
+                )
+            )
+        entries = self.tracker.issue(commands, t.group, now)
+        await self._write(entries)  # the ledger first ...
+        await self._publish(commands)  # ... then the bus
+        store.set_command_state([c.site_id for c in commands], CommandState.PENDING)
+        d.allocated_kw = result.allocated_kw + fixed_kw
+        d.shortfall_kw = result.shortfall_kw
+        d.redispatches += 1
+        d.commands += len(commands)
+        d.dispatched = True
+        SHORTFALL.labels(t.group).set(result.shortfall_kw)
+        log.info(
+            "dispatch %s: target %.1f kW, allocated %.1f kW (+%.1f kW uncontrolled), "
+            "shortfall %.1f kW, %d commands",
+            t.dispatch_id,
+            t.target_kw,
+            result.allocated_kw,
+            fixed_kw,
+            result.shortfall_kw,
+            len(commands),
+            extra=ctx(group_id=t.group, dispatch_id=t.dispatch_id, interval_start=t.interval_start),
+        )
+
+    async def _close(self, d: Delivery) -> None:
+        del self.deliveries[d.target.dispatch_id]
+        store = self.store()
+        followed = [
+            self.tracker.commands[cid].state in ("acked", "completed")
+            for sid in (store.ids[i] for i in self._rows(d.target.group).tolist())
+            if (cid := self.tracker.latest.get(sid)) is not None
+            and self.tracker.commands[cid].command.dispatch_id == d.target.dispatch_id
+        ]
+        d.compliance = float(np.mean(followed)) if followed else None
+        status = "delivered" if d.shortfall_kw == 0 else "short"
+        await asyncio.to_thread(dispatch_log.upsert, self.db, d.row(status))
+        self.tracker.forget_before(self.clock() - 3600)
+
+    # -- acks ------------------------------------------------------------------------------
+
+    async def _ack_loop(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None and self._dlq is not None
+        while True:
+            try:
+                records = await consumer.getmany(max_records=20_000, timeout_s=0.2)
+                if not records:
+                    continue
+                acks, refused = self._decode(records)
+                if refused:
+                    await self._dlq.refuse(refused)
+                    await self._dlq.flush()
+                async with self._lock:
+                    entries, outcome = self.tracker.on_acks(acks, self.clock())
+                    await self._write(entries)
+                    await self._apply(
+                        outcome, accepted=[a.site_id for a in acks if a.status == "accepted"]
+                    )
+                await consumer.commit()
+                self.acks_seen += len(acks)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ack batch failed; it is not committed")
+                await asyncio.sleep(1.0)
+
+    def _decode(self, records: Sequence[Any]) -> tuple[list[Ack], list[tuple[Any, str, str]]]:
+        values = [r.value for r in records]
+        if None not in values:
+            try:
+                acks = ack_batch_decoder.decode(b"[" + b",".join(values) + b"]")
+                if len(acks) == len(values):
+                    return acks, []
+            except msgspec.MsgspecError:
+                pass
+        good: list[Ack] = []
+        bad: list[tuple[Any, str, str]] = []
+        for r in records:
+            if r.value is None:
+                bad.append((r, "undecodable", "empty ack"))
+                continue
+            try:
+                good.append(ack_decoder.decode(r.value))
+            except msgspec.MsgspecError as exc:
+                bad.append((r, "ack_invalid", str(exc)))
+        return good, bad
+
+    # -- effects ---------------------------------------------------------------------------
+
+    async def _write(self, entries: list[LedgerEntry]) -> None:
+        if not entries:
+            return
+        if len(entries) > 200:
+            await asyncio.to_thread(ledger.append, self.db, entries)
+        else:
+            ledger.append(self.db, entries)
+        for e in entries:
+            COMMANDS.labels(e.event).inc()
+
+    async def _publish(self, commands: Sequence[Command]) -> None:
+        if not commands:
+            return
+        assert self._producer is not None
+        await self._producer.send_many(
+            self.topics.commands.name,
+            [(c.site_id.encode(), command_encoder.encode(c)) for c in commands],
+        )
+
+    async def _apply(self, outcome: Outcome, accepted: Sequence[str] = ()) -> None:
+        store = self.store()
+        if outcome.resend:
+            await self._publish(outcome.resend)
+        if outcome.unresponsive:
+            store.set_command_state(outcome.unresponsive, CommandState.UNRESPONSIVE)
+            for site in outcome.unresponsive:
+                log.warning("site unresponsive: command timed out", extra=ctx(site_id=site))
+        if outcome.responsive:
+            back = [
+                s
+                for s in outcome.responsive
+                if (i := store.index.get(s)) is not None
+                and store.cmd[i] == CommandState.UNRESPONSIVE
+            ]
+            store.set_command_state(back, CommandState.ACKED)
+        if accepted:
+            store.set_command_state(accepted, CommandState.ACKED)
+        self._redispatch |= outcome.redispatch
+
+    def _gauge(self) -> None:
+        counts: dict[str, int] = {}
+        for t in self.tracker.commands.values():
+            counts[t.state] = counts.get(t.state, 0) + 1
+        for state in (
+            "pending",
+            "acked",
+            "completed",
+            "rejected",
+            "timed_out",
+            "superseded",
+            "expired",
+        ):
+            COMMAND_STATES.labels(state).set(counts.get(state, 0))
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def live(self) -> list[dict[str, Any]]:
+        """The open intervals: target vs delivered so far."""
+        return [d.row("active") for d in self.deliveries.values()]
+
+    def status(self) -> dict[str, Any]:
+        active = [d for d in self.deliveries.values() if d.dispatched]
+        counts: dict[str, int] = {}
+        for t in self.tracker.commands.values():
+            counts[t.state] = counts.get(t.state, 0) + 1
+        parts = [
+            f"{d.target.group} {d.target.target_kw:.0f}→{(d.delivered_kw or 0):.0f} kW"
+            for d in active
+        ]
+        line = (", ".join(parts) or "no target now") + f"; commands {counts}"
+        return {"line": line, "commands": counts, "targets": len(self.deliveries)}

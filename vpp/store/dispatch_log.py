@@ -1,0 +1,56 @@
+"""Dispatch intervals: per group and interval, target vs delivered, shortfall, re-dispatches."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from vpp.store.tables import dispatch_intervals
+
+
+def upsert(engine: sa.Engine, row: dict[str, Any]) -> None:
+    with engine.begin() as conn:
+        done = conn.execute(
+            dispatch_intervals.update()
+            .where(dispatch_intervals.c.dispatch_id == row["dispatch_id"])
+            .values(**row)
+        ).rowcount
+        if not done:
+            conn.execute(dispatch_intervals.insert().values(**row))
+
+
+def list_intervals(
+    engine: sa.Engine,
+    *,
+    group: str | None = None,
+    start_from: datetime | None = None,
+    start_to: datetime | None = None,
+    skip: int = 0,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int]:
+    conds = []
+    if group:
+        conds.append(dispatch_intervals.c.group_id == group)
+    if start_from:
+        conds.append(dispatch_intervals.c.interval_start >= start_from)
+    if start_to:
+        conds.append(dispatch_intervals.c.interval_start < start_to)
+    with engine.connect() as conn:
+        rows = [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.select(dispatch_intervals)
+                .where(*conds)
+                .order_by(dispatch_intervals.c.interval_start.desc(), dispatch_intervals.c.group_id)
+                .offset(skip)
+                .limit(limit)
+            )
+        ]
+        count = int(
+            conn.execute(
+                sa.select(sa.func.count()).select_from(dispatch_intervals).where(*conds)
+            ).scalar_one()
+        )
+    return rows, count

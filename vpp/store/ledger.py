@@ -1,0 +1,182 @@
+"""The command ledger: every command and every change of its state, append-only.
+
+Rows are written *before* the engine acts on them (publishing a command, re-dispatching
+after a timeout), so after a crash the ledger knows at least everything that happened.
+:func:`open_commands` rebuilds the tracker: for each command its content (from the
+``issued`` row) and its latest state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from vpp.store.tables import command_ledger
+
+TERMINAL = frozenset({"completed", "rejected", "timed_out", "superseded", "expired", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    command_id: str
+    dispatch_id: str
+    site_id: str
+    event: str  # issued | sent | acked | rejected | completed | timeout | superseded | expired
+    state: str  # pending | acked | completed | rejected | timed_out | superseded | expired
+    attempt: int
+    setpoint_kw: float
+    valid_from: datetime
+    valid_until: datetime
+    ts: datetime
+    reason: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "command_id": self.command_id,
+            "dispatch_id": self.dispatch_id,
+            "site_id": self.site_id,
+            "event": self.event,
+            "state": self.state,
+            "attempt": self.attempt,
+            "setpoint_kw": self.setpoint_kw,
+            "valid_from": self.valid_from,
+            "valid_until": self.valid_until,
+            "reason": self.reason,
+            "ts": self.ts,
+        }
+
+
+def append(engine: sa.Engine, entries: Sequence[LedgerEntry]) -> None:
+    """Append entries in one transaction (all or none)."""
+    if not entries:
+        return
+    with engine.begin() as conn:
+        conn.execute(command_ledger.insert(), [e.row() for e in entries])
+
+
+def open_commands(engine: sa.Engine, now: datetime) -> list[tuple[LedgerEntry, LedgerEntry]]:
+    """(issued entry, latest entry) of every command not in a final state and still valid."""
+    latest = (
+        sa.select(sa.func.max(command_ledger.c.seq).label("seq"))
+        .group_by(command_ledger.c.command_id)
+        .subquery()
+    )
+    with engine.connect() as conn:
+        last_rows = conn.execute(
+            sa.select(command_ledger)
+            .join(latest, latest.c.seq == command_ledger.c.seq)
+            .where(
+                command_ledger.c.state.not_in(list(TERMINAL)), command_ledger.c.valid_until > now
+            )
+        ).all()
+        ids = [r.command_id for r in last_rows]
+        issued = (
+            {
+                r.command_id: r
+                for r in conn.execute(
+                    sa.select(command_ledger).where(
+                        command_ledger.c.command_id.in_(ids), command_ledger.c.event == "issued"
+                    )
+                )
+            }
+            if ids
+            else {}
+        )
+    out = []
+    for last in last_rows:
+        first = issued.get(last.command_id)
+        if first is None:
+            continue
+        out.append((_entry(first), _entry(last)))
+    return out
+
+
+def _entry(r: Any) -> LedgerEntry:
+    return LedgerEntry(
+        r.command_id,
+        r.dispatch_id,
+        r.site_id,
+        r.event,
+        r.state,
+        r.attempt,
+        r.setpoint_kw,
+        r.valid_from,
+        r.valid_until,
+        r.ts,
+        r.reason,
+    )
+
+
+def history(
+    engine: sa.Engine,
+    *,
+    site_id: str | None = None,
+    state: str | None = None,
+    command_id: str | None = None,
+    skip: int = 0,
+    limit: int = 100,
+) -> tuple[list[dict[str, Any]], int]:
+    """Ledger rows, newest first, filtered (for the API)."""
+    conds = []
+    if site_id:
+        conds.append(command_ledger.c.site_id == site_id)
+    if state:
+        conds.append(command_ledger.c.state == state)
+    if command_id:
+        conds.append(command_ledger.c.command_id == command_id)
+    with engine.connect() as conn:
+        rows = [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.select(command_ledger)
+                .where(*conds)
+                .order_by(command_ledger.c.seq.desc())
+                .offset(skip)
+                .limit(limit)
+            )
+        ]
+        count = int(
+            conn.execute(
+                sa.select(sa.func.count()).select_from(command_ledger).where(*conds)
+            ).scalar_one()
+        )
+    return rows, count
+
+
+def last_states(
+    engine: sa.Engine,
+    *,
+    site_id: str | None = None,
+    state: str | None = None,
+    skip: int = 0,
+    limit: int = 100,
+) -> tuple[list[dict[str, Any]], int]:
+    """One row per command — its latest state — newest first, filtered."""
+    latest = (
+        sa.select(sa.func.max(command_ledger.c.seq).label("seq"))
+        .group_by(command_ledger.c.command_id)
+        .subquery()
+    )
+    conds = []
+    if site_id:
+        conds.append(command_ledger.c.site_id == site_id)
+    if state:
+        conds.append(command_ledger.c.state == state)
+    base = (
+        sa.select(command_ledger).join(latest, latest.c.seq == command_ledger.c.seq).where(*conds)
+    )
+    with engine.connect() as conn:
+        rows = [
+            dict(r._mapping)
+            for r in conn.execute(
+                base.order_by(command_ledger.c.seq.desc()).offset(skip).limit(limit)
+            )
+        ]
+        count = int(
+            conn.execute(sa.select(sa.func.count()).select_from(base.subquery())).scalar_one()
+        )
+    return rows, count
