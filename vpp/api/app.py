@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vpp.api.routes import awards, bids, fleet, health, keys, sites
+from vpp.api.routes import awards, bids, commands, dispatch, fleet, health, keys, sites
 from vpp.api.services import Services
 from vpp.store.bids import ConflictError, FourEyesError, InvalidBidError, NotFoundError
 
@@ -100,6 +100,6 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(LatencyMiddleware)
     _handlers(app)
     app.include_router(health.router)
-    for module in (fleet, sites, bids, awards, keys):
+    for module in (fleet, sites, bids, awards, dispatch, commands, keys):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

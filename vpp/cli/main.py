@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -327,3 +328,41 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id")]) -> 
     _cli_audit(store, "revoke", key_id, {"active": False})
     store.engine.dispose()
     console.print(f"revoked {key_id}")
+
+
+@app.command()
+def simulate(
+    sites: Annotated[int | None, typer.Option(help="simulated site gateways", min=1)] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+) -> None:
+    """Simulated site gateways against the configured bus (Kafka): registry, telemetry with
+    the configured faults, and answers to commands."""
+    from vpp.bus import make_bus
+    from vpp.sim.gateway import Simulator
+
+    cfg = _merge(settings(), _overrides(simulator={"sites": sites, "seed": seed}))
+    logs.configure(cfg.log.level, cfg.log.json_format)
+
+    async def main() -> None:
+        import signal
+
+        bus = make_bus(cfg.bus)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await bus.start()
+        await bus.ensure_topics(cfg.bus.topics.all())
+        sim = Simulator(bus, cfg.bus.topics, cfg.simulator)
+        try:
+            await sim.start()
+            console.print(f"simulating {len(sim.fleet.sites)} sites on {cfg.bus.kind}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration)
+        finally:
+            await sim.stop()
+            await bus.stop()
+        console.print(sim.status()["line"])
+
+    asyncio.run(main())

@@ -152,6 +152,7 @@ class DispatchService:
         self._consumer = await self.bus.consumer(
             [self.topics.acks.name], self.settings.consumer_group
         )
+        await asyncio.to_thread(self._load_targets, self.clock())
         await self._restore()
         self._tasks = [
             asyncio.create_task(self._ack_loop(), name="dispatch acks"),
@@ -187,10 +188,35 @@ class DispatchService:
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def add_targets(self, targets: Sequence[GroupTarget]) -> None:
+    def add_targets(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
+        """Schedule targets (persisted, so a restarted engine still knows them)."""
+        added = []
         for t in targets:
             if t.dispatch_id not in self.deliveries:
-                self.deliveries[t.dispatch_id] = Delivery(t)
+                d = self.deliveries[t.dispatch_id] = Delivery(t)
+                dispatch_log.upsert(self.db, d.row("scheduled"))
+                added.append(t)
+        return added
+
+    def _load_targets(self, now: float) -> None:
+        rows, _ = dispatch_log.list_intervals(
+            self.db, start_to=datetime.fromtimestamp(now + 7 * 86_400, UTC), limit=10_000
+        )
+        moment = datetime.fromtimestamp(now, UTC)
+        for r in rows:
+            if r["status"] in ("scheduled", "active") and r["interval_end"] > moment:
+                t = GroupTarget(
+                    r["dispatch_id"],
+                    r["group_id"],
+                    r["interval_start"],
+                    r["interval_end"],
+                    r["target_kw"],
+                    r["reserve_up_kw"],
+                    r["reserve_down_kw"],
+                    r["source"],
+                )
+                d = self.deliveries.setdefault(t.dispatch_id, Delivery(t))
+                d.redispatches = max(d.redispatches, int(r["redispatches"]) - 1)
 
     def on_awards(self, awards: Sequence[Award]) -> None:
         self.add_targets(from_awards(awards))
@@ -355,6 +381,8 @@ class DispatchService:
         d.shortfall_kw = result.shortfall_kw
         d.redispatches += 1
         d.commands += len(commands)
+        if not d.dispatched:
+            await asyncio.to_thread(dispatch_log.upsert, self.db, d.row("active"))
         d.dispatched = True
         SHORTFALL.labels(t.group).set(result.shortfall_kw)
         log.info(

@@ -13,7 +13,9 @@ from vpp.api.deps import Viewer
 from vpp.api.models import Page, SiteEventPublic, SitePublic
 from vpp.api.responses import AUTH, NOT_FOUND, UNAVAILABLE, Responses
 from vpp.api.routes.bids import encode
+from vpp.api.routes.commands import CommandPublic, page
 from vpp.api.services import Services
+from vpp.store import ledger
 from vpp.store.site_events import site_history
 from vpp.twins.states import Connectivity
 from vpp.twins.store import FleetStore
@@ -96,3 +98,21 @@ def site_events(
     rows = site_history(caller.services.db, site_id, limit=limit)
     data = [{k: r[k] for k in ("site_id", "ts", "kind", "from_state", "to_state")} for r in rows]
     return Response(encode(data), media_type="application/json")
+
+
+@router.get(
+    "/{site_id}/commands",
+    response_model=Page[CommandPublic],
+    responses={**AUTH, **MISSING},
+    summary="The site's recent commands, newest first",
+)
+def site_commands(
+    caller: Viewer,
+    site_id: SiteId,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    store = _store(caller.services)
+    if site_id not in store.index:
+        raise HTTPException(404, detail=f"site {site_id} not found")
+    rows, count = ledger.last_states(caller.services.db, site_id=site_id, limit=limit)
+    return page(rows, count)

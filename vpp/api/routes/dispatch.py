@@ -1,0 +1,138 @@
+"""Dispatch: per interval target vs delivered, shortfall, re-dispatches; manual targets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from vpp.api.deps import Operator, Viewer
+from vpp.api.models import Page
+from vpp.api.responses import AUTH, UNAVAILABLE
+from vpp.api.routes.bids import encode
+from vpp.dispatch.targets import GroupTarget, dispatch_id
+from vpp.store import audit, dispatch_log
+
+router = APIRouter(prefix="/dispatch", tags=["dispatch"])
+
+
+class IntervalPublic(BaseModel):
+    dispatch_id: str
+    group_id: str
+    interval_start: datetime
+    interval_end: datetime
+    source: str
+    target_kw: float = Field(description="+ discharge, - charge")
+    reserve_up_kw: float
+    reserve_down_kw: float
+    allocated_kw: float
+    shortfall_kw: float
+    delivered_kw: float | None = Field(description="mean measured net power so far")
+    delivered_kwh: float | None
+    redispatches: int
+    status: str = Field(description="scheduled, active, delivered or short")
+    updated_at: datetime
+
+
+class TargetCreate(BaseModel):
+    """A manual target for a group (an operator override or a test dispatch)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "group": "north",
+                "interval_start": "2026-11-21T14:05:00Z",
+                "interval_end": "2026-11-21T14:10:00Z",
+                "target_kw": 250.0,
+            }
+        },
+    )
+
+    group: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")
+    interval_start: AwareDatetime
+    interval_end: AwareDatetime
+    target_kw: float = Field(ge=-1e7, le=1e7, allow_inf_nan=False, description="+ discharge")
+    reserve_up_kw: float = Field(0.0, ge=0, le=1e7, allow_inf_nan=False)
+    reserve_down_kw: float = Field(0.0, ge=0, le=1e7, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _order(self) -> TargetCreate:
+        if self.interval_end <= self.interval_start:
+            raise ValueError("interval_end must be after interval_start")
+        return self
+
+
+@router.get(
+    "",
+    response_model=Page[IntervalPublic],
+    responses={**AUTH, **UNAVAILABLE},
+    summary="Dispatch intervals, newest first (open ones with live delivery)",
+)
+def list_dispatch(
+    caller: Viewer,
+    group: Annotated[str | None, Query(max_length=100)] = None,
+    start_from: datetime | None = None,
+    start_to: datetime | None = None,
+    skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    svc = caller.services
+    rows, count = dispatch_log.list_intervals(
+        svc.db, group=group, start_from=start_from, start_to=start_to, skip=skip, limit=limit
+    )
+    if svc.dispatch is not None:
+        live = {r["dispatch_id"]: r for r in svc.dispatch.live()}
+        rows = [live.get(r["dispatch_id"], r) for r in rows]
+    return Response(encode({"data": rows, "count": count}), media_type="application/json")
+
+
+@router.post(
+    "/targets",
+    response_model=IntervalPublic,
+    status_code=201,
+    responses={**AUTH, **UNAVAILABLE},
+    summary="Schedule a manual target for a group",
+)
+async def create_target(caller: Operator, body: TargetCreate) -> Any:
+    svc = caller.services
+    if svc.dispatch is None:
+        raise HTTPException(503, detail="dispatch is not running")
+    target = GroupTarget(
+        dispatch_id(body.group, body.interval_start),
+        body.group,
+        body.interval_start,
+        body.interval_end,
+        body.target_kw,
+        body.reserve_up_kw,
+        body.reserve_down_kw,
+        "manual",
+    )
+
+    svc.dispatch.add_targets([target])  # in the event loop, like the dispatch ticks
+
+    def record() -> dict[str, Any]:
+        with svc.db.begin() as conn:
+            audit.record(
+                conn,
+                caller.principal,
+                "create",
+                "dispatch_target",
+                target.dispatch_id,
+                None,
+                body.model_dump(mode="json"),
+            )
+        rows, _ = dispatch_log.list_intervals(
+            svc.db,
+            group=body.group,
+            start_from=body.interval_start,
+            start_to=body.interval_end,
+            limit=500,
+        )
+        return next(r for r in rows if r["dispatch_id"] == target.dispatch_id)
+
+    return await run_in_threadpool(record)
