@@ -18,7 +18,9 @@ from market.definitions import Product, load_market
 from tests.conftest import PG_BASE_URL
 from vpp.api.app import create_app
 from vpp.api.services import Services
-from vpp.config import DatabaseSettings
+from vpp.bus.embedded import EmbeddedBus
+from vpp.config import DatabaseSettings, DispatchSettings, TopicsSettings
+from vpp.dispatch.service import DispatchService
 from vpp.fleet.hierarchy import FleetHierarchy
 from vpp.store import db
 from vpp.store.bids import BidStore
@@ -136,6 +138,16 @@ def build_api(engine: sa.Engine) -> Api:
         fleet=lambda: (hier.latest, fleet_store),
         market=LoggedMarket(sim, DbTxLog(engine)),
         clock=clock,
+    )
+    # Dispatch is built but not started: the API schedules targets into it and reads its
+    # live deliveries; no ticks run, so nothing is published.
+    services.dispatch = DispatchService(
+        DispatchSettings(),
+        EmbeddedBus(),
+        TopicsSettings(),
+        db=engine,
+        store=lambda: fleet_store,
+        clock=lambda: clock().timestamp(),
     )
     bids.create(make_bids(), solve_id="solve-1", report={"model": "scenario", "objective": 1.0})
     plaintext = {}

@@ -294,3 +294,64 @@ def test_health_and_metrics(api: Api) -> None:
     api.client.get("/api/v1/bids", headers=api.h("viewer"))
     text = api.client.get("/metrics").text
     assert 'vpp_api_request_duration_seconds_count{method="GET",route="/api/v1/bids"' in text
+
+
+def test_manual_target_is_scheduled_listed_and_audited(api: Api) -> None:
+    start = api.clock() + timedelta(minutes=10)
+    body = {
+        "group": "north",
+        "interval_start": start.isoformat(),
+        "duration_s": 300,
+        "target_kw": -40.0,
+    }
+    r = api.client.post("/api/v1/dispatch/targets", json=body, headers=api.h("alice"))
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["status"] == "scheduled" and created["target_kw"] == -40.0
+    assert created["source"] == "manual"
+    # Idempotent for the same target; a different one for the same interval is a conflict.
+    again = api.client.post("/api/v1/dispatch/targets", json=body, headers=api.h("alice"))
+    assert again.status_code == 201 and again.json()["dispatch_id"] == created["dispatch_id"]
+    other = {**body, "target_kw": 10.0}
+    assert (
+        api.client.post("/api/v1/dispatch/targets", json=other, headers=api.h("alice")).status_code
+        == 409
+    )
+    listed = api.client.get(
+        "/api/v1/dispatch", params={"group": "north"}, headers=api.h("viewer")
+    ).json()
+    assert [row["dispatch_id"] for row in listed["data"]] == [created["dispatch_id"]]
+    assert listed["data"][0]["interval_end"] == (start + timedelta(minutes=5)).isoformat().replace(
+        "+00:00", "Z"
+    )
+    with api.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(audit_log.c.actor, audit_log.c.action).where(
+                audit_log.c.resource_type == "dispatch_target"
+            )
+        ).all()
+    assert len(rows) == 1  # the idempotent repeat changed nothing, so it is not audited
+    assert rows[0].actor.startswith("alice") and rows[0].action == "create"
+
+
+def test_manual_target_refusals(api: Api) -> None:
+    now = api.clock()
+
+    def post(who: str, **over: object) -> int:
+        body = {
+            "group": "north",
+            "interval_start": (now + timedelta(minutes=5)).isoformat(),
+            "duration_s": 300,
+            "target_kw": 10.0,
+            **over,
+        }
+        r = api.client.post("/api/v1/dispatch/targets", json=body, headers=api.h(who))
+        return r.status_code
+
+    assert post("viewer") == 403
+    assert post("alice", interval_start=(now - timedelta(hours=1)).isoformat()) == 409
+    assert post("alice", interval_start=(now + timedelta(days=8)).isoformat()) == 409
+    assert post("alice", interval_start="2026-11-21T15:00:00") == 422  # naive time
+    assert post("alice", duration_s=0) == 422
+    assert post("alice", target_kw=float("1e9")) == 422
+    assert post("alice", group="no spaces allowed") == 422

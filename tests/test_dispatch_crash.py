@@ -134,7 +134,7 @@ def test_sigkill_mid_interval_loses_nothing_and_resumes(
             json={
                 "group": "north",
                 "interval_start": start.isoformat(),
-                "interval_end": end.isoformat(),
+                "duration_s": int((end - start).total_seconds()),
                 "target_kw": -60.0,
             },
         )

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 COMMANDS = Counter("vpp_commands_total", "Command ledger events", ["event"])
 COMMAND_STATES = Gauge("vpp_commands_tracked", "Tracked commands by state", ["state"])
 SHORTFALL = Gauge("vpp_dispatch_shortfall_kw", "Target the group cannot cover now", ["group"])
+
+
+# Targets are scheduled (and reloaded after a restart) at most this far ahead.
+TARGET_HORIZON = timedelta(days=7)
 
 
 @dataclass
@@ -200,7 +204,7 @@ class DispatchService:
 
     def _load_targets(self, now: float) -> None:
         rows, _ = dispatch_log.list_intervals(
-            self.db, start_to=datetime.fromtimestamp(now + 7 * 86_400, UTC), limit=10_000
+            self.db, start_to=datetime.fromtimestamp(now, UTC) + TARGET_HORIZON, limit=10_000
         )
         moment = datetime.fromtimestamp(now, UTC)
         for r in rows:

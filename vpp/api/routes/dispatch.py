@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from vpp.api.deps import Operator, Viewer
 from vpp.api.models import Page
 from vpp.api.responses import AUTH, UNAVAILABLE
 from vpp.api.routes.bids import encode
+from vpp.dispatch.service import TARGET_HORIZON
 from vpp.dispatch.targets import GroupTarget, dispatch_id
 from vpp.store import audit, dispatch_log
 
@@ -47,24 +48,22 @@ class TargetCreate(BaseModel):
             "example": {
                 "group": "north",
                 "interval_start": "2026-11-21T14:05:00Z",
-                "interval_end": "2026-11-21T14:10:00Z",
+                "duration_s": 300,
                 "target_kw": 250.0,
             }
         },
     )
 
     group: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")
-    interval_start: AwareDatetime
-    interval_end: AwareDatetime
+    interval_start: AwareDatetime = Field(description="UTC start; the interval is labelled by it")
+    duration_s: int = Field(ge=1, le=86_400, description="interval length in seconds")
     target_kw: float = Field(ge=-1e7, le=1e7, allow_inf_nan=False, description="+ discharge")
     reserve_up_kw: float = Field(0.0, ge=0, le=1e7, allow_inf_nan=False)
     reserve_down_kw: float = Field(0.0, ge=0, le=1e7, allow_inf_nan=False)
 
-    @model_validator(mode="after")
-    def _order(self) -> TargetCreate:
-        if self.interval_end <= self.interval_start:
-            raise ValueError("interval_end must be after interval_start")
-        return self
+    @property
+    def interval_end(self) -> datetime:
+        return self.interval_start + timedelta(seconds=self.duration_s)
 
 
 @router.get(
@@ -95,13 +94,26 @@ def list_dispatch(
     "/targets",
     response_model=IntervalPublic,
     status_code=201,
-    responses={**AUTH, **UNAVAILABLE},
+    responses={
+        **AUTH,
+        **UNAVAILABLE,
+        409: {"description": "the interval is over, or a different target exists"},
+    },
     summary="Schedule a manual target for a group",
 )
 async def create_target(caller: Operator, body: TargetCreate) -> Any:
     svc = caller.services
     if svc.dispatch is None:
         raise HTTPException(503, detail="dispatch is not running")
+    now = svc.clock()
+    if body.interval_start >= now + TARGET_HORIZON:
+        raise HTTPException(
+            409, detail=f"interval_start is beyond the {TARGET_HORIZON.days}-day horizon"
+        )
+    if body.interval_end <= now:
+        raise HTTPException(
+            409, detail="the interval (interval_start + duration_s) is already over"
+        )
     target = GroupTarget(
         dispatch_id(body.group, body.interval_start),
         body.group,
@@ -113,19 +125,25 @@ async def create_target(caller: Operator, body: TargetCreate) -> Any:
         "manual",
     )
 
-    svc.dispatch.add_targets([target])  # in the event loop, like the dispatch ticks
+    existing = svc.dispatch.deliveries.get(target.dispatch_id)
+    if existing is not None and existing.target != target:
+        raise HTTPException(
+            409, detail=f"group {body.group!r} already has a different target for this interval"
+        )
+    added = svc.dispatch.add_targets([target])  # in the event loop, like the dispatch ticks
 
     def record() -> dict[str, Any]:
-        with svc.db.begin() as conn:
-            audit.record(
-                conn,
-                caller.principal,
-                "create",
-                "dispatch_target",
-                target.dispatch_id,
-                None,
-                body.model_dump(mode="json"),
-            )
+        if added:
+            with svc.db.begin() as conn:
+                audit.record(
+                    conn,
+                    caller.principal,
+                    "create",
+                    "dispatch_target",
+                    target.dispatch_id,
+                    None,
+                    body.model_dump(mode="json"),
+                )
         rows, _ = dispatch_log.list_intervals(
             svc.db,
             group=body.group,
