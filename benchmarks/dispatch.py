@@ -9,8 +9,9 @@
     Kafka bus) dispatches one group of N sites; simulated gateways in another process
     (``vpp.sim.fleet.handle_commands``, one consumer) apply each command and ack it through
     the same broker (Tansu). Wall time from the first command published to the last ack
-    resolved in the tracker (every command ``acked``), and from the dispatch tick's start
-    (split, command creation and the ledger-first write included).
+    resolved (every command ``acked``, its ack written to the ledger and reflected in the
+    twins), and from the dispatch tick's start (split, command creation and the
+    ledger-first write of the commands included).
 
     python benchmarks/dispatch.py [--commands 100000]
 """
@@ -211,18 +212,17 @@ async def round_trip(bootstrap: str, n: int, partitions: int, db_dir: Path) -> d
 
     service._dispatch = timed_dispatch  # type: ignore[method-assign]
     all_acked = asyncio.Event()
-    on_acks = service.tracker.on_acks
+    settle = service._settle
 
-    def counted_on_acks(acks: Any, now: float) -> Any:
-        # Checked once per ack batch (not by polling, which would steal the event loop).
-        result = on_acks(acks, now)
-        commands = service.tracker.commands
-        if len(commands) == n and all(t.state == "acked" for t in commands.values()):
+    async def counted_settle(*args: Any) -> None:
+        # An ack is resolved once its ledger row is written and the twins reflect it;
+        # checked once per ack batch (polling would steal the event loop).
+        await settle(*args)
+        if service.tracker.counts["acked"] == n:
             marks["last_ack"] = time.perf_counter()
             all_acked.set()
-        return result
 
-    service.tracker.on_acks = counted_on_acks  # type: ignore[method-assign]
+    service._settle = counted_settle  # type: ignore[method-assign]
     try:
         if not await asyncio.to_thread(ready.wait, 120):
             raise RuntimeError("the gateways never joined their group")
@@ -238,7 +238,7 @@ async def round_trip(bootstrap: str, n: int, partitions: int, db_dir: Path) -> d
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_acked.wait(), 120)
-        acked = sum(t.state == "acked" for t in service.tracker.commands.values())
+        acked = service.tracker.counts["acked"]
         sent = len(service.tracker.commands)
     finally:
         done.set()

@@ -120,3 +120,22 @@ def test_hand_checked_split() -> None:
     kept = split(inp, 7.0, 1.0, reserve_up_kw=4.0)
     assert kept.setpoint_kw.tolist() == pytest.approx([3.0, 3.0, 0.0])
     assert kept.shortfall_kw == pytest.approx(1.0)
+
+
+def test_a_group_without_capacity_reports_even_a_sub_resolution_target_as_shortfall() -> None:
+    """Found by the property test: the gap used to be compared with half a step, so a
+    0.5 kW target on a group that can deliver nothing reported no shortfall."""
+    one = np.ones(1)
+    inp = SplitInput(
+        eligible=np.array([False]),
+        soc=np.zeros(1),
+        capacity_kwh=one,
+        soc_min=np.zeros(1),
+        soc_max=one * 0.5,
+        p_charge_max_kw=one,
+        p_discharge_max_kw=one,
+        eff_charge=one,
+        eff_discharge=one,
+    )
+    res = split(inp, 0.5, 1.0, resolution_kw=1.0)
+    assert res.allocated_kw == 0.0 and res.shortfall_kw == 0.5

@@ -3,7 +3,11 @@ expiry, and the rebuild from the ledger."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vpp.dispatch.contract import Ack, Command
 from vpp.dispatch.tracker import Tracker, TrackerSettings
@@ -84,3 +88,50 @@ def test_restore_resends_pending_commands_under_their_own_id() -> None:
     assert resend[0].setpoint_kw == 2.0 and resend[0].valid_until == issued[0].valid_until
     assert fresh.commands["b"].state == "acked"
     assert [e.event for e in entries] == ["sent"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["issue", "accept", "reject", "complete", "tick"]),
+            st.integers(0, 5),  # site
+            st.floats(0.0, 4.0),  # time step
+            st.floats(1.0, 30.0),  # validity of a new command
+        ),
+        max_size=60,
+    )
+)
+def test_due_and_counts_agree_with_a_full_scan(ops: list[tuple[str, int, float, float]]) -> None:
+    """After every ``due(now)`` nothing due is left behind (no pending command past its
+    deadline or validity, no acked one past its validity) and the state counts match."""
+    t = tracker()
+    now, k = T0, 0
+    for op, site, step, validity in ops:
+        now += step
+        if op == "issue":
+            k += 1
+            c = Command(
+                1,
+                f"c{k}",
+                "d1",
+                f"s{site}",
+                1.0,
+                START,
+                datetime.fromtimestamp(now + validity, UTC),
+                1,
+                datetime.fromtimestamp(now, UTC),
+            )
+            t.issue([c], f"g{site % 2}", now)
+        elif op in ("accept", "reject", "complete") and (cid := t.latest.get(f"s{site}")):
+            status = {"accept": "accepted", "reject": "rejected", "complete": "completed"}[op]
+            t.on_acks([ack(cid, status, site=f"s{site}")], now)
+        t.due(now)
+        for tr in t.commands.values():
+            until = tr.command.valid_until.timestamp()
+            if tr.state == "pending":
+                assert until > now and tr.deadline > now
+            if tr.state == "acked":
+                assert until > now
+        states = Counter(tr.state for tr in t.commands.values())
+        assert {s: n for s, n in t.counts.items() if n} == dict(states)

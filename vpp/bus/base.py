@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
@@ -150,8 +150,10 @@ class Consumer(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def commit(self) -> None:
-        """Commit everything returned by :meth:`getmany` so far (the caller processed it)."""
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit everything returned by :meth:`getmany` so far (the caller processed it),
+        or only up to ``offsets`` (next offset per partition, as :meth:`positions` gave it
+        after a batch) when a pipeline is still processing later batches."""
 
     @abc.abstractmethod
     def assignment(self) -> frozenset[TopicPartition]:

@@ -23,7 +23,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from vpp.bus.base import (
     AssignmentCallback,
@@ -225,8 +225,9 @@ class EmbeddedConsumer(Consumer):
             except TimeoutError:
                 return []
 
-    async def commit(self) -> None:
-        for tp, pos in self._position.items():
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        marks = self._position if offsets is None else offsets
+        for tp, pos in marks.items():
             if tp in self._assigned and self._group.committed.get(tp) != pos:
                 self._group.committed[tp] = pos
                 self._bus._advance_low(tp[0], tp[1])

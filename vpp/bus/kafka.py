@@ -21,7 +21,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -284,16 +284,17 @@ class KafkaConsumer(Consumer):
             BUS_CONSUMED.labels(tp.topic, self._group_id).inc(len(msgs))
         return out
 
-    async def commit(self) -> None:
-        offsets = {
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        marks = self._processed if offsets is None else offsets
+        commit_to = {
             KafkaTP(t, p): OffsetAndMetadata(off, "")
-            for (t, p), off in self._processed.items()
+            for (t, p), off in marks.items()
             if (t, p) in self._assigned
         }
-        if not offsets:
+        if not commit_to:
             return
         try:
-            await self._consumer.commit(offsets)
+            await self._consumer.commit(commit_to)
         except (
             CommitFailedError,
             IllegalGenerationError,
@@ -304,8 +305,9 @@ class KafkaConsumer(Consumer):
         except KafkaError as exc:
             log.warning("commit failed (%r); records will be redelivered", exc)
         else:
-            for key in [tp for tp in self._processed if KafkaTP(*tp) in offsets]:
-                del self._processed[key]
+            for key in [tp for tp in self._processed if KafkaTP(*tp) in commit_to]:
+                if self._processed[key] <= commit_to[KafkaTP(*key)].offset:
+                    del self._processed[key]
             self._update_lag()
 
     def _local_lag(self) -> dict[str, int]:

@@ -28,10 +28,11 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
+from collections import Counter as Tally
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import compress
 from typing import Any
 
 import msgspec
@@ -41,7 +42,14 @@ from prometheus_client import Counter, Gauge
 from market.clearing import Award
 from vpp.bus import Bus, Consumer, Producer
 from vpp.config import DispatchSettings, TopicsSettings
-from vpp.dispatch.contract import Ack, Command, ack_batch_decoder, ack_decoder, command_encoder
+from vpp.dispatch.contract import (
+    Ack,
+    Command,
+    ack_batch_decoder,
+    ack_decoder,
+    command_encoder,
+    new_command_ids,
+)
 from vpp.dispatch.split import SplitInput, split
 from vpp.dispatch.targets import GroupTarget, from_awards
 from vpp.dispatch.tracker import Outcome, Tracker, TrackerSettings
@@ -49,7 +57,8 @@ from vpp.ingest.deadletter import DeadLetterWriter
 from vpp.logs import ctx
 from vpp.store import dispatch_log, ledger
 from vpp.store.ledger import LedgerEntry
-from vpp.twins.states import CommandState, Connectivity, Operation, SiteEvent
+from vpp.store.site_events import record_events
+from vpp.twins.states import NAMES, CommandState, Connectivity, Operation, SiteEvent
 from vpp.twins.store import FleetStore
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,13 @@ COMMANDS = Counter("vpp_commands_total", "Command ledger events", ["event"])
 COMMAND_STATES = Gauge("vpp_commands_tracked", "Tracked commands by state", ["state"])
 SHORTFALL = Gauge("vpp_dispatch_shortfall_kw", "Target the group cannot cover now", ["group"])
 
+
+# The twin command state each ledger event leaves a site in (others: unchanged).
+_EVENT_STATE = {
+    "issued": int(CommandState.PENDING),
+    "acked": int(CommandState.ACKED),
+    "timeout": int(CommandState.UNRESPONSIVE),
+}
 
 # Targets are scheduled (and reloaded after a restart) at most this far ahead.
 TARGET_HORIZON = timedelta(days=7)
@@ -73,8 +89,17 @@ class Delivery:
     samples: list[tuple[float, float]] = field(default_factory=list)  # (epoch, kW)
     compliance: float | None = None
     excluded: set[str] = field(default_factory=set)
-    strikes: dict[str, int] = field(default_factory=dict)
     dispatched: bool = False
+    # Setpoint of each site's live command of this delivery, by store row (NaN: none);
+    # the deadband compares a re-dispatch against it.
+    active_sp: np.ndarray = field(default_factory=lambda: np.full(0, np.nan))
+
+    def active_at(self, rows: np.ndarray, n: int) -> np.ndarray:
+        if self.active_sp.size < n:
+            grown = np.full(max(n, 2 * self.active_sp.size), np.nan)
+            grown[: self.active_sp.size] = self.active_sp
+            self.active_sp = grown
+        return self.active_sp[rows]
 
     @property
     def delivered_kw(self) -> float | None:
@@ -140,6 +165,7 @@ class DispatchService:
             )
         )
         self.deliveries: dict[str, Delivery] = {}
+        self._ledger = ledger.LedgerWriter(db)
         self._redispatch: set[str] = set()
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
@@ -169,6 +195,7 @@ class DispatchService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._ledger.stop()
         for closer in (self._consumer, self._producer):
             if closer is not None:
                 with contextlib.suppress(Exception):
@@ -185,6 +212,7 @@ class DispatchService:
         groups = {sid: store.groups[int(store.group[i])] for sid, i in store.index.items()}
         entries, resend = self.tracker.restore(rows, groups, now)
         await self._write(entries)
+        self._reflect(self.tracker.live_entries(now))  # twins and deliveries know them again
         await self._publish(resend)
         log.info(
             "dispatch restored %d open commands from the ledger, resent %d", len(rows), len(resend)
@@ -284,23 +312,33 @@ class DispatchService:
         return float(store.column("p_kw")[rows][online].sum())
 
     def _check_following(self, d: Delivery, now: float) -> None:
-        """Sites whose telemetry twice disagrees with their acked setpoint are dropped."""
+        """Sites whose readings twice in a row disagree with their acked setpoint are dropped.
+
+        Vectorized over the group. A reading counts once (only readings newer than the
+        last one checked), and only from ``follow_grace_s`` after the command was issued.
+        """
         store = self.store()
-        s = self.settings
-        for site_id in list(d.strikes) + [
-            store.ids[i] for i in self._rows(d.target.group).tolist()
-        ]:
+        rows = self._rows(d.target.group)
+        ts = store.ts[rows]
+        fresh = (
+            ~np.isnan(store.setpoint_kw[rows])
+            & (ts >= store.setpoint_from[rows])
+            & (ts > store.follow_seen[rows])
+        )
+        r = rows[fresh]
+        if not r.size:
+            return
+        rating = np.maximum(store.p_charge_max_kw[r], store.p_discharge_max_kw[r])
+        off = np.abs(store.p_kw[r] - store.setpoint_kw[r]) > self.settings.follow_tolerance * rating
+        store.strikes[r] = np.where(off, store.strikes[r] + 1, 0)
+        store.follow_seen[r] = store.ts[r]
+        for i in r[store.strikes[r] >= 2].tolist():
+            site_id = store.ids[i]
+            store.setpoint_kw[i] = np.nan  # checked no further in this interval
             t = self.tracker.active(site_id)
             if t is None or t.state != "acked" or t.command.dispatch_id != d.target.dispatch_id:
                 continue
-            i = store.index[site_id]
-            fresh_after_ack = store.ts[i] >= t.command.issued_at.timestamp() + s.follow_grace_s
-            if not fresh_after_ack:
-                continue
-            rating = max(store.p_charge_max_kw[i], store.p_discharge_max_kw[i])
-            off = abs(store.p_kw[i] - t.command.setpoint_kw) > s.follow_tolerance * rating
-            d.strikes[site_id] = d.strikes.get(site_id, 0) + 1 if off else 0
-            if d.strikes[site_id] >= 2 and site_id not in d.excluded:
+            if site_id not in d.excluded:
                 d.excluded.add(site_id)
                 self._redispatch.add(d.target.group)
                 log.warning(
@@ -351,36 +389,22 @@ class DispatchService:
             reserve_down_kw=t.reserve_down_kw,
             resolution_kw=self.settings.resolution_kw,
         )
+        sel = rows[eligible]
+        setpoints = result.setpoint_kw[eligible]
+        prev = d.active_at(sel, store.n)
+        unchanged = np.abs(prev - setpoints) <= self.settings.deadband_kw  # False for NaN
+        sel, setpoints = sel[~unchanged], setpoints[~unchanged]
         issued_at = datetime.fromtimestamp(now, UTC)
-        commands = []
-        for i, setpoint in zip(
-            rows[eligible].tolist(), result.setpoint_kw[eligible].tolist(), strict=True
-        ):
-            site_id = store.ids[i]
-            active = self.tracker.active(site_id)
-            if (
-                active is not None
-                and active.command.dispatch_id == t.dispatch_id
-                and abs(active.command.setpoint_kw - setpoint) <= self.settings.deadband_kw
-            ):
-                continue
-            commands.append(
-                Command(
-                    1,
-                    str(uuid.uuid4()),
-                    t.dispatch_id,
-                    site_id,
-                    float(setpoint),
-                    issued_at,
-                    t.interval_end,
-                    1,
-                    issued_at,
-                )
+        ids = new_command_ids(sel.size, now)
+        commands = [
+            Command(
+                1, cid, t.dispatch_id, store.ids[i], sp, issued_at, t.interval_end, 1, issued_at
             )
+            for cid, i, sp in zip(ids, sel.tolist(), setpoints.tolist(), strict=True)
+        ]
         entries = self.tracker.issue(commands, t.group, now)
         await self._write(entries)  # the ledger first ...
         await self._publish(commands)  # ... then the bus
-        store.set_command_state([c.site_id for c in commands], CommandState.PENDING)
         d.allocated_kw = result.allocated_kw + fixed_kw
         d.shortfall_kw = result.shortfall_kw
         d.redispatches += 1
@@ -418,30 +442,65 @@ class DispatchService:
     # -- acks ------------------------------------------------------------------------------
 
     async def _ack_loop(self) -> None:
+        """Fetch, decode and apply acks to the tracker; the ledger write, the twins and the
+        commit of each batch follow in :meth:`_settle`, in batch order, while the next
+        batch is already being fetched (commits name the batch's own offsets)."""
         consumer = self._consumer
         assert consumer is not None and self._dlq is not None
-        while True:
-            try:
-                records = await consumer.getmany(max_records=20_000, timeout_s=0.2)
-                if not records:
-                    continue
-                acks, refused = self._decode(records)
-                if refused:
-                    await self._dlq.refuse(refused)
-                    await self._dlq.flush()
-                async with self._lock:
-                    entries, outcome = self.tracker.on_acks(acks, self.clock())
-                    await self._write(entries)
-                    await self._apply(
-                        outcome, accepted=[a.site_id for a in acks if a.status == "accepted"]
+        settling: asyncio.Task[None] | None = None
+        try:
+            while True:
+                try:
+                    records = await consumer.getmany(max_records=50_000, timeout_s=0.2)
+                    if not records:
+                        continue
+                    marks = consumer.positions()
+                    acks, refused = self._decode(records)
+                    if refused:
+                        await self._dlq.refuse(refused)
+                        await self._dlq.flush()
+                    async with self._lock:
+                        entries, outcome = self.tracker.on_acks(acks, self.clock())
+                        written = self._ledger.submit(entries)
+                    settling = asyncio.create_task(
+                        self._settle(settling, written, entries, outcome, marks, len(acks))
                     )
-                await consumer.commit()
-                self.acks_seen += len(acks)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("ack batch failed; it is not committed")
-                await asyncio.sleep(1.0)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("ack batch failed; it is not committed")
+                    await asyncio.sleep(1.0)
+        finally:
+            if settling is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(settling, 30)
+
+    async def _settle(
+        self,
+        previous: asyncio.Task[None] | None,
+        written: asyncio.Future[None],
+        entries: list[LedgerEntry],
+        outcome: Outcome,
+        marks: dict[Any, int],
+        n_acks: int,
+    ) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous  # its failure was logged there; order is what matters here
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            await written
+        except Exception:
+            log.exception("writing an ack batch to the ledger failed; it is not committed")
+            return
+        for event, n in Tally(e.event for e in entries).items():
+            COMMANDS.labels(event).inc(n)
+        async with self._lock:
+            self._reflect(entries)
+            await self._apply(outcome)
+        await consumer.commit(marks)
+        self.acks_seen += n_acks
 
     def _decode(self, records: Sequence[Any]) -> tuple[list[Ack], list[tuple[Any, str, str]]]:
         values = [r.value for r in records]
@@ -467,14 +526,86 @@ class DispatchService:
     # -- effects ---------------------------------------------------------------------------
 
     async def _write(self, entries: list[LedgerEntry]) -> None:
+        """Append to the ledger, then reflect the changes in the twins (never the reverse)."""
         if not entries:
             return
-        if len(entries) > 200:
-            await asyncio.to_thread(ledger.append, self.db, entries)
-        else:
-            ledger.append(self.db, entries)
+        await self._ledger.write(entries)
+        for event, n in Tally(e.event for e in entries).items():
+            COMMANDS.labels(event).inc(n)
+        self._reflect(entries)
+
+    def _reflect(self, entries: Sequence[LedgerEntry]) -> None:
+        """Command state, followed setpoint and each delivery's live setpoints, per site.
+
+        One pass keeps each site's last entry about its newest command (a resend changes
+        no state; an entry about a command the site has since been given a newer one for
+        must not undo that), then the columns are updated with vector writes.
+        """
+        latest = self.tracker.latest
+        keep: dict[str, LedgerEntry] = {}
         for e in entries:
-            COMMANDS.labels(e.event).inc()
+            if e.event != "sent" and latest.get(e.site_id) == e.command_id:
+                keep[e.site_id] = e
+        if not keep:
+            return
+        store = self.store()
+        last = list(keep.values())
+        n = len(last)
+        rows = store.rows_of(list(keep))
+        known = rows >= 0
+        code = np.fromiter((_EVENT_STATE.get(e.event, -1) for e in last), np.int8, n)
+        setpoint = np.fromiter((e.setpoint_kw for e in last), np.float64, n)
+        for state in (CommandState.PENDING, CommandState.ACKED, CommandState.UNRESPONSIVE):
+            self._command_state(rows[known & (code == state)], state)
+        acked = known & (code == CommandState.ACKED)
+        epoch: dict[datetime, float] = {}  # a batch holds few distinct instants
+        since = np.fromiter(
+            (
+                epoch.get(e.valid_from) or epoch.setdefault(e.valid_from, e.valid_from.timestamp())
+                for e in compress(last, acked)
+            ),
+            np.float64,
+            int(acked.sum()),
+        )
+        store.setpoint_kw[rows[known]] = np.nan
+        store.setpoint_kw[rows[acked]] = setpoint[acked]
+        store.setpoint_from[rows[acked]] = since + self.settings.follow_grace_s
+        store.follow_seen[rows[acked]] = -np.inf
+        store.strikes[rows[known]] = 0
+        live = known & ((code == CommandState.PENDING) | (code == CommandState.ACKED))
+        dispatches = [e.dispatch_id for e in last]
+        for dispatch in set(dispatches):
+            d = self.deliveries.get(dispatch)
+            if d is None:
+                continue
+            mine = known & np.fromiter((x == dispatch for x in dispatches), bool, n)
+            d.active_at(rows[mine], store.n)  # grows the array to the store's size
+            d.active_sp[rows[mine]] = np.where(live[mine], setpoint[mine], np.nan)
+
+    def _command_state(self, rows: np.ndarray, state: CommandState) -> None:
+        """Set the twins' command state; going unresponsive and back are site events."""
+        store = self.store()
+        changed, old = store.set_command_state(rows, state)
+        notable = (old == CommandState.UNRESPONSIVE) | (state == CommandState.UNRESPONSIVE)
+        if not notable.any():
+            return
+        when = datetime.fromtimestamp(self.clock(), UTC)
+        names = NAMES["command"]
+        events = [
+            SiteEvent(store.ids[i], when, "command", names[o], names[state])
+            for i, o in zip(changed[notable].tolist(), old[notable].tolist(), strict=True)
+        ]
+        for e in events:
+            log.warning(
+                "site %s: command %s -> %s",
+                e.site_id,
+                e.from_state,
+                e.to_state,
+                extra=ctx(site_id=e.site_id),
+            )
+        if self.db is not None:
+            task = asyncio.get_running_loop().run_in_executor(None, record_events, self.db, events)
+            task.add_done_callback(_log_failure)
 
     async def _publish(self, commands: Sequence[Command]) -> None:
         if not commands:
@@ -485,30 +616,18 @@ class DispatchService:
             [(c.site_id.encode(), command_encoder.encode(c)) for c in commands],
         )
 
-    async def _apply(self, outcome: Outcome, accepted: Sequence[str] = ()) -> None:
-        store = self.store()
+    async def _apply(self, outcome: Outcome) -> None:
         if outcome.resend:
             await self._publish(outcome.resend)
-        if outcome.unresponsive:
-            store.set_command_state(outcome.unresponsive, CommandState.UNRESPONSIVE)
-            for site in outcome.unresponsive:
-                log.warning("site unresponsive: command timed out", extra=ctx(site_id=site))
-        if outcome.responsive:
-            back = [
-                s
-                for s in outcome.responsive
-                if (i := store.index.get(s)) is not None
-                and store.cmd[i] == CommandState.UNRESPONSIVE
-            ]
-            store.set_command_state(back, CommandState.ACKED)
-        if accepted:
-            store.set_command_state(accepted, CommandState.ACKED)
+        if outcome.responsive:  # any answer ends unresponsiveness
+            store = self.store()
+            rows = store.rows_of(outcome.responsive)
+            rows = rows[rows >= 0]
+            back = rows[store.cmd[rows] == CommandState.UNRESPONSIVE]
+            self._command_state(back, CommandState.ACKED)
         self._redispatch |= outcome.redispatch
 
     def _gauge(self) -> None:
-        counts: dict[str, int] = {}
-        for t in self.tracker.commands.values():
-            counts[t.state] = counts.get(t.state, 0) + 1
         for state in (
             "pending",
             "acked",
@@ -518,7 +637,7 @@ class DispatchService:
             "superseded",
             "expired",
         ):
-            COMMAND_STATES.labels(state).set(counts.get(state, 0))
+            COMMAND_STATES.labels(state).set(self.tracker.counts[state])
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -528,12 +647,15 @@ class DispatchService:
 
     def status(self) -> dict[str, Any]:
         active = [d for d in self.deliveries.values() if d.dispatched]
-        counts: dict[str, int] = {}
-        for t in self.tracker.commands.values():
-            counts[t.state] = counts.get(t.state, 0) + 1
+        counts = {state: n for state, n in self.tracker.counts.items() if n}
         parts = [
             f"{d.target.group} {d.target.target_kw:.0f}→{(d.delivered_kw or 0):.0f} kW"
             for d in active
         ]
         line = (", ".join(parts) or "no target now") + f"; commands {counts}"
         return {"line": line, "commands": counts, "targets": len(self.deliveries)}
+
+
+def _log_failure(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("writing site events failed: %r", fut.exception())

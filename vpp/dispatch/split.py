@@ -164,9 +164,9 @@ def split(
     p = cap.copy() if want >= total_cap else water_fill(want, cap, energy)
     p = round_keeping_total(p, cap, resolution_kw)
     allocated = float(p.sum())
-    # What no site can cover (to within the device resolution).
-    gap = want - allocated
-    shortfall = gap if gap > max(resolution_kw / 2, 1e-9) else 0.0
+    # What no site can cover: the target beyond the group's (rounded) capacity. Below it,
+    # the difference between target and allocation is rounding, not a shortfall.
+    shortfall = want - total_cap if want > total_cap + 1e-9 else 0.0
     sign = 1.0 if discharge else -1.0
     if not discharge:
         p = -p

@@ -136,7 +136,9 @@ class SimulatedFleet:
         self.malformed_sent = 0
         # Commands: what each site applies, which command ids it has seen, acks to send.
         self.tripped = np.zeros(n, dtype=bool)  # dropped out: delivers nothing
-        self._applied: dict[str, tuple[int, str]] = {}  # command_id -> (site, first status)
+        # command_id -> (site, first status, valid until): resends are re-acked, not re-applied
+        self._applied: dict[str, tuple[int, str, float]] = {}
+        self._pruned_at = -np.inf
         self._current: dict[int, str] = {}  # site -> command id being applied
         self._acks: list[tuple[float, bytes, bytes]] = []  # (due, key, value)
         self._drop_at: dict[int, float] = {}  # site -> when it drops out
@@ -257,21 +259,39 @@ class SimulatedFleet:
             tr.ts[r.site], tr.seq[r.site] = r.ts, r.seq
             tr.soc[r.site], tr.p_kw[r.site] = r.soc, r.p_kw
 
-    def _queue_ack(self, i: int, cid: str, status: str, reason: str | None, now: float) -> None:
-        if self.rng.random() < self.command_faults.ack_loss:
-            self.acks_lost += 1
+    def _queue_acks(self, acks: list[tuple[int, str, str, str | None]], now: float) -> None:
+        """Queue (site, command id, status, reason) acks, due after ``ack_delay_s``."""
+        if not acks:
             return
-        due = now + self.command_faults.ack_delay_s
-        ack = _SimAck(1, cid, self.ids[i], status, datetime.fromtimestamp(due, UTC), reason)
-        self._acks.append((due, self._key[i], _ack_encoder.encode(ack)))
+        f = self.command_faults
+        lost = self.rng.random(len(acks)) < f.ack_loss
+        self.acks_lost += int(lost.sum())
+        due = now + f.ack_delay_s
+        stamp = datetime.fromtimestamp(due, UTC)
+        ids, keys, encode = self.ids, self._key, _ack_encoder.encode
+        self._acks.extend(
+            (due, keys[i], encode(_SimAck(1, cid, ids[i], status, stamp, reason)))
+            for (i, cid, status, reason), gone in zip(acks, lost.tolist(), strict=True)
+            if not gone
+        )
 
     def acks_due(self, now: float) -> list[tuple[bytes, bytes]]:
         """Acks whose time has come, plus ``completed`` for commands whose validity ended."""
-        for i, cid in list(self._current.items()):
-            if now >= self.setpoint_until[i]:
-                del self._current[i]
+        if self._current:
+            held = np.zeros(len(self.ids), dtype=bool)
+            held[list(self._current)] = True
+            ended = np.flatnonzero(held & (now >= self.setpoint_until))
+            done: list[tuple[int, str, str, str | None]] = []
+            for i in ended.tolist():
+                cid = self._current.pop(i)
                 if self.offline_until[i] <= now:
-                    self._queue_ack(i, cid, "completed", None, now)
+                    done.append((i, cid, "completed", None))
+            self._queue_acks(done, now)
+        if now - self._pruned_at > 60.0:  # forget command ids well past their validity
+            self._pruned_at = now
+            self._applied = {c: v for c, v in self._applied.items() if v[2] > now - 600.0}
+        if not self._acks:
+            return []
         ready = [a for a in self._acks if a[0] <= now]
         self._acks = [a for a in self._acks if a[0] > now]
         self.acks_sent += len(ready)
@@ -321,12 +341,32 @@ class _SimAck(msgspec.Struct, omit_defaults=True):
 _ack_encoder = msgspec.json.Encoder()
 
 
-def _command_fields(raw: bytes) -> dict[str, object] | None:
+class _SimCommand(msgspec.Struct):
+    """What a gateway reads from a command (other fields are ignored)."""
+
+    command_id: str
+    site_id: str
+    setpoint_kw: float
+    valid_until: datetime
+
+
+_command_batch = msgspec.json.Decoder(list[_SimCommand])
+_command_one = msgspec.json.Decoder(_SimCommand)
+
+
+def _decode_commands(values: list[bytes]) -> list[_SimCommand]:
+    """One decode for the batch; per message (skipping what a gateway cannot read) if any
+    message in it is malformed."""
     try:
-        data = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return None
-    return data if isinstance(data, dict) else None
+        return _command_batch.decode(b"[" + b",".join(values) + b"]")
+    except msgspec.MsgspecError:
+        out = []
+        for raw in values:
+            try:
+                out.append(_command_one.decode(raw))
+            except msgspec.MsgspecError:
+                continue
+        return out
 
 
 def handle_commands(fleet: SimulatedFleet, values: list[bytes], now: float) -> int:
@@ -334,46 +374,57 @@ def handle_commands(fleet: SimulatedFleet, values: list[bytes], now: float) -> i
 
     Idempotent per ``command_id``: a resent command is acknowledged again, not re-applied.
     A silent (offline) site neither applies nor answers. A setpoint beyond the site's
-    rating is rejected with that reason; ``reject`` declines others at random.
+    rating is rejected with that reason; ``reject`` declines others at random. Commands
+    are applied in order (a later one for the same site wins); the random draws for the
+    batch are made up front.
     """
+    cmds = _decode_commands(values)
+    if not cmds:
+        return 0
     f = fleet.command_faults
-    rng = fleet.rng
-    applied = 0
-    for raw in values:
-        cmd = _command_fields(raw)
-        if cmd is None:
+    n = len(cmds)
+    index = fleet.index
+    rows = np.fromiter((index.get(c.site_id, -1) for c in cmds), np.int64, n)
+    setpoint = np.fromiter((c.setpoint_kw for c in cmds), np.float64, n)
+    until = np.fromiter((c.valid_until.timestamp() for c in cmds), np.float64, n)
+    known = rows >= 0
+    r = np.where(known, rows, 0)
+    rating = np.where(setpoint >= 0, fleet.p_dis_max[r], fleet.p_ch_max[r])
+    answers = (known & (fleet.offline_until[r] <= now)).tolist()
+    beyond = (np.abs(setpoint) > rating * 1.001 + 1e-9).tolist()
+    declined = (fleet.rng.random(n) < f.reject).tolist()
+    drops = (fleet.rng.random(n) < f.offline_mid_interval).tolist()
+    drop_at = (now + fleet.rng.random(n) * np.maximum(until - now, 0.0)).tolist()
+    seen_map = fleet._applied
+    acks: list[tuple[int, str, str, str | None]] = []
+    applied: dict[int, int] = {}  # site -> index of the command it applies (last wins)
+    for k, (c, i, u) in enumerate(zip(cmds, rows.tolist(), until.tolist(), strict=True)):
+        if not answers[k]:
             continue
-        site_id, cid = str(cmd.get("site_id")), str(cmd.get("command_id"))
-        i = fleet.index.get(site_id)
-        if i is None or fleet.offline_until[i] > now:
-            continue
-        seen = fleet._applied.get(cid)
+        cid = c.command_id
+        seen = seen_map.get(cid)
         if seen is not None:
-            fleet._queue_ack(i, cid, seen[1], None, now)
-            continue
-        try:
-            setpoint = float(cmd["setpoint_kw"])  # type: ignore[arg-type]
-            until = datetime.fromisoformat(str(cmd["valid_until"])).timestamp()
-        except (KeyError, TypeError, ValueError):
-            continue
-        rating = fleet.p_dis_max[i] if setpoint >= 0 else fleet.p_ch_max[i]
-        if abs(setpoint) > rating * 1.001 + 1e-9:
-            fleet._applied[cid] = (i, "rejected")
-            fleet._queue_ack(i, cid, "rejected", f"setpoint {setpoint} kW beyond rating", now)
-            continue
-        if rng.random() < f.reject:
-            fleet._applied[cid] = (i, "rejected")
-            fleet._queue_ack(i, cid, "rejected", "declined by the site (simulated)", now)
-            continue
-        fleet.setpoint[i] = setpoint
-        fleet.setpoint_until[i] = until
-        fleet._current[i] = cid
-        fleet._applied[cid] = (i, "accepted")
-        fleet._queue_ack(i, cid, "accepted", None, now)
-        applied += 1
-        if rng.random() < f.offline_mid_interval and until > now:
-            fleet._drop_at[i] = now + rng.uniform(0, until - now)
-    return applied
+            acks.append((i, cid, seen[1], None))
+        elif beyond[k]:
+            seen_map[cid] = (i, "rejected", u)
+            acks.append((i, cid, "rejected", f"setpoint {c.setpoint_kw} kW beyond rating"))
+        elif declined[k]:
+            seen_map[cid] = (i, "rejected", u)
+            acks.append((i, cid, "rejected", "declined by the site (simulated)"))
+        else:
+            seen_map[cid] = (i, "accepted", u)
+            acks.append((i, cid, "accepted", None))
+            applied[i] = k
+            fleet._current[i] = cid
+            if drops[k] and u > now:
+                fleet._drop_at[i] = drop_at[k]
+    if applied:
+        sites = np.fromiter(applied.keys(), np.int64, len(applied))
+        which = np.fromiter(applied.values(), np.int64, len(applied))
+        fleet.setpoint[sites] = setpoint[which]
+        fleet.setpoint_until[sites] = until[which]
+    fleet._queue_acks(acks, now)
+    return len(applied)
 
 
 def make_sites(

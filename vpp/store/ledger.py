@@ -8,12 +8,14 @@ after a timeout), so after a crash the ledger knows at least everything that hap
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 
 from vpp.store.tables import command_ledger
@@ -21,8 +23,9 @@ from vpp.store.tables import command_ledger
 TERMINAL = frozenset({"completed", "rejected", "timed_out", "superseded", "expired", "failed"})
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
+class LedgerEntry(msgspec.Struct, frozen=True, gc=False):
+    """One ledger row (a msgspec struct: a dispatch creates 10^5 of them at once)."""
+
     command_id: str
     dispatch_id: str
     site_id: str
@@ -66,6 +69,10 @@ _COLUMNS = (
 )
 
 
+def _by_command(e: LedgerEntry) -> str:
+    return e.command_id
+
+
 @functools.cache
 def _bulk_insert(dialect: sa.Dialect) -> tuple[str, tuple[str, ...], bool, Any]:
     """The dialect's INSERT, its parameter order, and the time columns' bind processor.
@@ -86,19 +93,21 @@ def _bulk_insert(dialect: sa.Dialect) -> tuple[str, tuple[str, ...], bool, Any]:
 
 
 def append(engine: sa.Engine, entries: Sequence[LedgerEntry]) -> None:
-    """Append entries in one transaction (all or none)."""
+    """Append entries in one transaction (all or none).
+
+    The entries of one append are one instant's changes, so they are written in
+    ``command_id`` order (a stable sort: one command's entries keep their order, which is
+    all ``seq`` has to mean). Command ids are time-ordered, so the index inserts become
+    near-sequential: a batch of acks, which arrive in no particular order, writes in half
+    the time.
+    """
     if not entries:
         return
+    entries = sorted(entries, key=_by_command)
     with engine.begin() as conn:
         sql, order, positional, to_db = _bulk_insert(conn.dialect)
-        memo: dict[datetime, Any] = {}
-
-        def at(value: datetime) -> Any:
-            out = memo.get(value)
-            if out is None:
-                out = memo[value] = to_db(value) if to_db is not None else value
-            return out
-
+        instants = {v for e in entries for v in (e.valid_from, e.valid_until, e.ts)}
+        at = {v: to_db(v) if to_db is not None else v for v in instants}
         rows = [
             (
                 e.command_id,
@@ -108,10 +117,10 @@ def append(engine: sa.Engine, entries: Sequence[LedgerEntry]) -> None:
                 e.state,
                 e.attempt,
                 e.setpoint_kw,
-                at(e.valid_from),
-                at(e.valid_until),
+                at[e.valid_from],
+                at[e.valid_until],
                 e.reason,
-                at(e.ts),
+                at[e.ts],
             )
             for e in entries
         ]
@@ -249,3 +258,71 @@ def last_states(
             conn.execute(sa.select(sa.func.count()).select_from(base.subquery())).scalar_one()
         )
     return rows, count
+
+
+class LedgerWriter:
+    """Appends entries in submission order, one transaction per drain (group commit).
+
+    Callers submit a change's entries at the moment they make it (in the event loop, so
+    the submission order is the order of the changes) and wait for the returned future
+    before acting on it. Everything queued while a transaction is being written goes into
+    the next one, so the ack loop can fetch and decode its next batch while the last one
+    is being written, and a burst of small writes costs one commit.
+    """
+
+    def __init__(self, engine: sa.Engine, *, inline_below: int = 200) -> None:
+        self.engine = engine
+        self.inline_below = inline_below  # small writes skip the thread hop
+        self._queue: list[tuple[Sequence[LedgerEntry], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._writing: list[asyncio.Future[None]] = []
+
+    def submit(self, entries: Sequence[LedgerEntry]) -> asyncio.Future[None]:
+        """Queue entries; the future resolves once they are committed (or fails with why)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not entries:
+            fut.set_result(None)
+            return fut
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="ledger writer")
+        self._queue.append((entries, fut))
+        self._wake.set()
+        return fut
+
+    async def write(self, entries: Sequence[LedgerEntry]) -> None:
+        await self.submit(entries)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            self._writing = [fut for _, fut in batch]
+            rows = [e for entries, _ in batch for e in entries]
+            try:
+                if len(rows) < self.inline_below:
+                    append(self.engine, rows)
+                else:
+                    await asyncio.to_thread(append, self.engine, rows)
+            except Exception as exc:  # every waiter learns the write failed
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            else:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        waiting = [fut for _, fut in self._queue] + self._writing
+        if waiting and self._task is not None and not self._task.done():
+            await asyncio.wait(waiting, timeout=30)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

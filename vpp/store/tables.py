@@ -183,7 +183,7 @@ command_ledger = sa.Table(
     metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("command_id", sa.String(36), nullable=False, index=True),
-    sa.Column("dispatch_id", sa.String(100), nullable=False, index=True),
+    sa.Column("dispatch_id", sa.String(100), nullable=False),
     sa.Column("site_id", sa.String(100), nullable=False, index=True),
     sa.Column("event", sa.String(16), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),

@@ -22,7 +22,7 @@ import io
 import itertools
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,13 @@ class FleetStore:
         ("op", np.int8, int(Operation.UNAVAILABLE)),
         ("cmd", np.int8, int(CommandState.NONE)),
         ("health", np.float64, 1.0),
+        # Dispatch's view of the setpoint a site acked (NaN: none to follow), the instant
+        # from which its readings must show it, the last reading checked against it and
+        # how many checked readings in a row disagreed.
+        ("setpoint_kw", np.float64, np.nan),
+        ("setpoint_from", np.float64, np.inf),
+        ("follow_seen", np.float64, -np.inf),
+        ("strikes", np.int16, 0),
     )
 
     group: npt.NDArray[np.int32]
@@ -159,6 +167,10 @@ class FleetStore:
     op: npt.NDArray[np.int8]
     cmd: npt.NDArray[np.int8]
     health: F64
+    setpoint_kw: F64
+    setpoint_from: F64
+    follow_seen: F64
+    strikes: npt.NDArray[np.int16]
 
     def __init__(
         self,
@@ -457,21 +469,19 @@ class FleetStore:
             )
         ]
 
-    def set_command_state(self, site_ids: Iterable[str], state: CommandState) -> list[SiteEvent]:
-        """Dispatch drives the command state machine; returns the transitions it caused."""
-        events: list[SiteEvent] = []
-        when = datetime.now(UTC)
-        for site_id in site_ids:
-            i = self.index.get(site_id)
-            if i is None:
-                continue
-            old = CommandState(int(self.cmd[i]))
-            if old != state:
-                self.cmd[i] = state
-                events.append(
-                    SiteEvent(site_id, when, "command", state_name(old), state_name(state))
-                )
-        return events
+    def rows_of(self, site_ids: Sequence[str]) -> I64:
+        """Row per site id (vectorized lookup), -1 for ids not registered."""
+        return self._site_index.lookup(site_ids)
+
+    def set_command_state(self, rows: I64, state: CommandState) -> tuple[I64, I8]:
+        """Dispatch drives the command state machine; returns the rows that changed and
+        their previous states (rows < 0 are ignored)."""
+        rows = rows[(rows >= 0) & (rows < self.n)]
+        old = self.cmd[rows]
+        changed = old != state
+        rows, old = rows[changed], old[changed]
+        self.cmd[rows] = state
+        return rows, old
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -488,6 +498,10 @@ class FleetStore:
         "op",
         "cmd",
         "health",
+        "setpoint_kw",
+        "setpoint_from",
+        "follow_seen",
+        "strikes",
     )
 
     def adopt(self, other: FleetStore, partitions: Iterable[int]) -> int:
@@ -546,7 +560,8 @@ class FleetStore:
             store._evaluated_at = meta["evaluated_at"]
             n = len(store.ids)
             for name, _, _ in cls.COLUMNS:
-                getattr(store, name)[:n] = data[name]
+                if name in data.files:  # a column added since the snapshot keeps its fill
+                    getattr(store, name)[:n] = data[name]
         return store
 
     def differences(self, other: FleetStore) -> list[str]:

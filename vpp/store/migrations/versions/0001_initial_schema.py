@@ -68,9 +68,6 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_command_ledger_command_id"), "command_ledger", ["command_id"], unique=False
     )
-    op.create_index(
-        op.f("ix_command_ledger_dispatch_id"), "command_ledger", ["dispatch_id"], unique=False
-    )
     op.create_index(op.f("ix_command_ledger_site_id"), "command_ledger", ["site_id"], unique=False)
     op.create_table(
         "dispatch_intervals",
@@ -241,7 +238,6 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_dispatch_intervals_interval_start"), table_name="dispatch_intervals")
     op.drop_table("dispatch_intervals")
     op.drop_index(op.f("ix_command_ledger_site_id"), table_name="command_ledger")
-    op.drop_index(op.f("ix_command_ledger_dispatch_id"), table_name="command_ledger")
     op.drop_index(op.f("ix_command_ledger_command_id"), table_name="command_ledger")
     op.drop_table("command_ledger")
     op.drop_index(op.f("ix_audit_log_ts"), table_name="audit_log")
