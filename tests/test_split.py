@@ -56,7 +56,7 @@ def test_split_respects_limits_and_totals(
     if resolution:
         assert np.allclose(p / resolution, np.round(p / resolution), atol=1e-6)
     # the reserve headroom stays free
-    total_cap = cap.sum()
+    total_cap = float(cap.sum())  # a Python float, as in split() (no overflow warning)
     usable = (
         total_cap * max(0.0, 1 - reserve / total_cap) if total_cap > 0 and reserve else total_cap
     )
