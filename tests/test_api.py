@@ -355,3 +355,21 @@ def test_manual_target_refusals(api: Api) -> None:
     assert post("alice", duration_s=0) == 422
     assert post("alice", target_kw=float("1e9")) == 422
     assert post("alice", group="no spaces allowed") == 422
+
+
+def test_non_finite_numbers_in_a_body_are_a_422_not_a_500(api: Api) -> None:
+    # Python's json writes and reads `Infinity`; the validation error echoes the input,
+    # which JSON cannot carry — the handler must still answer 422 with a readable error.
+    raw = (
+        '{"group": "north", "interval_start": "'
+        + (api.clock() + timedelta(minutes=5)).isoformat()
+        + '", "duration_s": 300, "target_kw": Infinity}'
+    )
+    r = api.client.post(
+        "/api/v1/dispatch/targets",
+        content=raw,
+        headers={**api.h("alice"), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "target_kw"]
+    assert r.json()["detail"][0]["input"] == "inf"

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from vpp.store.db import head_revision
 
 
 def vpp(
@@ -111,6 +112,12 @@ def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     res = vpp("serve", "--duration", "1", cwd=tmp_path)
     assert res.returncode == 1
     assert "vpp db upgrade" in res.stderr
+    # An older schema (the first revision only) is refused too, naming both revisions.
+    res = vpp("db", "upgrade", "0001", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    res = vpp("serve", "--duration", "1", cwd=tmp_path)
+    assert res.returncode == 1
+    assert f"revision 0001, this engine needs {head_revision()}" in res.stderr
     res = vpp("db", "upgrade", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "-> 0001" in res.stdout
+    assert f"0001 -> {head_revision()}" in res.stdout

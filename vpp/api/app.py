@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vpp.api.routes import awards, bids, commands, dispatch, fleet, health, keys, sites
+from vpp.api.routes import (
+    awards,
+    bids,
+    commands,
+    dispatch,
+    fleet,
+    health,
+    keys,
+    schedules,
+    sites,
+)
 from vpp.api.services import Services
 from vpp.store.bids import ConflictError, FourEyesError, InvalidBidError, NotFoundError
 
@@ -30,6 +43,7 @@ TAGS = [
     {"name": "awards", "description": "What the market awarded."},
     {"name": "dispatch", "description": "Targets vs delivery per interval and group."},
     {"name": "commands", "description": "Per-site commands and their acks."},
+    {"name": "schedules", "description": "Peak-shaving plans per site, dispatched as targets."},
     {"name": "admin", "description": "API keys and the audit log."},
     {"name": "health", "description": "Liveness, readiness and metrics."},
 ]
@@ -67,7 +81,25 @@ class LatencyMiddleware:
             )
 
 
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats as strings: JSON has no Infinity or NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # A body with `Infinity` (Python's json accepts it) fails validation, and the
+        # error echoes the input back: without this it would be a 500 instead of a 422.
+        detail = _json_safe(jsonable_encoder(exc.errors()))
+        return JSONResponse({"detail": detail}, status_code=422)
+
     @app.exception_handler(NotFoundError)
     async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
@@ -100,6 +132,6 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(LatencyMiddleware)
     _handlers(app)
     app.include_router(health.router)
-    for module in (fleet, sites, bids, awards, dispatch, commands, keys):
+    for module in (fleet, sites, bids, awards, dispatch, commands, schedules, keys):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -2,11 +2,11 @@
 
 Each tick (``tick_s``) the service
 
-1. dispatches every group whose target covers now and that has not been dispatched, or
+1. asks the tracker what is due: resends (same ``command_id``, next attempt) and timeouts
+   (the site's twin becomes unresponsive; its share goes to the others);
+2. dispatches every group whose target covers now and that has not been dispatched, or
    must be re-dispatched (a command timed out or was rejected, a site went stale or
    offline, or a site's telemetry shows it not following its acked setpoint);
-2. asks the tracker what is due: resends (same ``command_id``, next attempt) and timeouts
-   (the site's twin becomes unresponsive; its share goes to the others);
 3. samples delivery: the group's measured net power (its online sites' newest readings)
    against the target, and who follows their setpoint;
 4. closes ended intervals into the dispatch log (target, delivered kW and kWh, shortfall,
@@ -30,6 +30,7 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import compress
@@ -172,6 +173,9 @@ class DispatchService:
         self._dlq: DeadLetterWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        # One writer thread: a site's events reach the store in the order they happened
+        # (the default pool could write "unresponsive -> acked" before its cause).
+        self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpp-site-events")
         self.acks_seen = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -196,6 +200,7 @@ class DispatchService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._ledger.stop()
+        await asyncio.to_thread(self._events.shutdown, wait=True)  # drain pending events
         for closer in (self._consumer, self._producer):
             if closer is not None:
                 with contextlib.suppress(Exception):
@@ -229,6 +234,37 @@ class DispatchService:
                 dispatch_log.upsert(self.db, d.row("scheduled"))
                 added.append(t)
         return added
+
+    def conflicts(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
+        """Existing targets that ``targets`` would change but may not replace: a different
+        target of another source (an award or a manual override outranks a re-plan)."""
+        out = []
+        for t in targets:
+            d = self.deliveries.get(t.dispatch_id)
+            if d is not None and d.target != t and d.target.source != t.source:
+                out.append(d.target)
+        return out
+
+    def replace_targets(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
+        """Add targets, replacing same-source ones of the same node and interval (a re-plan).
+
+        A replaced target that is under way is re-split at the next tick; its delivery
+        samples and command count carry over, so the interval's record stays whole.
+        Call :meth:`conflicts` first: a target of another source is never replaced.
+        """
+        changed = []
+        for t in targets:
+            d = self.deliveries.get(t.dispatch_id)
+            if d is None:
+                self.add_targets([t])
+                changed.append(t)
+            elif d.target != t and d.target.source == t.source:
+                d.target = t
+                if d.dispatched:
+                    self._redispatch.add(t.group)
+                dispatch_log.upsert(self.db, d.row("active" if d.dispatched else "scheduled"))
+                changed.append(t)
+        return changed
 
     def _load_targets(self, now: float) -> None:
         rows, _ = dispatch_log.list_intervals(
@@ -282,6 +318,10 @@ class DispatchService:
         async with self._lock:
             now = self.clock() if now is None else now
             moment = datetime.fromtimestamp(now, UTC)
+            # Timeouts first, so a site that just timed out is re-dispatched in this tick.
+            entries, outcome = self.tracker.due(now)
+            await self._write(entries)
+            await self._apply(outcome)
             for d in list(self.deliveries.values()):
                 t = d.target
                 if t.interval_end <= moment:
@@ -291,17 +331,21 @@ class DispatchService:
                     if not d.dispatched or t.group in self._redispatch:
                         await self._dispatch(d, now)
             self._redispatch.clear()
-            entries, outcome = self.tracker.due(now)
-            await self._write(entries)
-            await self._apply(outcome)
             for d in self.deliveries.values():
                 if d.target.covers(moment):
                     d.samples.append((now, self._measure(d.target.group)))
             self._gauge()
 
-    def _rows(self, group: str) -> np.ndarray:
+    def _rows(self, node: str) -> np.ndarray:
+        """The store rows a target's node names: a group's sites, or one site (a per-site
+        target such as a peak-shaving schedule). A group wins if a site has its name."""
         store = self.store()
-        gid = store.group_index.get(group, -1)
+        gid = store.group_index.get(node)
+        if gid is None:
+            i = store.index.get(node)
+            if i is None or not (store.active[i] and store.owned[i]):
+                return np.empty(0, dtype=np.int64)
+            return np.array([i], dtype=np.int64)
         mask = (store.column("group") == gid) & store.column("active") & store.column("owned")
         return np.flatnonzero(mask)
 
@@ -604,7 +648,9 @@ class DispatchService:
                 extra=ctx(site_id=e.site_id),
             )
         if self.db is not None:
-            task = asyncio.get_running_loop().run_in_executor(None, record_events, self.db, events)
+            task = asyncio.get_running_loop().run_in_executor(
+                self._events, record_events, self.db, events
+            )
             task.add_done_callback(_log_failure)
 
     async def _publish(self, commands: Sequence[Command]) -> None:

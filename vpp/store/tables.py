@@ -218,3 +218,28 @@ site_events = sa.Table(
     sa.Column("to_state", sa.String(16), nullable=False),
     sa.Index("ix_site_events_site_ts", "site_id", "ts"),
 )
+
+peak_schedules = sa.Table(
+    "peak_schedules",
+    metadata,
+    sa.Column("schedule_id", sa.String(64), primary_key=True),
+    sa.Column("site_id", sa.String(100), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("interval_start", UTCDateTime(), nullable=False),
+    sa.Column("interval_s", sa.Integer, nullable=False),
+    sa.Column("intervals", sa.Integer, nullable=False),
+    sa.Column("currency", sa.String(8), nullable=False),
+    sa.Column("demand_charge_per_kw", sa.Float, nullable=False),
+    sa.Column("peak_so_far_kw", sa.Float, nullable=False),
+    sa.Column("peak_without_kw", sa.Float, nullable=False),
+    sa.Column("peak_kw", sa.Float, nullable=False),
+    sa.Column("cost_without", sa.Float, nullable=False),
+    sa.Column("cost", sa.Float, nullable=False),
+    sa.Column("solve_s", sa.Float, nullable=False),
+    sa.Column("net_load_kw", sa.JSON, nullable=False),
+    sa.Column("p_kw", sa.JSON, nullable=False),
+    sa.Column("grid_kw", sa.JSON, nullable=False),
+    sa.Column("import_price_per_kwh", sa.JSON, nullable=False),
+    sa.Index("ix_peak_schedules_site_start", "site_id", "interval_start"),
+)

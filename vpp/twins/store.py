@@ -34,7 +34,7 @@ from vpp.bus.base import partition_of
 from vpp.telemetry.contract import MODE_CODE
 from vpp.telemetry.decode import Refusal, TelemetryColumns
 from vpp.twins.ids import SiteIndex
-from vpp.twins.registry import SiteConfig
+from vpp.twins.registry import SiteConfig, Tariff
 from vpp.twins.states import (
     NAMES,
     CommandState,
@@ -188,6 +188,7 @@ class FleetStore:
         self.index: dict[str, int] = self._site_index.map
         self.groups: list[str] = []
         self.group_index: dict[str, int] = {}
+        self.tariffs: dict[str, Tariff] = {}  # the registry tariffs (for peak shaving)
         self._capacity = 0
         self._evaluated_at: float | None = None
         self._owned_partitions: npt.NDArray[np.int32] | None = None
@@ -248,6 +249,10 @@ class FleetStore:
         self.soc_min[i] = cfg.soc_min
         self.soc_max[i] = cfg.soc_max
         self.interval_s[i] = cfg.telemetry_interval_s
+        if cfg.tariff is not None:
+            self.tariffs[cfg.site_id] = cfg.tariff
+        else:
+            self.tariffs.pop(cfg.site_id, None)
         return i
 
     def decommission(self, site_id: str) -> bool:

@@ -54,7 +54,12 @@ class TargetCreate(BaseModel):
         },
     )
 
-    group: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")
+    group: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="a group, or one site's id for a per-site target (a group wins a tie)",
+    )
     interval_start: AwareDatetime = Field(description="UTC start; the interval is labelled by it")
     duration_s: int = Field(ge=1, le=86_400, description="interval length in seconds")
     target_kw: float = Field(ge=-1e7, le=1e7, allow_inf_nan=False, description="+ discharge")

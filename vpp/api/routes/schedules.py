@@ -1,0 +1,250 @@
+"""Peak-shaving schedules: plan a site's battery against its tariff, dispatch the plan.
+
+``POST`` solves the site's peak-shaving model (:mod:`optimizer.peak_model`) over the given
+net-load forecast from the twin's current SoC, stores the plan with its expected bill, and
+hands one site target per interval to dispatch (commands, acks, retries, delivery). A new
+plan for intervals an older plan covered replaces those targets (a re-plan); it never
+overrides an award or a manual target (409).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from optimizer.peak_model import SiteBattery
+from optimizer.report import InfeasibleInputError
+from vpp.api.deps import Operator, Viewer
+from vpp.api.models import Page
+from vpp.api.responses import AUTH, NOT_FOUND, UNAVAILABLE
+from vpp.api.routes.bids import encode
+from vpp.dispatch.service import TARGET_HORIZON
+from vpp.peak_shaving import plan_site
+from vpp.store import peak_schedules
+from vpp.twins.registry import SiteIdStr, Tariff
+
+router = APIRouter(prefix="/schedules", tags=["schedules"])
+
+MAX_INTERVALS = 7 * 96  # a week of 15-minute intervals
+_Kw = Annotated[float, Field(ge=-1e7, le=1e7, allow_inf_nan=False)]
+
+
+class ScheduleCreate(BaseModel):
+    """A site's net-load forecast (load − PV, kW per interval) to plan peak shaving for."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "site_id": "site-0042",
+                "interval_start": "2026-11-22T00:00:00Z",
+                "interval_s": 3600,
+                "net_load_kw": [4.0, 3.5, 3.2, 3.1, 3.4, 5.2, 7.9, 6.1],
+                "peak_so_far_kw": 6.5,
+            }
+        },
+    )
+
+    site_id: SiteIdStr
+    interval_start: AwareDatetime = Field(description="UTC start of the first interval")
+    interval_s: int = Field(900, ge=60, le=3600, description="interval length (s)")
+    net_load_kw: list[_Kw] = Field(
+        min_length=1, max_length=MAX_INTERVALS, description="forecast load − PV per interval"
+    )
+    soc: float | None = Field(
+        None, ge=0, le=1, description="starting SoC; default: the twin's latest reading"
+    )
+    peak_so_far_kw: float = Field(
+        0.0, ge=0, le=1e7, allow_inf_nan=False, description="this billing month's peak import"
+    )
+    export_price_per_kwh: float = Field(0.0, ge=0, le=100, allow_inf_nan=False)
+    degradation_per_kwh: float = Field(0.0, ge=0, le=100, allow_inf_nan=False)
+    tariff: Tariff | None = Field(None, description="default: the site's registry tariff")
+
+    @model_validator(mode="after")
+    def _aligned(self) -> ScheduleCreate:
+        if (
+            int(self.interval_start.timestamp()) % self.interval_s
+            or self.interval_start.microsecond
+        ):
+            raise ValueError(
+                f"interval_start {self.interval_start.isoformat()} is not on a "
+                f"{self.interval_s}-second boundary"
+            )
+        return self
+
+
+class ScheduleSummary(BaseModel):
+    schedule_id: str
+    site_id: str
+    created_at: datetime
+    created_by: str
+    interval_start: datetime
+    interval_s: int
+    intervals: int
+    currency: str
+    demand_charge_per_kw: float
+    peak_so_far_kw: float
+    peak_without_kw: float = Field(description="billed peak without the battery")
+    peak_kw: float = Field(description="billed peak with the plan")
+    cost_without: float = Field(description="demand increase + energy, without the battery")
+    cost: float = Field(description="the same with the plan, degradation included")
+    solve_s: float
+
+
+class SchedulePublic(ScheduleSummary):
+    net_load_kw: list[float]
+    p_kw: list[float] = Field(description="battery power per interval, + discharge")
+    grid_kw: list[float] = Field(description="grid power per interval, + import")
+    import_price_per_kwh: list[float]
+
+
+@router.get(
+    "",
+    response_model=Page[ScheduleSummary],
+    responses=AUTH,
+    summary="Peak-shaving schedules, newest first",
+)
+def list_schedules(
+    caller: Viewer,
+    site_id: Annotated[str | None, Query(max_length=100)] = None,
+    skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    rows, count = peak_schedules.list_schedules(
+        caller.services.db, site_id=site_id, skip=skip, limit=limit
+    )
+    return Response(encode({"data": rows, "count": count}), media_type="application/json")
+
+
+@router.get(
+    "/{schedule_id}",
+    response_model=SchedulePublic,
+    responses={**AUTH, **NOT_FOUND},
+    summary="One schedule with its per-interval plan",
+)
+def get_schedule(
+    caller: Viewer, schedule_id: Annotated[str, Path(min_length=1, max_length=64)]
+) -> Response:
+    row = peak_schedules.get(caller.services.db, schedule_id)
+    if row is None:
+        raise HTTPException(404, detail=f"schedule {schedule_id} not found")
+    return Response(encode(row), media_type="application/json")
+
+
+@router.post(
+    "",
+    response_model=SchedulePublic,
+    status_code=201,
+    responses={
+        **AUTH,
+        **NOT_FOUND,
+        **UNAVAILABLE,
+        409: {"description": "over, beyond the horizon, no SoC yet, or another target"},
+    },
+    summary="Plan a site's peak shaving and dispatch it",
+)
+async def create_schedule(caller: Operator, body: ScheduleCreate) -> Response:
+    svc = caller.services
+    dispatch = svc.dispatch
+    _, store = svc.fleet()
+    if dispatch is None or store is None:
+        raise HTTPException(503, detail="dispatch and site twins must be running")
+    i = store.index.get(body.site_id)
+    if i is None or not store.active[i]:
+        raise HTTPException(404, detail=f"site {body.site_id} not found")
+    tariff = body.tariff or store.tariffs.get(body.site_id)
+    if tariff is None:
+        raise HTTPException(
+            422,
+            detail=[
+                {
+                    "loc": ["body", "tariff"],
+                    "msg": f"site {body.site_id} has no tariff in the registry; pass one",
+                    "type": "missing_tariff",
+                }
+            ],
+        )
+    soc = body.soc if body.soc is not None else float(store.soc[i])
+    if np.isnan(soc):
+        raise HTTPException(409, detail=f"site {body.site_id} has reported no SoC yet; pass soc")
+    now = svc.clock()
+    end = body.interval_start + timedelta(seconds=body.interval_s * len(body.net_load_kw))
+    if body.interval_start + timedelta(seconds=body.interval_s) <= now:
+        raise HTTPException(409, detail="the first interval is already over")
+    if end > now + TARGET_HORIZON:
+        raise HTTPException(
+            409, detail=f"the plan ends beyond the {TARGET_HORIZON.days}-day horizon"
+        )
+    cap = float(store.capacity_kwh[i])
+    battery = SiteBattery(
+        e_min_kwh=float(store.soc_min[i]) * cap,
+        e_max_kwh=float(store.soc_max[i]) * cap,
+        p_charge_max_kw=float(store.p_charge_max_kw[i]),
+        p_discharge_max_kw=float(store.p_discharge_max_kw[i]),
+        eff_charge=float(store.eff_charge[i]),
+        eff_discharge=float(store.eff_discharge[i]),
+    )
+
+    def solve() -> Any:
+        return plan_site(
+            body.site_id,
+            battery,
+            tariff,
+            interval_start=body.interval_start,
+            interval_s=body.interval_s,
+            net_load_kw=np.asarray(body.net_load_kw),
+            soc=soc,
+            capacity_kwh=cap,
+            peak_so_far_kw=body.peak_so_far_kw,
+            export_price_per_kwh=body.export_price_per_kwh,
+            degradation_per_kwh=body.degradation_per_kwh,
+        )
+
+    try:
+        site_plan = await run_in_threadpool(solve)
+    except InfeasibleInputError as exc:
+        raise HTTPException(
+            422, detail=[{"loc": ["body"], "msg": str(exc), "type": "infeasible"}]
+        ) from None
+    targets = [t for t in site_plan.targets() if t.interval_end > now]
+    blocking = dispatch.conflicts(targets)
+    if blocking:
+        b = blocking[0]
+        raise HTTPException(
+            409,
+            detail=f"{b.group} has a {b.source} target at {b.interval_start.isoformat()}",
+        )
+    plan = site_plan.plan
+    row = {
+        "schedule_id": str(uuid.uuid4()),
+        "site_id": body.site_id,
+        "created_at": now,
+        "created_by": caller.principal.actor,
+        "interval_start": body.interval_start,
+        "interval_s": body.interval_s,
+        "intervals": len(body.net_load_kw),
+        "currency": tariff.currency,
+        "demand_charge_per_kw": tariff.demand_charge_per_kw,
+        "peak_so_far_kw": body.peak_so_far_kw,
+        "peak_without_kw": plan.peak_without_kw,
+        "peak_kw": plan.peak_kw,
+        "cost_without": plan.cost_without,
+        "cost": plan.cost,
+        "solve_s": plan.solve_s,
+        "net_load_kw": [float(x) for x in body.net_load_kw],
+        "p_kw": plan.p_kw.round(3).tolist(),
+        "grid_kw": plan.grid_kw.round(3).tolist(),
+        "import_price_per_kwh": site_plan.import_price_per_kwh.tolist(),
+    }
+    # The plan is stored (with its audit record) before dispatch acts on it.
+    await run_in_threadpool(peak_schedules.insert, svc.db, row, caller.principal)
+    dispatch.replace_targets(targets)  # in the event loop, like the dispatch ticks
+    return Response(encode(row), status_code=201, media_type="application/json")
