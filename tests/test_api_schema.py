@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.api_support import Api, build_api, engine_for
+
+# Operations whose bodies carry rules OpenAPI cannot state, refused with a 422 that names
+# them even when the body matches the schema: a plan's start on its interval boundary, a
+# tariff's IANA time zone existing, the plan being feasible for the battery.
+SEMANTIC_422 = {("POST", "/api/v1/schedules")}
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +45,10 @@ def test_every_operation_conforms_to_its_schema(api: Api) -> None:
             max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck)
         )
         def run(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers=api.h("alice"))
+            semantic = (case.method.upper(), case.path) in SEMANTIC_422
+            excluded = [positive_data_acceptance] if semantic else None
+            response = case.call_and_validate(headers=api.h("alice"), excluded_checks=excluded)
+            if semantic and response.status_code == 422:
+                assert response.json()["detail"][0]["loc"][0] == "body"
 
         run()

@@ -17,9 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SiteIdStr = Annotated[
     str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$", examples=["site-0042"])
@@ -38,7 +46,9 @@ class TouPeriod(BaseModel):
     weekdays: list[Annotated[int, Field(ge=0, le=6)]] = Field(
         [0, 1, 2, 3, 4, 5, 6], description="0 = Monday"
     )
-    price_per_kwh: float = Field(description="energy price (currency/kWh)")
+    price_per_kwh: float = Field(
+        ge=0, le=100, allow_inf_nan=False, description="energy import price (currency/kWh)"
+    )
 
 
 class Tariff(BaseModel):
@@ -46,10 +56,21 @@ class Tariff(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    currency: str = "USD"
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     timezone: str = Field("UTC", description="IANA zone the tariff's hours are in")
-    demand_charge_per_kw: float = Field(0.0, ge=0, description="per kW of monthly peak import")
-    tou: list[TouPeriod] = Field(default_factory=list)
+    demand_charge_per_kw: float = Field(
+        0.0, ge=0, le=10_000, allow_inf_nan=False, description="per kW of monthly peak import"
+    )
+    tou: list[TouPeriod] = Field(default_factory=list, max_length=48)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
 
 
 class SiteConfig(BaseModel):

@@ -176,10 +176,11 @@ async def create_schedule(caller: Operator, body: ScheduleCreate) -> Response:
     if np.isnan(soc):
         raise HTTPException(409, detail=f"site {body.site_id} has reported no SoC yet; pass soc")
     now = svc.clock()
-    end = body.interval_start + timedelta(seconds=body.interval_s * len(body.net_load_kw))
+    span = timedelta(seconds=body.interval_s * len(body.net_load_kw))
+    # Compared from ``now`` so a far-future start cannot overflow the date arithmetic.
     if body.interval_start + timedelta(seconds=body.interval_s) <= now:
         raise HTTPException(409, detail="the first interval is already over")
-    if end > now + TARGET_HORIZON:
+    if body.interval_start > now + TARGET_HORIZON - span:
         raise HTTPException(
             409, detail=f"the plan ends beyond the {TARGET_HORIZON.days}-day horizon"
         )
