@@ -29,6 +29,7 @@ from market.definitions import MarketDefinition, Product, load_market
 from market.lifecycle import BidAction, BidStatus, LifecycleError, next_status
 from vpp.store.audit import record
 from vpp.store.keys import SYSTEM, Principal
+from vpp.store.paging import paged
 from vpp.store.tables import awards, bid_reviews, bid_versions, bids, solve_reports
 
 
@@ -564,23 +565,8 @@ class BidStore:
             conds.append(awards.c.interval_start >= start_from)
         if start_to:
             conds.append(awards.c.interval_start < start_to)
-        with self.engine.connect() as conn:
-            rows = [
-                dict(r._mapping)
-                for r in conn.execute(
-                    sa.select(awards)
-                    .where(*conds)
-                    .order_by(awards.c.interval_start.desc(), awards.c.award_id)
-                    .offset(skip)
-                    .limit(limit)
-                )
-            ]
-            count = int(
-                conn.execute(
-                    sa.select(sa.func.count()).select_from(awards).where(*conds)
-                ).scalar_one()
-            )
-        return rows, count
+        order = [awards.c.interval_start.desc(), awards.c.award_id]
+        return paged(self.engine, awards, conds, order, skip=skip, limit=limit)
 
     def awards_for(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Awards of intervals starting in [start, end) (for dispatch)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from vpp.store.paging import paged
 from vpp.store.tables import dispatch_intervals
 
 
@@ -37,20 +38,5 @@ def list_intervals(
         conds.append(dispatch_intervals.c.interval_start >= start_from)
     if start_to:
         conds.append(dispatch_intervals.c.interval_start < start_to)
-    with engine.connect() as conn:
-        rows = [
-            dict(r._mapping)
-            for r in conn.execute(
-                sa.select(dispatch_intervals)
-                .where(*conds)
-                .order_by(dispatch_intervals.c.interval_start.desc(), dispatch_intervals.c.group_id)
-                .offset(skip)
-                .limit(limit)
-            )
-        ]
-        count = int(
-            conn.execute(
-                sa.select(sa.func.count()).select_from(dispatch_intervals).where(*conds)
-            ).scalar_one()
-        )
-    return rows, count
+    order = [dispatch_intervals.c.interval_start.desc(), dispatch_intervals.c.group_id]
+    return paged(engine, dispatch_intervals, conds, order, skip=skip, limit=limit)

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
+from vpp.store.paging import paged
 from vpp.store.tables import command_ledger
 
 TERMINAL = frozenset({"completed", "rejected", "timed_out", "superseded", "expired", "failed"})
@@ -206,23 +207,8 @@ def history(
         conds.append(command_ledger.c.state == state)
     if command_id:
         conds.append(command_ledger.c.command_id == command_id)
-    with engine.connect() as conn:
-        rows = [
-            dict(r._mapping)
-            for r in conn.execute(
-                sa.select(command_ledger)
-                .where(*conds)
-                .order_by(command_ledger.c.seq.desc())
-                .offset(skip)
-                .limit(limit)
-            )
-        ]
-        count = int(
-            conn.execute(
-                sa.select(sa.func.count()).select_from(command_ledger).where(*conds)
-            ).scalar_one()
-        )
-    return rows, count
+    order = [command_ledger.c.seq.desc()]
+    return paged(engine, command_ledger, conds, order, skip=skip, limit=limit)
 
 
 def last_states(

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from vpp.store import audit
 from vpp.store.keys import Principal
+from vpp.store.paging import paged
 from vpp.store.tables import peak_schedules
 
 
@@ -48,22 +49,5 @@ def list_schedules(
     conds = [peak_schedules.c.site_id == site_id] if site_id else []
     arrays = {"net_load_kw", "p_kw", "grid_kw", "import_price_per_kwh"}
     columns = [c for c in peak_schedules.c if c.name not in arrays]
-    with engine.connect() as conn:
-        rows = [
-            dict(r._mapping)
-            for r in conn.execute(
-                sa.select(*columns)
-                .where(*conds)
-                .order_by(
-                    peak_schedules.c.interval_start.desc(), peak_schedules.c.created_at.desc()
-                )
-                .offset(skip)
-                .limit(limit)
-            )
-        ]
-        count = int(
-            conn.execute(
-                sa.select(sa.func.count()).select_from(peak_schedules).where(*conds)
-            ).scalar_one()
-        )
-    return rows, count
+    order = [peak_schedules.c.interval_start.desc(), peak_schedules.c.created_at.desc()]
+    return paged(engine, peak_schedules, conds, order, skip=skip, limit=limit, columns=columns)
