@@ -143,6 +143,27 @@ async def test_a_site_target_commands_only_that_site(rig: Rig) -> None:
     assert rig.store.cmd[rig.store.index["s0"]] == CommandState.NONE
 
 
+async def test_a_site_with_its_own_target_leaves_its_groups_split(rig: Rig) -> None:
+    # The group must deliver 6 kW; s1 follows its own schedule (-2 kW, charging) for the
+    # first two minutes, so s0 and s2 cover the group's 6 kW plus what s1 draws.
+    rig.service.add_targets([target("g", 6.0)])
+    own = GroupTarget(dispatch_id("s1", T0), "s1", T0, T0 + timedelta(minutes=2), -2.0)
+    rig.service.add_targets([own])
+    await rig.tick(0.5)
+    sent = await rig.commands()
+    assert {c.site_id: c.setpoint_kw for c in sent} == {"s0": 4.0, "s1": -2.0, "s2": 4.0}
+    await rig.ack(sent)
+    rig.read("s1", -2.0, 5.0, 2)  # s1 follows its schedule: nothing to change
+    await rig.tick(6.0)
+    assert await rig.commands() == []
+    # Its own target over, s1 rejoins the group's split.
+    for site, kw in (("s0", 4.0), ("s1", -2.0), ("s2", 4.0)):
+        rig.read(site, kw, 119.0, 3)
+    await rig.tick(120.5)
+    rejoined = {c.site_id: c.setpoint_kw for c in await rig.commands()}
+    assert rejoined == {"s0": 2.0, "s1": 2.0, "s2": 2.0}
+
+
 async def test_redispatch_sends_only_changed_setpoints(rig: Rig) -> None:
     rig.service.add_targets([target("g", 9.0)])
     await rig.tick(0.5)

@@ -168,6 +168,7 @@ class DispatchService:
         self.deliveries: dict[str, Delivery] = {}
         self._ledger = ledger.LedgerWriter(db)
         self._redispatch: set[str] = set()
+        self._pinned: dict[str, float] = {}  # sites with their own target now -> its kW
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._dlq: DeadLetterWriter | None = None
@@ -322,6 +323,7 @@ class DispatchService:
             entries, outcome = self.tracker.due(now)
             await self._write(entries)
             await self._apply(outcome)
+            self._update_pinned(moment)
             for d in list(self.deliveries.values()):
                 t = d.target
                 if t.interval_end <= moment:
@@ -335,6 +337,23 @@ class DispatchService:
                 if d.target.covers(moment):
                     d.samples.append((now, self._measure(d.target.group)))
             self._gauge()
+
+    def _update_pinned(self, moment: datetime) -> None:
+        """Sites with a target of their own now (a peak-shaving schedule) leave their group's
+        split: the site target wins, and the group counts that target as fixed power. A
+        group re-splits when one of its sites gains, changes or loses its own target."""
+        store = self.store()
+        pinned = {
+            d.target.group: d.target.target_kw
+            for d in self.deliveries.values()
+            if d.target.covers(moment)
+            and d.target.group not in store.group_index
+            and d.target.group in store.index
+        }
+        for site_id in pinned.keys() | self._pinned.keys():
+            if pinned.get(site_id) != self._pinned.get(site_id):
+                self._redispatch.add(store.groups[int(store.group[store.index[site_id]])])
+        self._pinned = pinned
 
     def _rows(self, node: str) -> np.ndarray:
         """The store rows a target's node names: a group's sites, or one site (a per-site
@@ -399,7 +418,9 @@ class DispatchService:
             d.shortfall_kw = t.target_kw
             return
         col = store.column
-        excluded = np.array([store.ids[i] in d.excluded for i in rows.tolist()], dtype=bool)
+        pinned = self._pinned if t.group in store.group_index else {}
+        skip = d.excluded | pinned.keys()
+        excluded = np.array([store.ids[i] in skip for i in rows.tolist()], dtype=bool)
         op = col("op")[rows]
         eligible = (
             (col("conn")[rows] == Connectivity.ONLINE)
@@ -422,8 +443,14 @@ class DispatchService:
         )
         # Online sites dispatch cannot steer (unresponsive, excluded, unavailable) still
         # deliver what their telemetry shows: the controllable sites make up the rest.
-        uncontrolled = (col("conn")[rows] == Connectivity.ONLINE) & ~eligible
-        fixed_kw = float(col("p_kw")[rows][uncontrolled].sum())
+        # Sites on their own target count with that target instead.
+        pinned_rows = store.rows_of(list(pinned))
+        pinned_kw = np.fromiter(pinned.values(), np.float64, len(pinned))
+        is_pinned = np.isin(rows, pinned_rows)
+        uncontrolled = (col("conn")[rows] == Connectivity.ONLINE) & ~eligible & ~is_pinned
+        fixed_kw = float(col("p_kw")[rows][uncontrolled].sum()) + float(
+            pinned_kw[np.isin(pinned_rows, rows)].sum()
+        )
         hours_left = max((t.interval_end.timestamp() - now) / 3600.0, 1e-6)
         result = split(
             inp,
