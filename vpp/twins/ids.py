@@ -15,7 +15,8 @@ the message. :class:`SiteIndex` does the same lookup for a whole batch with NumP
    a vector step per round, for the unresolved rows only.
 
 NumPy's fixed-width strings drop trailing NUL characters and truncate at ``W``, so a hit
-also needs the query's length to equal the registered id's (one ``len`` per id).
+also needs the query's length to equal the registered id's (one ``len`` per id); ids that
+differ only in trailing NULs share a fingerprint, so a length mismatch keeps probing.
 
 A match needs both 64-bit hashes equal. Two different ids share a 128-bit fingerprint with
 probability ~n²/2^129 (about 10^-29 for a million sites); and anyone able to publish a
@@ -125,6 +126,7 @@ class SiteIndex:
         if not n or not self._ids:
             return out
         h1, h2 = _fingerprint(self._codes(site_ids))
+        lengths = np.fromiter(map(len, site_ids), np.int64, n)
         size = self._idx.size
         slot = (h1 & np.uint64(size - 1)).astype(np.int64)
         pending = np.arange(n, dtype=np.int64)
@@ -132,13 +134,17 @@ class SiteIndex:
             at = slot[pending]
             cand = self._idx[at]
             occupied = cand >= 0
-            hit = occupied & (self._h1[at] == h1[pending]) & (self._h2[at] == h2[pending])
+            hit = (
+                occupied
+                & (self._h1[at] == h1[pending])
+                & (self._h2[at] == h2[pending])
+                # ids equal up to trailing NULs share a fingerprint: the length decides,
+                # and a mismatch probes on (the other one may sit further along)
+                & (self._lengths[np.where(occupied, cand, 0)] == lengths[pending])
+            )
             out[pending[hit]] = cand[hit]
             pending = pending[occupied & ~hit]
             if not pending.size:
                 break
             slot[pending] = (slot[pending] + 1) & (size - 1)
-        found = out >= 0
-        lengths = np.fromiter(map(len, site_ids), np.int64, n)
-        out[found & (lengths != self._lengths[np.where(found, out, 0)])] = -1
         return out
