@@ -14,9 +14,17 @@ import sqlalchemy as sa
 from optimizer.peak_model import PeakInputs, PeakShavingModel, SiteBattery
 from optimizer.report import InfeasibleInputError
 from tests.api_support import Api, build_api, engine_for
-from vpp.peak_shaving import tou_prices
+from vpp.bus.embedded import EmbeddedBus
+from vpp.config import DatabaseSettings, DispatchSettings, PeakShavingSettings, TopicsSettings
+from vpp.dispatch.service import DispatchService
+from vpp.dispatch.targets import GroupTarget, dispatch_id
+from vpp.peak_shaving import LoadProfiles, PeakShaver, tou_prices
+from vpp.store import db, peak_schedules
 from vpp.store.tables import audit_log
+from vpp.telemetry.contract import encode_telemetry
+from vpp.telemetry.decode import decode_batch
 from vpp.twins.registry import SiteConfig, Tariff, TouPeriod
+from vpp.twins.store import FleetStore
 
 BATTERY = SiteBattery(
     e_min_kwh=1.0,
@@ -259,3 +267,132 @@ def test_schedule_refusals(api: Api) -> None:
     # Nothing was stored or dispatched by any of them.
     assert api.client.get("/api/v1/schedules", headers=api.h("viewer")).json()["count"] == 0
     assert not api.services.dispatch.deliveries
+
+
+# -- unattended re-planning ---------------------------------------------------------------
+
+DAY0 = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)  # a Monday
+
+
+def _fleet() -> FleetStore:
+    store = FleetStore()
+    tariff = Tariff.model_validate(TARIFF)
+    for i, tar in enumerate([tariff, tariff, None]):
+        store.register(
+            SiteConfig(
+                site_id=f"p{i}",
+                group="g",
+                capacity_kwh=40,
+                p_charge_max_kw=10,
+                p_discharge_max_kw=10,
+                tariff=tar,
+            )
+        )
+    return store
+
+
+def _read(store: FleetStore, at: datetime, seq: int, load: dict[str, float | None]) -> None:
+    raw = [
+        encode_telemetry(site, at, seq, 0.5, 1.0, site_load_kw=kw, pv_kw=2.0 if kw else None)
+        for site, kw in load.items()
+    ]
+    cols, _ = decode_batch(raw)
+    store.fold(cols, at.timestamp())
+    store.evaluate(at.timestamp())
+
+
+def test_load_profiles_learn_time_of_day_and_track_the_months_peak() -> None:
+    store = _fleet()
+    profiles = LoadProfiles(interval_s=3600, weight=0.5)
+    at = DAY0 + timedelta(hours=17, minutes=10)
+    _read(store, at, 1, {"p0": 12.0, "p1": None, "p2": 5.0})
+    assert profiles.sample(store, at.timestamp()) == 2  # p1 meters no load
+    _read(store, at + timedelta(minutes=5), 2, {"p0": 16.0, "p1": None, "p2": 5.0})
+    profiles.sample(store, (at + timedelta(minutes=5)).timestamp())
+    p0 = store.index["p0"]
+    # slot 17: first sample 10 kW (12 − 2 PV), then halfway to 14 kW
+    assert profiles.mean_kw[p0, 17] == pytest.approx(12.0)
+    # the peak import is load − PV − battery (1 kW discharging)
+    assert profiles.peak_kw[p0] == pytest.approx(13.0)
+    start = DAY0 + timedelta(hours=16)
+    forecast = profiles.forecast(p0, start, 3)
+    assert forecast is not None
+    assert forecast.tolist() == [14.0, 12.0, 14.0]  # unsampled slots take the latest reading
+    assert profiles.forecast(store.index["p1"], start, 3) is None
+    # A new month starts from zero.
+    december = datetime(2026, 12, 1, 0, 5, tzinfo=UTC)
+    _read(store, december, 3, {"p0": 4.0, "p1": None, "p2": 5.0})
+    profiles.sample(store, december.timestamp())
+    assert profiles.peak_kw[p0] == pytest.approx(1.0)
+
+
+@pytest.fixture
+def shaver(tmp_path: Path) -> Iterator[tuple[PeakShaver, FleetStore, DispatchService, list[float]]]:
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/p.db"))
+    db.upgrade(engine)
+    store = _fleet()
+    now = [(DAY0 + timedelta(hours=15, minutes=44)).timestamp()]
+    dispatch = DispatchService(
+        DispatchSettings(),
+        EmbeddedBus(),
+        TopicsSettings(),
+        db=engine,
+        store=lambda: store,
+        clock=lambda: now[0],
+    )
+    settings = PeakShavingSettings(interval_s=900, horizon_intervals=16)
+    yield (
+        PeakShaver(settings, engine, lambda: store, dispatch, clock=lambda: now[0]),
+        store,
+        (dispatch),
+        now,
+    )
+    engine.dispose()
+
+
+async def test_replan_plans_tariffed_sites_and_hands_dispatch_the_next_intervals(
+    shaver: tuple[PeakShaver, FleetStore, DispatchService, list[float]],
+) -> None:
+    peak, store, dispatch, now = shaver
+    # Last month the 16:00 slot saw 30 kW; today it is 12 kW at 15:43.
+    today = now[0]
+    now[0] = datetime(2026, 10, 31, 16, 10, tzinfo=UTC).timestamp()
+    _read(store, datetime.fromtimestamp(now[0], UTC), 1, {"p0": 30.0, "p1": None, "p2": 5.0})
+    await peak.sample()
+    now[0] = today
+    _read(store, datetime.fromtimestamp(today - 60, UTC), 2, {"p0": 12.0, "p1": None, "p2": 5.0})
+    await peak.sample()
+    assert await peak.replan() == 1
+    assert peak.skipped == {"p1": "no fresh telemetry"}  # tariffed but no metered load
+    targets = sorted(
+        (d.target for d in dispatch.deliveries.values()), key=lambda t: t.interval_start
+    )
+    first = DAY0 + timedelta(hours=15, minutes=45)
+    assert [(t.group, t.interval_start) for t in targets] == [
+        ("p0", first),
+        ("p0", first + timedelta(minutes=15)),
+    ]
+    assert {t.source for t in targets} == {"peak_shaving"}
+    rows, count = peak_schedules.list_schedules(peak.db)
+    assert count == 1 and rows[0]["created_by"] == "engine (system)" and rows[0]["intervals"] == 16
+    # The forecast peak (28 kW net at 16:00) is cut by the battery's full 10 kW.
+    stored = peak_schedules.get(peak.db, rows[0]["schedule_id"])
+    assert stored is not None
+    assert stored["net_load_kw"][:2] == [10.0, 28.0]
+    assert stored["p_kw"][1] == pytest.approx(10.0)
+    assert stored["peak_without_kw"] == 28.0 and stored["peak_kw"] == pytest.approx(18.0)
+    assert np.abs(np.array(stored["p_kw"])).max() <= 10 + 1e-6
+    assert targets[1].target_kw == pytest.approx(10.0)
+    # A manual target in the way: that site is not re-planned (and nothing is stored).
+    later = first + timedelta(minutes=30)
+    manual = GroupTarget(
+        dispatch_id("p0", later), "p0", later, later + timedelta(minutes=15), 0.0, 0, 0, "manual"
+    )
+    dispatch.add_targets([manual])
+    now[0] += 15 * 60
+    _read(store, datetime.fromtimestamp(now[0] - 60, UTC), 3, {"p0": 12.0, "p1": None, "p2": 5.0})
+    await peak.sample()
+    assert await peak.replan() == 0
+    assert peak.skipped["p0"] == "manual target in the way"
+    assert peak_schedules.list_schedules(peak.db)[1] == 1
+    assert "1 sites planned" in peak.status()["line"]

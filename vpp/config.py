@@ -293,6 +293,29 @@ class BiddingSettings(_Section):
         return self
 
 
+class PeakShavingSettings(_Section):
+    """Automated peak shaving for every site whose registry record carries a tariff."""
+
+    enabled: bool = True
+    interval_s: int = Field(900, ge=60, le=3600, description="plan interval (s)")
+    horizon_intervals: PositiveInt = Field(96, le=7 * 96, description="intervals planned ahead")
+    replan_every_s: PositiveFloat = Field(900.0, description="re-plan period (s)")
+    sample_every_s: PositiveFloat = Field(60.0, description="load-profile sampling period (s)")
+    profile_weight: float = Field(
+        0.1, gt=0, le=1, description="weight of a new sample in its time-of-day slot's mean"
+    )
+    dispatch_ahead_intervals: PositiveInt = Field(
+        2, description="planned intervals handed to dispatch at each re-plan"
+    )
+    degradation_per_kwh: float = Field(0.02, ge=0, le=100, description="currency per kWh moved")
+
+    @model_validator(mode="after")
+    def _whole_day(self) -> PeakShavingSettings:
+        if 86_400 % self.interval_s:
+            raise ValueError(f"interval_s {self.interval_s} must divide a day (86400 s)")
+        return self
+
+
 class DispatchSettings(_Section):
     """Turning targets into per-site commands, and tracking them."""
 
@@ -335,6 +358,7 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = SimulatorSettings()
     bidding: BiddingSettings = BiddingSettings()
     dispatch: DispatchSettings = DispatchSettings()
+    peak_shaving: PeakShavingSettings = PeakShavingSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

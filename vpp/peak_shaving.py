@@ -11,21 +11,43 @@ Time-of-use prices are looked up in the tariff's own zone per interval start (so
 daylight-saving change moves the peak window with local time); an interval no period
 covers costs nothing for energy, only for demand. Exported energy earns at most the import
 price of its interval (the model's exactness condition).
+
+Unattended, :class:`PeakShaver` does this for every site whose registry record carries a
+tariff: it samples each site's net load into a time-of-day profile (:class:`LoadProfiles`),
+tracks the billing month's peak import, and re-plans every ``replan_every_s`` over the
+next ``horizon_intervals`` from the live SoC, handing the first
+``dispatch_ahead_intervals`` to dispatch (the rest is re-planned before it starts).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
+import sqlalchemy as sa
 
 from optimizer.peak_model import PeakInputs, PeakPlan, SiteBattery, peak_model
+from optimizer.report import InfeasibleInputError
+from vpp.config import PeakShavingSettings
 from vpp.dispatch.targets import GroupTarget, dispatch_id
+from vpp.logs import ctx
+from vpp.store import peak_schedules
+from vpp.store.keys import SYSTEM, Principal
 from vpp.twins.registry import Tariff
+from vpp.twins.states import Connectivity
+from vpp.twins.store import FleetStore
+
+log = logging.getLogger(__name__)
 
 F64 = npt.NDArray[np.float64]
 SOURCE = "peak_shaving"
@@ -98,3 +120,219 @@ def plan_site(
     with _SOLVE_LOCK:
         plan = peak_model(horizon).solve(battery, inputs)
     return SitePlan(site_id, starts, interval_s, plan, prices)
+
+
+def battery_of(store: FleetStore, i: int) -> SiteBattery:
+    """The dispatchable window of the site at store row ``i``."""
+    cap = float(store.capacity_kwh[i])
+    return SiteBattery(
+        e_min_kwh=float(store.soc_min[i]) * cap,
+        e_max_kwh=float(store.soc_max[i]) * cap,
+        p_charge_max_kw=float(store.p_charge_max_kw[i]),
+        p_discharge_max_kw=float(store.p_discharge_max_kw[i]),
+        eff_charge=float(store.eff_charge[i]),
+        eff_discharge=float(store.eff_discharge[i]),
+    )
+
+
+def schedule_row(
+    site_plan: SitePlan,
+    tariff: Tariff,
+    *,
+    net_load_kw: F64,
+    peak_so_far_kw: float,
+    created_at: datetime,
+    created_by: str,
+) -> dict[str, Any]:
+    """The stored record of a plan (``peak_schedules``)."""
+    plan = site_plan.plan
+    return {
+        "schedule_id": str(uuid.uuid4()),
+        "site_id": site_plan.site_id,
+        "created_at": created_at,
+        "created_by": created_by,
+        "interval_start": site_plan.starts[0],
+        "interval_s": site_plan.interval_s,
+        "intervals": len(site_plan.starts),
+        "currency": tariff.currency,
+        "demand_charge_per_kw": tariff.demand_charge_per_kw,
+        "peak_so_far_kw": peak_so_far_kw,
+        "peak_without_kw": plan.peak_without_kw,
+        "peak_kw": plan.peak_kw,
+        "cost_without": plan.cost_without,
+        "cost": plan.cost,
+        "solve_s": plan.solve_s,
+        "net_load_kw": [float(x) for x in net_load_kw],
+        "p_kw": plan.p_kw.round(3).tolist(),
+        "grid_kw": plan.grid_kw.round(3).tolist(),
+        "import_price_per_kwh": site_plan.import_price_per_kwh.tolist(),
+    }
+
+
+class LoadProfiles:
+    """Each site's net load (load − PV, kW) by time-of-day slot, and its month's peak import.
+
+    ``sample`` is vectorized over the fleet: for every site with a metered load it moves
+    the current slot's mean towards the reading by weight ``w`` (``m ← m + w·(x − m)``, the
+    first sample sets it), and raises the month's peak import (load − PV − battery) when
+    exceeded. A forecast is the profile rolled to the horizon's start; a slot with no
+    sample yet takes the site's latest reading (persistence). Slots are UTC times of day;
+    the billing month is the UTC month.
+    """
+
+    def __init__(self, interval_s: int, weight: float) -> None:
+        self.interval_s = interval_s
+        self.slots = 86_400 // interval_s
+        self.weight = weight
+        self.mean_kw = np.full((0, self.slots), np.nan)
+        self.latest_kw = np.full(0, np.nan)
+        self.peak_kw = np.zeros(0)
+        self._month: int | None = None
+
+    def _grow(self, n: int) -> None:
+        if self.mean_kw.shape[0] >= n:
+            return
+        extra = n - self.mean_kw.shape[0]
+        self.mean_kw = np.vstack([self.mean_kw, np.full((extra, self.slots), np.nan)])
+        self.latest_kw = np.concatenate([self.latest_kw, np.full(extra, np.nan)])
+        self.peak_kw = np.concatenate([self.peak_kw, np.zeros(extra)])
+
+    def sample(self, store: FleetStore, now: float) -> int:
+        """Fold the twins' current load readings in; returns the sites sampled."""
+        n = store.n
+        self._grow(n)
+        moment = datetime.fromtimestamp(now, UTC)
+        month = moment.year * 12 + moment.month
+        if month != self._month:
+            self.peak_kw[:] = 0.0
+            self._month = month
+        load = store.site_load_kw[:n]
+        fresh = np.isfinite(load) & store.active[:n] & (store.conn[:n] == Connectivity.ONLINE)
+        rows = np.flatnonzero(fresh)
+        if not rows.size:
+            return 0
+        net = load[rows] - np.nan_to_num(store.pv_kw[rows], nan=0.0)
+        grid = net - store.p_kw[rows]
+        slot = int(now % 86_400) // self.interval_s
+        old = self.mean_kw[rows, slot]
+        self.mean_kw[rows, slot] = np.where(np.isnan(old), net, old + self.weight * (net - old))
+        self.latest_kw[rows] = net
+        self.peak_kw[rows] = np.maximum(self.peak_kw[rows], grid)
+        return int(rows.size)
+
+    def forecast(self, row: int, start: datetime, horizon: int) -> F64 | None:
+        """Net load per interval from ``start``; None when the site was never sampled."""
+        if row >= self.latest_kw.size or np.isnan(self.latest_kw[row]):
+            return None
+        first = int(start.timestamp() % 86_400) // self.interval_s
+        slots = (first + np.arange(horizon)) % self.slots
+        out = self.mean_kw[row, slots]
+        return np.where(np.isnan(out), self.latest_kw[row], out)
+
+
+class PeakShaver:
+    """A :class:`vpp.runtime.Component`: the unattended re-planning loop (jobs on the
+    scheduler call :meth:`sample` and :meth:`replan`)."""
+
+    name = "peak_shaving"
+
+    def __init__(
+        self,
+        settings: PeakShavingSettings,
+        db: sa.Engine,
+        store: Callable[[], FleetStore | None],
+        dispatch: Any,
+        *,
+        clock: Callable[[], float] = time.time,
+        principal: Principal = SYSTEM,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.store = store
+        self.dispatch = dispatch
+        self.clock = clock
+        self.principal = principal
+        self.profiles = LoadProfiles(settings.interval_s, settings.profile_weight)
+        self.planned: dict[str, dict[str, Any]] = {}  # site -> summary of its latest plan
+        self.skipped: dict[str, str] = {}  # site -> why it was not planned last time
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def sample(self) -> None:
+        store = self.store()
+        if store is not None:
+            self.profiles.sample(store, self.clock())
+
+    async def replan(self) -> int:
+        """Plan every tariffed, online site; returns how many plans were dispatched."""
+        store = self.store()
+        if store is None:
+            return 0
+        cfg = self.settings
+        now = self.clock()
+        step = cfg.interval_s
+        start = datetime.fromtimestamp((int(now) // step + 1) * step, UTC)
+        jobs = []
+        self.skipped = {}
+        for site_id, tariff in list(store.tariffs.items()):
+            i = store.index.get(site_id)
+            if i is None or not store.active[i]:
+                continue
+            forecast = self.profiles.forecast(i, start, cfg.horizon_intervals)
+            soc = float(store.soc[i])
+            if store.conn[i] != Connectivity.ONLINE or forecast is None or np.isnan(soc):
+                self.skipped[site_id] = "no fresh telemetry"
+                continue
+            jobs.append((site_id, tariff, battery_of(store, i), forecast, soc, i))
+        done = 0
+        for site_id, tariff, battery, forecast, soc, i in jobs:
+            peak = float(self.profiles.peak_kw[i])
+            try:
+                site_plan = await asyncio.to_thread(
+                    plan_site,
+                    site_id,
+                    battery,
+                    tariff,
+                    interval_start=start,
+                    interval_s=step,
+                    net_load_kw=forecast,
+                    soc=soc,
+                    capacity_kwh=float(store.capacity_kwh[i]),
+                    peak_so_far_kw=peak,
+                    degradation_per_kwh=cfg.degradation_per_kwh,
+                )
+            except InfeasibleInputError as exc:
+                self.skipped[site_id] = str(exc)
+                log.warning("peak shaving %s: %s", site_id, exc, extra=ctx(site_id=site_id))
+                continue
+            targets = site_plan.targets()[: cfg.dispatch_ahead_intervals]
+            blocking = self.dispatch.conflicts(targets)
+            if blocking:
+                self.skipped[site_id] = f"{blocking[0].source} target in the way"
+                continue
+            row = schedule_row(
+                site_plan,
+                tariff,
+                net_load_kw=forecast,
+                peak_so_far_kw=peak,
+                created_at=datetime.fromtimestamp(now, UTC),
+                created_by=self.principal.actor,
+            )
+            await asyncio.to_thread(peak_schedules.insert, self.db, row, self.principal)
+            self.dispatch.replace_targets(targets)  # stored first, then acted upon
+            self.planned[site_id] = {
+                k: row[k] for k in ("schedule_id", "interval_start", "peak_without_kw", "peak_kw")
+            }
+            done += 1
+        return done
+
+    def status(self) -> dict[str, Any]:
+        cut = sum(p["peak_without_kw"] - p["peak_kw"] for p in self.planned.values())
+        line = f"{len(self.planned)} sites planned, peak cut {cut:.0f} kW"
+        if self.skipped:
+            line += f", {len(self.skipped)} skipped"
+        return {"line": line, "sites": len(self.planned), "skipped": dict(self.skipped)}

@@ -99,5 +99,28 @@ def build_engine(settings: Settings, *, simulate: bool, auto_migrate: bool) -> E
         bidder = _bidding(engine, scheduler)
         bidder.award_listeners.append(dispatch.on_awards)
     engine.add(dispatch)
+    if settings.peak_shaving.enabled:
+        _peak_shaving(engine, scheduler, lambda: ingest.store, dispatch)
     engine.add(scheduler)
     return engine
+
+
+def _peak_shaving(engine: Engine, scheduler: Scheduler, store: Any, dispatch: Any) -> None:
+    from vpp.peak_shaving import PeakShaver
+
+    cfg = engine.settings.peak_shaving
+    shaver = PeakShaver(cfg, engine.db, store, dispatch)
+    engine.add(shaver)
+
+    async def replan() -> None:
+        await shaver.replan()
+
+    async def first() -> None:
+        await shaver.sample()
+        await shaver.replan()
+
+    scheduler.every("peak-sample", cfg.sample_every_s, shaver.sample)
+    # Re-plan shortly before each interval boundary, so the first planned interval is next.
+    lead = min(30.0, cfg.replan_every_s / 2)
+    scheduler.every("peak-replan", cfg.replan_every_s, replan, offset_s=cfg.replan_every_s - lead)
+    scheduler.soon("peak-first", first, delay_s=15)

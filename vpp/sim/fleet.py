@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from vpp.sim.profiles import load_profiles
 from vpp.telemetry.contract import encode_telemetry
-from vpp.twins.registry import SiteConfig
+from vpp.twins.registry import SiteConfig, Tariff, TouPeriod
 
 F64 = npt.NDArray[np.float64]
 
@@ -427,10 +427,24 @@ def handle_commands(fleet: SimulatedFleet, values: list[bytes], now: float) -> i
     return len(applied)
 
 
+# A commercial time-of-use tariff with a demand charge (the shape of a US utility's
+# medium-general-service schedule): C&I sites peak-shave against it.
+CI_TARIFF = Tariff(
+    currency="USD",
+    timezone="America/Los_Angeles",
+    demand_charge_per_kw=18.0,
+    tou=[
+        TouPeriod(hours=[16, 17, 18, 19, 20], weekdays=[0, 1, 2, 3, 4], price_per_kwh=0.32),
+        TouPeriod(hours=list(range(24)), price_per_kwh=0.14),
+    ],
+)
+
+
 def make_sites(
     n: int, groups: list[str], *, seed: int = 42, interval_s: float = 5.0, prefix: str = "site"
 ) -> list[SiteConfig]:
-    """A mixed fleet: ~75 % home batteries (5-15 kWh), ~25 % C&I (200-1000 kWh)."""
+    """A mixed fleet: ~75 % home batteries (5-15 kWh), ~25 % C&I (200-1000 kWh) on
+    :data:`CI_TARIFF`."""
     rng = np.random.default_rng(seed + 1)
     sites: list[SiteConfig] = []
     width = max(4, int(math.log10(max(n, 1))) + 1)
@@ -451,6 +465,7 @@ def make_sites(
                 soc_min=0.1,
                 soc_max=0.95,
                 telemetry_interval_s=round(interval_s * float(rng.uniform(1.0, 1.5)), 2),
+                tariff=CI_TARIFF if ci else None,
             )
         )
     return sites

@@ -9,7 +9,6 @@ overrides an award or a manual target (409).
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -19,14 +18,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from optimizer.peak_model import SiteBattery
 from optimizer.report import InfeasibleInputError
 from vpp.api.deps import Operator, Viewer
 from vpp.api.models import Page
 from vpp.api.responses import AUTH, NOT_FOUND, UNAVAILABLE
 from vpp.api.routes.bids import encode
 from vpp.dispatch.service import TARGET_HORIZON
-from vpp.peak_shaving import plan_site
+from vpp.peak_shaving import battery_of, plan_site, schedule_row
 from vpp.store import peak_schedules
 from vpp.twins.registry import SiteIdStr, Tariff
 
@@ -185,14 +183,7 @@ async def create_schedule(caller: Operator, body: ScheduleCreate) -> Response:
             409, detail=f"the plan ends beyond the {TARGET_HORIZON.days}-day horizon"
         )
     cap = float(store.capacity_kwh[i])
-    battery = SiteBattery(
-        e_min_kwh=float(store.soc_min[i]) * cap,
-        e_max_kwh=float(store.soc_max[i]) * cap,
-        p_charge_max_kw=float(store.p_charge_max_kw[i]),
-        p_discharge_max_kw=float(store.p_discharge_max_kw[i]),
-        eff_charge=float(store.eff_charge[i]),
-        eff_discharge=float(store.eff_discharge[i]),
-    )
+    battery = battery_of(store, i)
 
     def solve() -> Any:
         return plan_site(
@@ -223,28 +214,14 @@ async def create_schedule(caller: Operator, body: ScheduleCreate) -> Response:
             409,
             detail=f"{b.group} has a {b.source} target at {b.interval_start.isoformat()}",
         )
-    plan = site_plan.plan
-    row = {
-        "schedule_id": str(uuid.uuid4()),
-        "site_id": body.site_id,
-        "created_at": now,
-        "created_by": caller.principal.actor,
-        "interval_start": body.interval_start,
-        "interval_s": body.interval_s,
-        "intervals": len(body.net_load_kw),
-        "currency": tariff.currency,
-        "demand_charge_per_kw": tariff.demand_charge_per_kw,
-        "peak_so_far_kw": body.peak_so_far_kw,
-        "peak_without_kw": plan.peak_without_kw,
-        "peak_kw": plan.peak_kw,
-        "cost_without": plan.cost_without,
-        "cost": plan.cost,
-        "solve_s": plan.solve_s,
-        "net_load_kw": [float(x) for x in body.net_load_kw],
-        "p_kw": plan.p_kw.round(3).tolist(),
-        "grid_kw": plan.grid_kw.round(3).tolist(),
-        "import_price_per_kwh": site_plan.import_price_per_kwh.tolist(),
-    }
+    row = schedule_row(
+        site_plan,
+        tariff,
+        net_load_kw=np.asarray(body.net_load_kw),
+        peak_so_far_kw=body.peak_so_far_kw,
+        created_at=now,
+        created_by=caller.principal.actor,
+    )
     # The plan is stored (with its audit record) before dispatch acts on it.
     await run_in_threadpool(peak_schedules.insert, svc.db, row, caller.principal)
     dispatch.replace_targets(targets)  # in the event loop, like the dispatch ticks
