@@ -725,7 +725,8 @@ class DispatchService:
             f"{d.target.group} {d.target.target_kw:.0f}→{(d.delivered_kw or 0):.0f} kW"
             for d in active
         ]
-        line = (", ".join(parts) or "no target now") + f"; commands {counts}"
+        shown = ", ".join(parts[:4]) + (f", +{len(parts) - 4} more" if len(parts) > 4 else "")
+        line = (shown or "no target now") + f"; commands {counts}"
         return {"line": line, "commands": counts, "targets": len(self.deliveries)}
 
 
