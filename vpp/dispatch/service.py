@@ -56,6 +56,7 @@ from vpp.dispatch.targets import GroupTarget, from_awards
 from vpp.dispatch.tracker import Outcome, Tracker, TrackerSettings
 from vpp.ingest.deadletter import DeadLetterWriter
 from vpp.logs import ctx
+from vpp.periodic import run_every
 from vpp.store import dispatch_log, ledger
 from vpp.store.ledger import LedgerEntry
 from vpp.store.site_events import record_events
@@ -306,14 +307,7 @@ class DispatchService:
     # -- the loop --------------------------------------------------------------------------
 
     async def _tick_loop(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("dispatch tick failed")
-            await asyncio.sleep(self.settings.tick_s)
+        await run_every(self.settings.tick_s, self.tick, log, "dispatch tick")
 
     async def tick(self, now: float | None = None) -> None:
         async with self._lock:

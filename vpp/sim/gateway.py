@@ -12,6 +12,7 @@ from typing import Any
 from vpp.bus import Bus, Consumer, Producer
 from vpp.config import SimulatorSettings, TopicsSettings
 from vpp.ingest.loop import publish_registry
+from vpp.periodic import run_every
 from vpp.sim.fleet import (
     CommandFaults,
     SimulatedFleet,
@@ -111,14 +112,7 @@ class Simulator:
         return len(messages)
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("simulator step failed")
-            await asyncio.sleep(self.settings.tick_s)
+        await run_every(self.settings.tick_s, self.tick, log, "simulator step")
 
     def status(self) -> dict[str, Any]:
         f = self.fleet

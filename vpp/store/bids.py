@@ -29,7 +29,7 @@ from market.definitions import MarketDefinition, Product, load_market
 from market.lifecycle import BidAction, BidStatus, LifecycleError, next_status
 from vpp.store.audit import record
 from vpp.store.keys import SYSTEM, Principal
-from vpp.store.paging import paged
+from vpp.store.paging import group_interval_conds, paged
 from vpp.store.tables import awards, bid_reviews, bid_versions, bids, solve_reports
 
 
@@ -558,13 +558,7 @@ class BidStore:
         skip: int = 0,
         limit: int = 50,
     ) -> tuple[list[dict[str, Any]], int]:
-        conds = []
-        if group:
-            conds.append(awards.c.group_id == group)
-        if start_from:
-            conds.append(awards.c.interval_start >= start_from)
-        if start_to:
-            conds.append(awards.c.interval_start < start_to)
+        conds = group_interval_conds(awards, group=group, start_from=start_from, start_to=start_to)
         order = [awards.c.interval_start.desc(), awards.c.award_id]
         return paged(self.engine, awards, conds, order, skip=skip, limit=limit)
 

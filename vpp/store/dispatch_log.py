@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from vpp.store.paging import paged
+from vpp.store.paging import group_interval_conds, paged
 from vpp.store.tables import dispatch_intervals
 
 
@@ -31,12 +31,8 @@ def list_intervals(
     skip: int = 0,
     limit: int = 50,
 ) -> tuple[list[dict[str, Any]], int]:
-    conds = []
-    if group:
-        conds.append(dispatch_intervals.c.group_id == group)
-    if start_from:
-        conds.append(dispatch_intervals.c.interval_start >= start_from)
-    if start_to:
-        conds.append(dispatch_intervals.c.interval_start < start_to)
+    conds = group_interval_conds(
+        dispatch_intervals, group=group, start_from=start_from, start_to=start_to
+    )
     order = [dispatch_intervals.c.interval_start.desc(), dispatch_intervals.c.group_id]
     return paged(engine, dispatch_intervals, conds, order, skip=skip, limit=limit)

@@ -7,9 +7,29 @@ isolation both see nearly the same data; a list view never needs more than that.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+
+
+def group_interval_conds(
+    table: sa.Table,
+    *,
+    group: str | None,
+    start_from: datetime | None,
+    start_to: datetime | None,
+) -> list[sa.ColumnElement[bool]]:
+    """Filters of a per-group, per-interval table: ``group_id``, and ``interval_start`` in
+    ``[start_from, start_to)`` (each only when given)."""
+    conds: list[sa.ColumnElement[bool]] = []
+    if group:
+        conds.append(table.c.group_id == group)
+    if start_from:
+        conds.append(table.c.interval_start >= start_from)
+    if start_to:
+        conds.append(table.c.interval_start < start_to)
+    return conds
 
 
 def paged(

@@ -74,12 +74,10 @@ def get_group(
     node = snap.groups.get(group)
     if node is None:
         raise HTTPException(404, detail=f"group {group} not found")
-    sites = snap.children("group", group)
-    page = [snap.site(s) for s in sites[skip : skip + limit]]
     body = {
         "group": node.to_dict(),
         "parent": "fleet",
-        "sites": {"data": [p.to_dict() for p in page if p is not None], "count": len(sites)},
+        "sites": _site_page(snap, group, skip, limit),
     }
     return Response(encode(body), media_type="application/json")
 
@@ -99,9 +97,11 @@ def group_sites(
     snap = snapshot(caller.services)
     if group not in snap.groups:
         raise HTTPException(404, detail=f"group {group} not found")
+    return Response(encode(_site_page(snap, group, skip, limit)), media_type="application/json")
+
+
+def _site_page(snap: FleetSnapshot, group: str, skip: int, limit: int) -> dict[str, Any]:
+    """One page of a group's site aggregates and the group's site count."""
     sites = snap.children("group", group)
     page = [snap.site(s) for s in sites[skip : skip + limit]]
-    return Response(
-        encode({"data": [p.to_dict() for p in page if p is not None], "count": len(sites)}),
-        media_type="application/json",
-    )
+    return {"data": [p.to_dict() for p in page if p is not None], "count": len(sites)}
