@@ -15,7 +15,7 @@ Every edit makes a new version; the lifecycle is in :mod:`market.lifecycle`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -101,10 +101,15 @@ def _is_multiple(x: float, step: float) -> bool:
     return math.isclose(k * step, x, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def problems(
-    market: MarketDefinition, bid: Bid, *, day_bands: Sequence[float] | None = None
-) -> list[str]:
-    """Every rule of ``market`` the bid breaks (empty when valid)."""
+DayBands = Sequence[float] | Mapping[Side, Sequence[float]]
+
+
+def problems(market: MarketDefinition, bid: Bid, *, day_bands: DayBands | None = None) -> list[str]:
+    """Every rule of ``market`` the bid breaks (empty when valid).
+
+    ``day_bands`` (markets with band prices fixed per trading day): the day's band prices,
+    one list for both sides or one per side (a GEN and a LOAD bid each have their own).
+    """
     where = bid.where()
     out: list[str] = []
     if bid.market != market.market_id:
@@ -150,12 +155,13 @@ def problems(
                     f"{at}: quantity {seg.quantity_mw} MW is not a multiple of "
                     f"{rules.quantity_step_mw} MW"
                 )
-            if day_bands is not None and not any(
-                math.isclose(seg.price_per_mwh, b, abs_tol=1e-9) for b in day_bands
+            bands = day_bands.get(side, ()) if isinstance(day_bands, Mapping) else day_bands
+            if bands is not None and not any(
+                math.isclose(seg.price_per_mwh, b, abs_tol=1e-9) for b in bands
             ):
                 out.append(
-                    f"{at}: price {seg.price_per_mwh} is not one of the trading day's price "
-                    f"bands {list(day_bands)}"
+                    f"{at}: price {seg.price_per_mwh} is not one of the trading day's "
+                    f"{side.value} price bands {list(bands)}"
                 )
             if k > 1:
                 prev = segments[k - 2].price_per_mwh
@@ -180,9 +186,7 @@ def problems(
     return out
 
 
-def validate(
-    market: MarketDefinition, bid: Bid, *, day_bands: Sequence[float] | None = None
-) -> None:
+def validate(market: MarketDefinition, bid: Bid, *, day_bands: DayBands | None = None) -> None:
     """Raise :class:`BidValidationError` naming every broken rule."""
     found = problems(market, bid, day_bands=day_bands)
     if found:

@@ -16,6 +16,12 @@ kept. Quantities are then floored to the market's step (never offering more than
 fleet can deliver), segments below the minimum are dropped, prices are clipped to the
 market's floor and cap, and a charge bid never reaches an offer's price (the bid would
 trade with itself). Prices are rounded to the cent.
+
+Markets whose band prices are fixed per trading day (AEMO-like: the day's ≤ 10 prices per
+side, intervals only set quantities) take the day's curves through :func:`fix_day_bands`:
+bands are the day's quantity-weighted price quantiles per side, and each segment moves to
+a band conservatively (offers up, charge bids down), so no interval trades at a price it
+did not accept.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from market.bids import BidCurve, Segment
+from market.bids import BidCurve, Segment, Side
 from market.definitions import MarketDefinition, Product
 
 F64 = npt.NDArray[np.float64]
@@ -107,3 +113,94 @@ def curve_for_interval(
         discharge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in offers],
         charge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in bids],
     )
+
+
+def _weighted_levels(prices: F64, weights: F64, levels: F64) -> list[float]:
+    """The smallest price whose cumulative weight reaches each level (inverted CDF)."""
+    order = np.argsort(prices, kind="stable")
+    cdf = np.cumsum(weights[order]) / weights.sum()
+    at = np.searchsorted(cdf, levels - 1e-12, side="left").clip(0, len(order) - 1)
+    return sorted({float(prices[order][k]) for k in at.tolist()})
+
+
+def choose_day_bands(segments: list[Pair], max_bands: int, upward: bool) -> list[float]:
+    """Up to ``max_bands`` band prices for one side of a trading day's curves.
+
+    With no more distinct prices than bands, the prices themselves. Otherwise the
+    quantity-weighted quantiles at levels ``j/k`` (offers, ``j = 1..k``: the top band is
+    the highest price, so every offer has a band at or above it) or ``(j−1)/k`` (charge
+    bids, ``j = 1..k``: the bottom band is the lowest price, so every bid has one at or
+    below it). Bands are prices the curves already use, so they respect the floor, the cap
+    and the cent.
+    """
+    if not segments:
+        return []
+    prices = np.array([p for p, _ in segments])
+    distinct = sorted(set(prices.tolist()))
+    if len(distinct) <= max_bands:
+        return distinct
+    weights = np.array([q for _, q in segments])
+    k = np.arange(1, max_bands + 1, dtype=np.float64)
+    levels = k / max_bands if upward else (k - 1) / max_bands
+    return _weighted_levels(prices, weights, levels)
+
+
+def snap_to_bands(steps: list[Pair], bands: list[float], upward: bool) -> list[Pair]:
+    """Move each segment to a band price, conservatively, and join segments that meet.
+
+    An offer moves up to the lowest band at or above its price (it is then dispatched only
+    at prices it accepted); a charge bid moves down to the highest band at or below its
+    price. A segment with no such band is dropped, never offered at a worse price. The
+    mapping is monotone, so the curve stays monotone; joined quantities stay multiples of
+    the market's step.
+    """
+    out: list[Pair] = []
+    ladder = np.asarray(bands, dtype=np.float64)
+    for price, q in steps:
+        if upward:
+            k = int(np.searchsorted(ladder, price - 1e-9, side="left"))
+            if k == ladder.size:
+                continue
+        else:
+            k = int(np.searchsorted(ladder, price + 1e-9, side="right")) - 1
+            if k < 0:
+                continue
+        band = float(ladder[k])
+        if out and math.isclose(out[-1][0], band, abs_tol=1e-9):
+            out[-1] = (band, round(out[-1][1] + q, 9))
+        else:
+            out.append((band, q))
+    return out
+
+
+def fix_day_bands(
+    curves: list[BidCurve], max_bands: int
+) -> tuple[dict[Side, list[float]], list[BidCurve]]:
+    """One trading day's curves on that day's band prices (markets whose band prices are
+    fixed per trading day and whose intervals only set quantities, AEMO-like).
+
+    Bands are chosen per side (:func:`choose_day_bands`) from all the day's segments, then
+    every curve is snapped to them (:func:`snap_to_bands`). A charge bid stays below the
+    same interval's lowest offer: it only moves down, the offer only up.
+    """
+    dis = [(s.price_per_mwh, s.quantity_mw) for c in curves for s in c.discharge]
+    chg = [(s.price_per_mwh, s.quantity_mw) for c in curves for s in c.charge]
+    bands = {
+        Side.DISCHARGE: choose_day_bands(dis, max_bands, upward=True),
+        Side.CHARGE: choose_day_bands(chg, max_bands, upward=False),
+    }
+    snapped = []
+    for c in curves:
+        offers = snap_to_bands(
+            [(s.price_per_mwh, s.quantity_mw) for s in c.discharge], bands[Side.DISCHARGE], True
+        )
+        bids = snap_to_bands(
+            [(s.price_per_mwh, s.quantity_mw) for s in c.charge], bands[Side.CHARGE], False
+        )
+        snapped.append(
+            BidCurve(
+                discharge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in offers],
+                charge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in bids],
+            )
+        )
+    return bands, snapped

@@ -207,7 +207,9 @@ def test_aemo_band_prices_fixed_per_trading_day() -> None:
     )
     bands = [-1000, 0, 50, 100, 200, 300, 500, 1000, 5000, 17500]
     validate(aemo, b, day_bands=bands)
-    with pytest.raises(BidValidationError, match="not one of the trading day's price bands"):
+    with pytest.raises(
+        BidValidationError, match="not one of the trading day's discharge price bands"
+    ):
         validate(aemo, b, day_bands=[0, 100, 200])
 
 

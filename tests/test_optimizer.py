@@ -393,3 +393,56 @@ def test_curves_from_any_monotone_dispatch_pass_market_validation(
             validate(market, bid)
         assert curve.max_discharge_mw <= dis.max() + 1e-9
         assert curve.max_charge_mw <= ch.max() + 1e-9
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    days=st.lists(
+        st.tuples(st.lists(st.floats(-900, 5000), min_size=2, max_size=12), st.data()),
+        min_size=1,
+        max_size=24,
+    )
+)
+def test_fixed_day_bands_keep_curves_valid_monotone_and_conservative(
+    days: list[tuple[list[float], st.DataObject]],
+) -> None:
+    """AEMO-like: a trading day's curves snapped to ≤ 10 bands per side pass validation with
+    those bands, offer exactly the same total quantities where a band exists, and only move
+    offers up and charge bids down in price."""
+    from datetime import UTC, datetime, timedelta
+
+    from market.bids import Side
+    from optimizer.curves import fix_day_bands
+
+    market = load_market("aemo")
+    day0 = market.trading_day_start_utc(market.trading_day(datetime(2026, 11, 21, 12, tzinfo=UTC)))
+    curves = []
+    for prices, data in days:
+        p = np.sort(np.array(prices))
+        n = len(p)
+        dis = np.sort(np.array(data.draw(st.lists(st.floats(0, 3), min_size=n, max_size=n))))
+        ch = np.sort(np.array(data.draw(st.lists(st.floats(0, 3), min_size=n, max_size=n))))[::-1]
+        curves.append(curve_for_interval(p, dis, ch, market, Product.ENERGY_RT))
+    bands, snapped = fix_day_bands(curves, market.curve.max_segments)
+    assert len(bands[Side.DISCHARGE]) <= 10 and len(bands[Side.CHARGE]) <= 10
+    for k, (before, after) in enumerate(zip(curves, snapped, strict=True)):
+        start = day0 + timedelta(minutes=5 * k)
+        bid = Bid(
+            bid_id="x",
+            market="aemo",
+            group="g",
+            product=Product.ENERGY_RT,
+            interval_start=start,
+            interval_end=start + timedelta(minutes=5),
+            curve=after,
+        )
+        if after.discharge or after.charge:
+            validate(market, bid, day_bands=bands)
+        # the bands come from the day's own prices: nothing is dropped
+        assert after.max_discharge_mw == pytest.approx(before.max_discharge_mw, abs=1e-9)
+        assert after.max_charge_mw == pytest.approx(before.max_charge_mw, abs=1e-9)
+        # conservative: at any clearing price the snapped curve trades no more than before
+        for price in [s.price_per_mwh for s in before.discharge + before.charge + after.discharge]:
+            dis_a, ch_a = after.cleared(price)
+            dis_b, ch_b = before.cleared(price)
+            assert dis_a <= dis_b + 1e-9 and ch_a <= ch_b + 1e-9
