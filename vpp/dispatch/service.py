@@ -229,12 +229,13 @@ class DispatchService:
 
     def add_targets(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
         """Schedule targets (persisted, so a restarted engine still knows them)."""
-        added = []
+        added, rows = [], []
         for t in targets:
             if t.dispatch_id not in self.deliveries:
                 d = self.deliveries[t.dispatch_id] = Delivery(t)
-                dispatch_log.upsert(self.db, d.row("scheduled"))
+                rows.append(d.row("scheduled"))
                 added.append(t)
+        dispatch_log.upsert_many(self.db, rows)  # one transaction for a whole plan
         return added
 
     def conflicts(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
@@ -254,19 +255,18 @@ class DispatchService:
         samples and command count carry over, so the interval's record stays whole.
         Call :meth:`conflicts` first: a target of another source is never replaced.
         """
-        changed = []
+        new = [t for t in targets if t.dispatch_id not in self.deliveries]
+        changed, rows = [], []
         for t in targets:
             d = self.deliveries.get(t.dispatch_id)
-            if d is None:
-                self.add_targets([t])
-                changed.append(t)
-            elif d.target != t and d.target.source == t.source:
+            if d is not None and d.target != t and d.target.source == t.source:
                 d.target = t
                 if d.dispatched:
                     self._redispatch.add(t.group)
-                dispatch_log.upsert(self.db, d.row("active" if d.dispatched else "scheduled"))
+                rows.append(d.row("active" if d.dispatched else "scheduled"))
                 changed.append(t)
-        return changed
+        dispatch_log.upsert_many(self.db, rows)
+        return self.add_targets(new) + changed
 
     def _load_targets(self, now: float) -> None:
         rows, _ = dispatch_log.list_intervals(
@@ -413,8 +413,7 @@ class DispatchService:
             return
         col = store.column
         pinned = self._pinned if t.group in store.group_index else {}
-        skip = d.excluded | pinned.keys()
-        excluded = np.array([store.ids[i] in skip for i in rows.tolist()], dtype=bool)
+        excluded = np.isin(rows, store.rows_of([*d.excluded, *pinned]))
         op = col("op")[rows]
         eligible = (
             (col("conn")[rows] == Connectivity.ONLINE)

@@ -12,14 +12,22 @@ from vpp.store.tables import dispatch_intervals
 
 
 def upsert(engine: sa.Engine, row: dict[str, Any]) -> None:
+    upsert_many(engine, [row])
+
+
+def upsert_many(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
+    """Insert or update each row by ``dispatch_id``, all in one transaction."""
+    if not rows:
+        return
     with engine.begin() as conn:
-        done = conn.execute(
-            dispatch_intervals.update()
-            .where(dispatch_intervals.c.dispatch_id == row["dispatch_id"])
-            .values(**row)
-        ).rowcount
-        if not done:
-            conn.execute(dispatch_intervals.insert().values(**row))
+        for row in rows:
+            done = conn.execute(
+                dispatch_intervals.update()
+                .where(dispatch_intervals.c.dispatch_id == row["dispatch_id"])
+                .values(**row)
+            ).rowcount
+            if not done:
+                conn.execute(dispatch_intervals.insert().values(**row))
 
 
 def list_intervals(
