@@ -1,11 +1,16 @@
 """Price forecasts and price scenarios, for live bidding and backtests.
 
-Point forecasts for the intervals ``starts`` (UTC), using only prices before them:
+A forecast is made from the prices *known at the decision*: the caller passes the series
+cut at its information cutoff (``PriceSeries.window``), and nothing here reads a price that
+is not in it. Point forecasts for the intervals ``starts`` (UTC):
 
-- ``perfect``: the actual prices (perfect foresight, the benchmark for backtests);
-- ``persistence_day`` / ``persistence_week``: the price one day / one week earlier;
-- ``seasonal``: the mean of the same time of day over the previous ``seasonal_days`` days
-  of the same day type (weekday or weekend).
+- ``perfect``: the actual prices (perfect foresight, the benchmark for backtests; the
+  caller passes the whole series);
+- ``persistence_day`` / ``persistence_week``: the price one day / one week earlier — or,
+  where that is not known yet (a target more than a day beyond the cutoff), the newest
+  known price at the same time of day (of the same weekday);
+- ``seasonal``: the mean of the same time of day over the ``seasonal_days`` most recent
+  known days, counting only days of the same type (weekday or weekend).
 
 Scenarios. The forecast's historical errors ``e = actual − forecast`` over a trailing
 window (``window_days`` before the first forecast interval) are grouped by time of day.
@@ -38,17 +43,41 @@ class ForecastError(ValueError):
     pass
 
 
+def _lag_positions(
+    series: PriceSeries, starts: pd.DatetimeIndex, lag: timedelta, first_k: int = 1
+) -> npt.NDArray[np.int64]:
+    """Position in ``series`` of ``start − k·lag`` for the smallest ``k ≥ first_k`` that is
+    in the series (−1 where none is)."""
+    pos = np.full(len(starts), -1, dtype=np.int64)
+    if not len(series):
+        return pos
+    last = series.starts[-1]
+    first = series.starts[0]
+    k = np.maximum(first_k, np.ceil((starts - last) / lag).astype(np.int64))
+    k = np.maximum(k, first_k)
+    lagged = starts - pd.to_timedelta(k * lag.total_seconds(), unit="s")
+    found = series.starts.get_indexer(lagged)
+    ok = (found >= 0) & (lagged >= first)
+    pos[ok] = found[ok]
+    return pos
+
+
 def _lagged(series: PriceSeries, starts: pd.DatetimeIndex, lag: timedelta) -> F64:
-    try:
-        return series.at(starts - lag)
-    except KeyError as exc:
-        raise ForecastError(f"not enough history for a {lag} lag: {exc.args[0]}") from None
+    pos = _lag_positions(series, starts, lag)
+    if (pos < 0).any():
+        missing = starts[int(np.flatnonzero(pos < 0)[0])]
+        raise ForecastError(
+            f"not enough history for a {lag} lag: no known price at that time of day before "
+            f"the interval starting {missing}"
+        )
+    out: F64 = series.values[pos]
+    return out
 
 
 def point_forecast(
     series: PriceSeries, starts: pd.DatetimeIndex, method: Method, *, seasonal_days: int = 28
 ) -> F64:
-    """The forecast of ``series`` for the intervals ``starts``."""
+    """The forecast of the intervals ``starts`` from the known prices ``series``."""
     if method == "perfect":
         return series.at(starts)
     if method == "persistence_day":
@@ -57,18 +86,24 @@ def point_forecast(
         return _lagged(series, starts, 7 * DAY)
     if method == "seasonal":
         weekend = starts.day_of_week >= 5
+        first = _lag_positions(series, starts, DAY)  # the newest known day of each target
+        if (first < 0).any():
+            missing = starts[int(np.flatnonzero(first < 0)[0])]
+            raise ForecastError(f"no history before the interval starting {missing}")
+        k0 = np.rint(np.asarray((starts - series.starts[first]) / DAY, dtype=np.float64))
         total = np.zeros(len(starts))
         count = np.zeros(len(starts))
-        for k in range(1, seasonal_days + 1):
-            lag = starts - k * DAY
+        for j in range(seasonal_days):
+            lag_days = k0 + j
+            lag = starts - pd.to_timedelta(lag_days, unit="D")
             pos = series.starts.get_indexer(lag)
             same_type = (lag.day_of_week >= 5) == weekend
             use = (pos >= 0) & same_type
             total[use] += series.values[pos[use]]
             count[use] += 1
         if (count == 0).any():
-            first = starts[int(np.flatnonzero(count == 0)[0])]
-            raise ForecastError(f"no history of the same day type before {first}")
+            missing = starts[int(np.flatnonzero(count == 0)[0])]
+            raise ForecastError(f"no history of the same day type before {missing}")
         out: F64 = total / count
         return out
     raise ForecastError(f"unknown forecast method {method!r}; known: {', '.join(METHODS)}")

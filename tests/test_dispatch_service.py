@@ -145,19 +145,20 @@ async def test_a_site_target_commands_only_that_site(rig: Rig) -> None:
 
 async def test_a_site_with_its_own_target_leaves_its_groups_split(rig: Rig) -> None:
     # The group must deliver 6 kW; s1 follows its own schedule (-2 kW, charging) for the
-    # first two minutes, so s0 and s2 cover the group's 6 kW plus what s1 draws.
+    # first two minutes: it is committed to that, outside the group's award, so s0 and s2
+    # cover the group's 6 kW.
     rig.service.add_targets([target("g", 6.0)])
     own = GroupTarget(dispatch_id("s1", T0), "s1", T0, T0 + timedelta(minutes=2), -2.0)
     rig.service.add_targets([own])
     await rig.tick(0.5)
     sent = await rig.commands()
-    assert {c.site_id: c.setpoint_kw for c in sent} == {"s0": 4.0, "s1": -2.0, "s2": 4.0}
+    assert {c.site_id: c.setpoint_kw for c in sent} == {"s0": 3.0, "s1": -2.0, "s2": 3.0}
     await rig.ack(sent)
     rig.read("s1", -2.0, 5.0, 2)  # s1 follows its schedule: nothing to change
     await rig.tick(6.0)
     assert await rig.commands() == []
     # Its own target over, s1 rejoins the group's split.
-    for site, kw in (("s0", 4.0), ("s1", -2.0), ("s2", 4.0)):
+    for site, kw in (("s0", 3.0), ("s1", -2.0), ("s2", 3.0)):
         rig.read(site, kw, 119.0, 3)
     await rig.tick(120.5)
     rejoined = {c.site_id: c.setpoint_kw for c in await rig.commands()}
@@ -189,7 +190,7 @@ async def test_a_site_not_following_is_excluded_after_two_distinct_readings(rig:
         rig.read(f"s{i}", kw, 2.0, 3)
     await rig.tick(2.1)
     await rig.tick(2.2)  # the same readings again: not a second strike
-    assert rig.store.strikes[rig.store.index["s0"]] == 1
+    assert rig.service.core.follow.strikes[rig.store.index["s0"]] == 1
     assert await rig.commands() == []
     for i, kw in ((0, 0.0), (1, 3.0), (2, 3.0)):
         rig.read(f"s{i}", kw, 3.0, 4)

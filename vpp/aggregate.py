@@ -48,24 +48,27 @@ def battery_from_node(
     quantile: float = 0.9,
     backup_reserve_kwh: float = 0.0,
 ) -> BatteryAggregate:
-    """A live group (from the fleet hierarchy) as one battery, sized to an availability quantile.
+    """A live group (from the fleet hierarchy) as one battery: its *free* capacity (what is
+    not committed to peak shaving or site targets), sized to an availability quantile.
 
-    Powers are the group's deliverable power at the quantile (P90: what it delivers nine
-    times out of ten), not nameplate. Energies are stored energy relative to the floor:
-    ``E_min = backup``, ``E₀ = E_min + E_dis/η_d`` (the hierarchy reports energy at the grid),
-    ``E_max = E₀ + E_chg·η_c``; a lower bound of available energy is used so that bids never
+    Powers are the free sites' ratings at the quantile (P90: the rating of the sites that
+    will be there nine times out of ten; the optimizer's SoC constraints limit energy).
+    Energies are stored energy relative to the floor: ``E_min = backup``,
+    ``E₀ = E_min + E_dis/η_d`` (the hierarchy reports energy at the grid),
+    ``E_max = E₀ + E_chg·η_c``; the lower bound of available energy is used, so bids never
     count on energy a stale site might no longer have.
     """
+    free = node.free
     if quantile == 0.9:
-        p_dis, p_chg = node.p_discharge_p90_kw, node.p_charge_p90_kw
+        p_dis, p_chg = free.p_discharge_rated_p90_kw, free.p_charge_rated_p90_kw
     elif quantile == 0.5:
-        p_dis, p_chg = node.p_discharge_p50_kw, node.p_charge_p50_kw
+        p_dis, p_chg = free.p_discharge_rated_p50_kw, free.p_charge_rated_p50_kw
     else:
         raise ValueError(f"the hierarchy reports P50 and P90 availability, not P{quantile:.0%}")
     e_min = backup_reserve_kwh / KW_PER_MW
-    above_floor = max(node.e_discharge_kwh.lower / eff_discharge - backup_reserve_kwh, 0.0)
+    above_floor = max(free.e_discharge_kwh.lower / eff_discharge - backup_reserve_kwh, 0.0)
     e0 = e_min + above_floor / KW_PER_MW
-    headroom = node.e_charge_kwh.lower * eff_charge / KW_PER_MW
+    headroom = free.e_charge_kwh.lower * eff_charge / KW_PER_MW
     return BatteryAggregate(
         e_min_mwh=e_min,
         e_max_mwh=e0 + headroom,

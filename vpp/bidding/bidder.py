@@ -172,7 +172,9 @@ class Bidder:
         fresh: set[str],
     ) -> int:
         eta_c, eta_d = group_efficiencies(store, group)
-        reserve_kwh = self.settings.backup_reserve_fraction * (node.e_discharge_kwh.lower / eta_d)
+        reserve_kwh = self.settings.backup_reserve_fraction * (
+            node.free.e_discharge_kwh.lower / eta_d
+        )
         battery = battery_from_node(
             node,
             eff_charge=eta_c,

@@ -140,6 +140,12 @@ class Tracker:
         t = self.commands.get(cid) if cid else None
         return t if t is not None and t.state in ("pending", "acked") else None
 
+    def next_due(self) -> float | None:
+        """The earliest pending deadline or validity end (a heap head may be stale: an early
+        wake-up finds nothing to do, never a late one)."""
+        heads = [h[0][0] for h in (self._deadlines, self._expiries) if h]
+        return min(heads) if heads else None
+
     def live_entries(self, now: float) -> list[LedgerEntry]:
         """Every pending or acked command as its ``issued``/``acked`` entry (no change is
         made): for rebuilding state derived from the ledger after a restore."""

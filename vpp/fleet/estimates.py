@@ -14,7 +14,9 @@ Uncertainty by connectivity:
   ``[0, last known]`` to the bounds; never heard from: ``[0, what its ratings allow]``.
 
 Power a site can offer is energy-limited: ``P_dis = min(P_dis_max, E_dis / h)`` where ``h``
-(``sustain_h``) is how long an offer must be held; likewise for charging.
+(``sustain_h``) is how long an offer must be held; likewise for charging. Its rated power
+(``P_dis_max`` of a usable site, whatever its SoC) is reported too: a bid over a horizon of
+hours limits energy through the optimizer's SoC constraints and needs only the rating.
 
 Availability (for P50/P90). Site ``i`` delivers ``B_i·X_i``: ``B_i ~ Bernoulli(a_i)`` with
 ``a_i`` the site's availability health (an EWMA of being online, discounted for stale
@@ -63,6 +65,8 @@ class SiteEstimates:
     p_discharge_kw: Triple
     p_charge_kw: Triple
     p_net_kw: Triple
+    p_discharge_rated_kw: Triple  # rating of a usable site, whatever its SoC
+    p_charge_rated_kw: Triple
     availability: F64
 
 
@@ -124,11 +128,23 @@ def estimate(store: FleetStore, now_s: float, settings: EstimateSettings) -> Sit
         np.where(never, 0.0, p_net.upper),
     )
 
+    p_dis_rated = Triple(
+        np.where(usable, p_dis_max, 0.0),
+        np.where(usable, p_dis_max, 0.0),
+        np.where(usable | never, p_dis_max, 0.0),
+    )
+    p_chg_rated = Triple(
+        np.where(usable, p_ch_max, 0.0),
+        np.where(usable, p_ch_max, 0.0),
+        np.where(usable | never, p_ch_max, 0.0),
+    )
     dispatchable = usable & (cmd != CommandState.UNRESPONSIVE)
     factor = np.where(online, 1.0, np.where(stale, settings.stale_availability, 0.0))
     availability = np.where(dispatchable, col("health") * factor, 0.0)
     del n
-    return SiteEstimates(counted, e_dis, e_chg, p_dis, p_chg, p_net, availability)
+    return SiteEstimates(
+        counted, e_dis, e_chg, p_dis, p_chg, p_net, p_dis_rated, p_chg_rated, availability
+    )
 
 
 def _silence(

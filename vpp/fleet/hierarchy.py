@@ -4,6 +4,12 @@
 per-site estimates (see :mod:`vpp.fleet.estimates`) summed per group with ``bincount`` and
 over the fleet, counts by state, and availability quantiles. A snapshot answers any node
 (fleet, a group, a site) and navigates up (``parent``) and down (``children``).
+
+Commitment: every kW of a site is committed at most once per interval. Sites committed
+elsewhere now (a peak-shaving plan, an operator's site target) are passed to ``refresh``
+as a mask; every node then reports its :attr:`NodeAggregate.committed` and
+:attr:`NodeAggregate.free` capacity (each with bounds and P50/P90), and the bidder sizes
+bids to the free part only.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from vpp.twins.store import FleetStore
 
 Level = Literal["fleet", "group", "site"]
 FLEET_ID = "fleet"
+F64 = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,8 @@ class NodeAggregate:
     p_charge_p50_kw: float
     p_charge_p90_kw: float
     as_of: datetime
+    committed: Capacity  # sites committed elsewhere now (peak shaving, site targets)
+    free: Capacity  # what the market may be offered
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -63,7 +72,37 @@ class NodeAggregate:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """What a subset of a node's sites (its committed or its free ones) can deliver.
+
+    ``p_*_p50/p90_kw`` are energy-limited (held for the estimates' ``sustain_h``);
+    ``p_*_rated_p50/p90_kw`` are ratings of the sites that will be there (availability only),
+    for optimizations that constrain energy themselves.
+    """
+
+    sites: int
+    e_discharge_kwh: Bounds
+    e_charge_kwh: Bounds
+    p_discharge_kw: Bounds
+    p_charge_kw: Bounds
+    p_discharge_p50_kw: float
+    p_discharge_p90_kw: float
+    p_charge_p50_kw: float
+    p_charge_p90_kw: float
+    p_discharge_rated_p50_kw: float
+    p_discharge_rated_p90_kw: float
+    p_charge_rated_p50_kw: float
+    p_charge_rated_p90_kw: float
+
+
 _QUANTITIES = ("e_discharge_kwh", "e_charge_kwh", "p_discharge_kw", "p_charge_kw", "p_net_kw")
+_QUANTILES = (
+    ("p_discharge", "p_discharge_kw"),
+    ("p_charge", "p_charge_kw"),
+    ("p_discharge_rated", "p_discharge_rated_kw"),
+    ("p_charge_rated", "p_charge_rated_kw"),
+)
 
 
 class FleetSnapshot:
@@ -76,9 +115,13 @@ class FleetSnapshot:
         fleet: NodeAggregate,
         groups: dict[str, NodeAggregate],
         as_of: datetime,
+        committed: npt.NDArray[np.bool_] | None = None,
     ) -> None:
         self._store = store
         self._est = est
+        self._committed = (
+            committed.copy() if committed is not None else np.zeros(est.counted.size, dtype=bool)
+        )
         self.fleet = fleet
         self.groups = groups
         self.as_of = as_of
@@ -130,7 +173,28 @@ class FleetSnapshot:
             return Bounds(float(t.expected[i]), float(t.lower[i]), float(t.upper[i]))
 
         a = float(est.availability[i])
+
+        def quantiles(t: Triple) -> tuple[float, float]:
+            return (
+                float(t.expected[i]) if a >= 0.5 else 0.0,
+                float(t.lower[i]) if a >= 0.9 else 0.0,
+            )
+
         p_dis, p_chg = b(est.p_discharge_kw), b(est.p_charge_kw)
+        mine = Capacity(
+            1,
+            b(est.e_discharge_kwh),
+            b(est.e_charge_kwh),
+            p_dis,
+            p_chg,
+            *quantiles(est.p_discharge_kw),
+            *quantiles(est.p_charge_kw),
+            *quantiles(est.p_discharge_rated_kw),
+            *quantiles(est.p_charge_rated_kw),
+        )
+        zero = Bounds(0.0, 0.0, 0.0)
+        none = Capacity(0, zero, zero, zero, zero, *(0.0,) * 8)
+        held = bool(self._committed[i]) if i < self._committed.size else False
         counts = {
             fam: {
                 name.lower(): int(self._states[fam][i] == code)
@@ -144,17 +208,62 @@ class FleetSnapshot:
             self._group_names[int(self._group_of[i])],
             1,
             counts,
-            b(est.e_discharge_kwh),
-            b(est.e_charge_kwh),
+            mine.e_discharge_kwh,
+            mine.e_charge_kwh,
             p_dis,
             p_chg,
             b(est.p_net_kw),
-            p_dis.expected if a >= 0.5 else 0.0,
-            p_dis.lower if a >= 0.9 else 0.0,
-            p_chg.expected if a >= 0.5 else 0.0,
-            p_chg.lower if a >= 0.9 else 0.0,
+            mine.p_discharge_p50_kw,
+            mine.p_discharge_p90_kw,
+            mine.p_charge_p50_kw,
+            mine.p_charge_p90_kw,
             self.as_of,
+            mine if held else none,
+            none if held else mine,
         )
+
+
+def _sums(est: SiteEstimates, gid: npt.NDArray[np.int64], size: int) -> dict[str, F64]:
+    """Bounds sums and availability quantiles per group id (the last id is dropped)."""
+    out: dict[str, F64] = {"sites": np.bincount(gid, minlength=size).astype(np.float64)}
+    for q in _QUANTITIES:
+        t: Triple = getattr(est, q)
+        for part in ("expected", "lower", "upper"):
+            out[f"{q}.{part}"] = wsum(gid, getattr(t, part), size)
+    for name, q in _QUANTILES:
+        p50, p90 = quantile_sums(getattr(est, q), est.availability, gid, size)
+        out[f"{name}_p50_kw"], out[f"{name}_p90_kw"] = p50, p90
+    return out
+
+
+def _capacity(sums: dict[str, F64], k: int) -> Capacity:
+    def b(q: str) -> Bounds:
+        return Bounds(
+            float(sums[f"{q}.expected"][k]),
+            float(sums[f"{q}.lower"][k]),
+            float(sums[f"{q}.upper"][k]),
+        )
+
+    q = {
+        f"{name}_{p}": float(sums[f"{name}_{p}_kw"][k])
+        for name, _ in _QUANTILES
+        for p in ("p50", "p90")
+    }
+    return Capacity(
+        sites=int(sums["sites"][k]),
+        e_discharge_kwh=b("e_discharge_kwh"),
+        e_charge_kwh=b("e_charge_kwh"),
+        p_discharge_kw=b("p_discharge_kw"),
+        p_charge_kw=b("p_charge_kw"),
+        p_discharge_p50_kw=q["p_discharge_p50"],
+        p_discharge_p90_kw=q["p_discharge_p90"],
+        p_charge_p50_kw=q["p_charge_p50"],
+        p_charge_p90_kw=q["p_charge_p90"],
+        p_discharge_rated_p50_kw=q["p_discharge_rated_p50"],
+        p_discharge_rated_p90_kw=q["p_discharge_rated_p90"],
+        p_charge_rated_p50_kw=q["p_charge_rated_p50"],
+        p_charge_rated_p90_kw=q["p_charge_rated_p90"],
+    )
 
 
 class FleetHierarchy:
@@ -165,57 +274,55 @@ class FleetHierarchy:
         self.settings = settings or EstimateSettings()
         self.latest: FleetSnapshot | None = None
 
-    def refresh(self, now_s: float) -> FleetSnapshot:
+    def refresh(
+        self, now_s: float, committed: npt.NDArray[np.bool_] | None = None
+    ) -> FleetSnapshot:
+        """The hierarchy now; ``committed`` marks (by store row) sites committed elsewhere."""
         store = self.store
         est = estimate(store, now_s, self.settings)
         counted = est.counted
+        n = counted.size
+        mask = np.zeros(n, dtype=bool)
+        if committed is not None:
+            k = min(n, committed.size)
+            mask[:k] = committed[:k]
+        mask &= counted
         groups = len(store.groups)
-        gid = np.where(counted, store.column("group"), groups).astype(np.int64)
-        size = groups + 1  # the last bucket collects uncounted sites and is dropped
+        group_col = store.column("group").astype(np.int64)
+        size = groups + 2  # group ids, then the fleet, then a bucket that is dropped
+        fleet_id, drop = groups, groups + 1
 
-        sums: dict[str, npt.NDArray[np.float64]] = {}
-        for q in _QUANTITIES:
-            t: Triple = getattr(est, q)
-            for part in ("expected", "lower", "upper"):
-                sums[f"{q}.{part}"] = wsum(gid, getattr(t, part), size)[:groups]
-        avail = est.availability
-        q_dis = quantile_sums(est.p_discharge_kw, avail, gid, size)
-        q_chg = quantile_sums(est.p_charge_kw, avail, gid, size)
-        site_counts = np.bincount(gid, minlength=size)[:groups]
+        def by_group(select: npt.NDArray[np.bool_]) -> dict[str, F64]:
+            per_group = _sums(est, np.where(select, group_col, drop), size)
+            fleet = _sums(est, np.where(select, fleet_id, drop), size)
+            return {
+                k: np.where(np.arange(size) == fleet_id, fleet[k], v) for k, v in per_group.items()
+            }
+
+        total = by_group(counted)
+        if mask.any():
+            free, held = by_group(counted & ~mask), by_group(mask)
+        else:
+            free, held = total, {k: np.zeros(size) for k in total}
+        gid = np.where(counted, group_col, drop)
         counts: dict[str, npt.NDArray[np.int64]] = {}
         for fam, col in (("connectivity", "conn"), ("operation", "op"), ("command", "cmd")):
             k = len(STATE_FAMILIES[fam])
             flat = np.bincount(gid * k + store.column(col), minlength=size * k)
-            counts[fam] = flat.reshape(size, k)[:groups]
+            per = flat.reshape(size, k)
+            per[fleet_id] = per[:groups].sum(axis=0)
+            counts[fam] = per
 
         as_of = datetime.fromtimestamp(now_s, UTC)
         group_nodes: dict[str, NodeAggregate] = {}
         for g, name in enumerate(store.groups):
-            if site_counts[g] == 0:
+            if total["sites"][g] == 0:
                 continue
             group_nodes[name] = self._node(
-                "group",
-                name,
-                FLEET_ID,
-                int(site_counts[g]),
-                {f: c[g] for f, c in counts.items()},
-                {k: float(v[g]) for k, v in sums.items()},
-                (q_dis[0][g], q_dis[1][g], q_chg[0][g], q_chg[1][g]),
-                as_of,
+                "group", name, FLEET_ID, g, total, free, held, counts, as_of
             )
-        fleet_q = quantile_sums(est.p_discharge_kw, avail, np.where(counted, 0, 1), 2)
-        fleet_qc = quantile_sums(est.p_charge_kw, avail, np.where(counted, 0, 1), 2)
-        fleet = self._node(
-            "fleet",
-            FLEET_ID,
-            None,
-            int(site_counts.sum()),
-            {f: c.sum(axis=0) for f, c in counts.items()},
-            {k: float(v.sum()) for k, v in sums.items()},
-            (fleet_q[0][0], fleet_q[1][0], fleet_qc[0][0], fleet_qc[1][0]),
-            as_of,
-        )
-        self.latest = FleetSnapshot(store, est, fleet, group_nodes, as_of)
+        fleet = self._node("fleet", FLEET_ID, None, fleet_id, total, free, held, counts, as_of)
+        self.latest = FleetSnapshot(store, est, fleet, group_nodes, as_of, mask)
         return self.latest
 
     @staticmethod
@@ -223,33 +330,40 @@ class FleetHierarchy:
         level: Level,
         node_id: str,
         parent: str | None,
-        sites: int,
+        k: int,
+        total: dict[str, F64],
+        free: dict[str, F64],
+        held: dict[str, F64],
         counts: dict[str, npt.NDArray[np.int64]],
-        sums: dict[str, float],
-        quantiles: tuple[float, float, float, float],
         as_of: datetime,
     ) -> NodeAggregate:
         def b(q: str) -> Bounds:
-            return Bounds(sums[f"{q}.expected"], sums[f"{q}.lower"], sums[f"{q}.upper"])
+            return Bounds(
+                float(total[f"{q}.expected"][k]),
+                float(total[f"{q}.lower"][k]),
+                float(total[f"{q}.upper"][k]),
+            )
 
         named = {
-            fam: {m.name.lower(): int(counts[fam][m.value]) for m in STATE_FAMILIES[fam]}
+            fam: {m.name.lower(): int(counts[fam][k][m.value]) for m in STATE_FAMILIES[fam]}
             for fam in STATE_FAMILIES
         }
         return NodeAggregate(
             level,
             node_id,
             parent,
-            sites,
+            int(total["sites"][k]),
             named,
             b("e_discharge_kwh"),
             b("e_charge_kwh"),
             b("p_discharge_kw"),
             b("p_charge_kw"),
             b("p_net_kw"),
-            float(quantiles[0]),
-            float(quantiles[1]),
-            float(quantiles[2]),
-            float(quantiles[3]),
+            float(total["p_discharge_p50_kw"][k]),
+            float(total["p_discharge_p90_kw"][k]),
+            float(total["p_charge_p50_kw"][k]),
+            float(total["p_charge_p90_kw"][k]),
             as_of,
+            _capacity(held, k),
+            _capacity(free, k),
         )

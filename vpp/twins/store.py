@@ -134,13 +134,6 @@ class FleetStore:
         ("op", np.int8, int(Operation.UNAVAILABLE)),
         ("cmd", np.int8, int(CommandState.NONE)),
         ("health", np.float64, 1.0),
-        # Dispatch's view of the setpoint a site acked (NaN: none to follow), the instant
-        # from which its readings must show it, the last reading checked against it and
-        # how many checked readings in a row disagreed.
-        ("setpoint_kw", np.float64, np.nan),
-        ("setpoint_from", np.float64, np.inf),
-        ("follow_seen", np.float64, -np.inf),
-        ("strikes", np.int16, 0),
     )
 
     group: npt.NDArray[np.int32]
@@ -167,10 +160,6 @@ class FleetStore:
     op: npt.NDArray[np.int8]
     cmd: npt.NDArray[np.int8]
     health: F64
-    setpoint_kw: F64
-    setpoint_from: F64
-    follow_seen: F64
-    strikes: npt.NDArray[np.int16]
 
     def __init__(
         self,
@@ -503,10 +492,6 @@ class FleetStore:
         "op",
         "cmd",
         "health",
-        "setpoint_kw",
-        "setpoint_from",
-        "follow_seen",
-        "strikes",
     )
 
     def adopt(self, other: FleetStore, partitions: Iterable[int]) -> int:
