@@ -9,6 +9,8 @@ step curves:
 - charge bids: at a clearing price ``≤ π_s`` charge at least ``P⁻_s``: a segment of
   ``P⁻_s − P⁻_{s+1}`` MW priced ``π_s``, listed from the highest price down.
 
+A point-forecast schedule is bid as is with :func:`self_schedule` (price-taking segments).
+
 Merging to the market's segment limit repeatedly joins the two adjacent segments whose
 join moves the least area (``Σ q_i·|p_i − p̄|`` with ``p̄`` the quantity-weighted price);
 a joined segment's price lies between its parts', so the order — and monotonicity — is
@@ -83,7 +85,7 @@ def _conform(steps: list[Pair], market: MarketDefinition, product: Product) -> l
     out: list[Pair] = []
     carry = 0.0
     for price, q in merge(steps, rules.max_segments):
-        q_step = math.floor((q + carry) / rules.quantity_step_mw + 1e-9) * rules.quantity_step_mw
+        q_step = math.floor((q + carry) / rules.quantity_step_mw + 1e-6) * rules.quantity_step_mw
         carry = q + carry - q_step  # a remainder moves to the next (less attractive) price
         if q_step >= max(rules.min_quantity_mw, rules.quantity_step_mw) - 1e-12:
             out.append((round(min(max(price, floor), cap), 2), round(q_step, 9)))
@@ -109,6 +111,27 @@ def curve_for_interval(
         bids = [(max(p, floor), q) for p, q in bids]
         if bids and bids[0][0] >= lowest_offer:  # squeezed against the floor: give way
             bids = []
+    return BidCurve(
+        discharge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in offers],
+        charge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in bids],
+    )
+
+
+def self_schedule(
+    p_dis_mw: float, p_ch_mw: float, market: MarketDefinition, product: Product
+) -> BidCurve:
+    """A price-taking bid for a scheduled quantity: the discharge offered at the price floor
+    and the charge bid at the cap, so it clears whatever the price (a point-forecast
+    schedule submitted as is). Quantities are floored to the market's step (never more
+    than the schedule) and dropped below its minimum."""
+    floor, cap = market.price_limits(product)
+    offers = _conform([(floor, p_dis_mw)] if p_dis_mw > 1e-9 else [], market, product)
+    bids = _conform([(cap, p_ch_mw)] if p_ch_mw > 1e-9 else [], market, product)
+    if offers and bids:  # a schedule never does both; keep the larger side
+        if offers[0][1] >= bids[0][1]:
+            bids = []
+        else:
+            offers = []
     return BidCurve(
         discharge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in offers],
         charge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in bids],

@@ -12,6 +12,9 @@ of the fleet, solves the scenario bidding model:
 - energy left at the end of the horizon is valued at the median scenario price times
   the discharge efficiency, so a one-hour look-ahead does not empty the fleet.
 
+The forecast and the curves come from :class:`vpp.bidding.strategies.ScenarioStrategy`, the
+same code the backtest replays.
+
 Each interval's monotone curve becomes a draft bid (one per group and interval, id
 ``<group>-<product>-<start>``) with the solve report attached; operators review them in
 the API. Approved bids are submitted ``submit_before_gate_s`` before their gate through
@@ -41,15 +44,14 @@ from market.adapter import LoggedMarket
 from market.bids import Bid
 from market.clearing import Award
 from market.definitions import MarketDefinition, Product, load_market
-from market.forecasts import ForecastError, price_scenarios
+from market.forecasts import ForecastError
 from market.lifecycle import BidAction, BidStatus
-from optimizer.inputs import ScenarioInputs, Terminal
 from optimizer.report import InfeasibleInputError
-from optimizer.scenario_model import ScenarioBidModel
 from vpp.aggregate import battery_from_node, group_efficiencies
 from vpp.bidding.feed import PriceFeed
+from vpp.bidding.strategies import PriceView, ScenarioStrategy
 from vpp.config import BiddingSettings
-from vpp.fleet.hierarchy import FleetSnapshot
+from vpp.fleet.hierarchy import FleetSnapshot, NodeAggregate
 from vpp.logs import ctx
 from vpp.store.bids import BidError, BidStore
 from vpp.store.keys import SYSTEM
@@ -91,7 +93,15 @@ class Bidder:
         self.fleet = fleet
         self.clock = clock
         self.award_listeners: list[Callable[[Sequence[Award]], None]] = []
-        self._models: dict[str, ScenarioBidModel] = {}
+        self.strategy = ScenarioStrategy(
+            self.definition,
+            self.product,
+            base=settings.forecast,
+            scenarios=settings.scenarios,
+            history_days=settings.history_days,
+            degradation_per_mwh=settings.degradation_per_mwh,
+            terminal="value",
+        )
         self._collected: set[datetime] = set()
         self.made = 0
         self.submitted = 0
@@ -137,17 +147,13 @@ class Bidder:
             return 0
         starts = self.next_intervals(now)
         index = pd.DatetimeIndex(starts)
+        # Known prices only: the intervals that have ended by now.
         history = self.feed.series(
-            starts[0] - timedelta(days=self.settings.history_days + 8), starts[-1] + self.step
+            starts[0] - timedelta(days=self.settings.history_days + 8),
+            now - self.step + timedelta(seconds=1),
         )
         try:
-            prices = price_scenarios(
-                history,
-                index,
-                self.settings.forecast,
-                self.settings.scenarios,
-                window_days=self.settings.history_days,
-            )
+            view = self.strategy.prices(history, index)
         except ForecastError as exc:
             self.last_error = str(exc)
             log.warning("no bids this cycle: %s", exc)
@@ -158,17 +164,17 @@ class Bidder:
             fresh = set(wanted) - self.bids.existing(list(wanted))
             if not fresh:
                 continue
-            made += self._bid_group(group, node, store, starts, prices, fresh)
+            made += self._bid_group(group, node, store, starts, view, fresh)
         self.made += made
         return made
 
     def _bid_group(
         self,
         group: str,
-        node: Any,
+        node: NodeAggregate,
         store: FleetStore,
         starts: list[datetime],
-        prices: np.ndarray,
+        view: PriceView,
         fresh: set[str],
     ) -> int:
         eta_c, eta_d = group_efficiencies(store, group)
@@ -184,26 +190,16 @@ class Bidder:
         )
         if battery.p_discharge_max_mw <= 0 and battery.p_charge_max_mw <= 0:
             return 0
-        model = self._models.get(group)
-        if model is None:
-            model = self._models[group] = ScenarioBidModel(len(starts), self.settings.scenarios)
-        inputs = ScenarioInputs(
-            interval_h=self.step.total_seconds() / 3600,
-            energy_price=prices,
-            degradation_per_mwh=self.settings.degradation_per_mwh,
-            terminal=Terminal(value_per_mwh=float(np.median(prices)) * eta_d),
-        )
         started = time.perf_counter()
         try:
-            solution = model.solve(battery, inputs)
+            plan = self.strategy.plan(view, battery, self.step.total_seconds() / 3600, len(starts))
         except InfeasibleInputError as exc:
             self.last_error = f"{group}: {exc}"
             log.warning("group %s: no bids: %s", group, exc, extra=ctx(group_id=group))
             return 0
         SOLVE_SECONDS.labels("scenario").observe(time.perf_counter() - started)
-        curves = solution.curves(self.definition, self.product)
         new = []
-        for start, curve in zip(starts, curves, strict=True):
+        for start, curve in zip(starts, plan.curves, strict=True):
             bid_id = self.bid_id(group, start)
             if bid_id not in fresh or not (curve.discharge or curve.charge):
                 continue
@@ -220,7 +216,8 @@ class Bidder:
             )
         if not new:
             return 0
-        report = solution.report.to_dict()
+        prices = view.scenarios if view.scenarios is not None else view.forecast[None, :]
+        report = dict(plan.report)
         report.update(
             {
                 "group": group,
