@@ -14,7 +14,7 @@ that ``tx_id`` (:meth:`MarketAdapter.lookup`) — adapters are required to be id
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -159,13 +159,22 @@ def _award_from_json(d: Mapping[str, Any]) -> Award:
 
 
 class SimulatedMarket:
-    """Validates submitted bids against the market rules and clears them on given prices."""
+    """Validates submitted bids against the market rules and clears them on given prices.
+
+    With a ``clock`` it also enforces gate closure: a bid submitted at or after its
+    interval's gate is refused, as a real market refuses it.
+    """
 
     def __init__(
-        self, market: MarketDefinition, prices: Mapping[tuple[Product, datetime], float]
+        self,
+        market: MarketDefinition,
+        prices: Mapping[tuple[Product, datetime], float],
+        *,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.market = market
         self.prices = prices
+        self.clock = clock
         self._outcomes: dict[str, SubmitResult] = {}
         self._accepted: dict[tuple[str, Product, datetime], Bid] = {}
         self.submissions = 0  # how many times a tx reached the market (for tests)
@@ -176,8 +185,13 @@ class SimulatedMarket:
         self.submissions += 1
         accepted: list[str] = []
         refused: dict[str, str] = {}
+        now = self.clock() if self.clock is not None else None
         for bid in bids:
             found = problems(self.market, bid)
+            if now is not None and not found:
+                gate = self.market.gate_closure(bid.product, bid.interval_start)
+                if now >= gate:
+                    found = [f"{bid.where()}: the gate closed at {gate.isoformat()}"]
             if found:
                 refused[bid.bid_id] = "; ".join(found)
                 continue

@@ -87,6 +87,29 @@ def _zone(name: str) -> ZoneInfo:
         ) from None
 
 
+# power unit -> factor to kW (site loads and PV in backtests)
+POWER_UNITS: dict[str, float] = {"kW": 1.0, "MW": 1000.0}
+
+
+def load_power_csv(
+    path: Path,
+    *,
+    time_column: str,
+    column: str,
+    unit: str,
+    interval: Literal["start", "end"],
+    timezone: str,
+    time_format: str | None = None,
+) -> PriceSeries:
+    """Load one power column (a site's load or PV, in kW) with the price conventions: a
+    regular series indexed by UTC interval start; its ``currency`` field reads ``kW``."""
+    if unit not in POWER_UNITS:
+        raise PriceDataError(f"{path}: unknown power unit {unit!r}; known: kW, MW")
+    return _load_series(
+        path, time_column, column, "kW", POWER_UNITS[unit], interval, timezone, time_format
+    )
+
+
 def load_price_csv(
     path: Path,
     *,
@@ -103,6 +126,28 @@ def load_price_csv(
     if unit not in UNITS:
         raise PriceDataError(f"{path}: unknown unit {unit!r}; known: {', '.join(UNITS)}")
     currency, factor = UNITS[unit]
+    series = _load_series(
+        path, time_column, column, currency, factor, interval, timezone, time_format
+    )
+    if start is not None or end is not None:
+        lo = start or series.start
+        hi = end or series.end
+        series = series.window(lo, hi)
+        if not len(series):
+            raise PriceDataError(f"{path}: no prices between {lo} and {hi}")
+    return series
+
+
+def _load_series(
+    path: Path,
+    time_column: str,
+    column: str,
+    currency: str,
+    factor: float,
+    interval: Literal["start", "end"],
+    timezone: str,
+    time_format: str | None,
+) -> PriceSeries:
     tz = _zone(timezone)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -166,17 +211,10 @@ def load_price_csv(
     step = pd.Timedelta(step_ns, unit="ns").to_pytimedelta()
     if interval == "end":
         index = index - step
-    series = PriceSeries(
+    return PriceSeries(
         name=f"{path.name}:{column}",
         currency=currency,
         interval=step,
         starts=index,
         values=values.to_numpy(dtype=np.float64) * factor,
     )
-    if start is not None or end is not None:
-        lo = start or series.start
-        hi = end or series.end
-        series = series.window(lo, hi)
-        if not len(series):
-            raise PriceDataError(f"{path}: no prices between {lo} and {hi}")
-    return series

@@ -9,6 +9,16 @@ step curves:
 - charge bids: at a clearing price ``≤ π_s`` charge at least ``P⁻_s``: a segment of
   ``P⁻_s − P⁻_{s+1}`` MW priced ``π_s``, listed from the highest price down.
 
+What every scenario dispatches is bid price-taking: the discharge of the lowest-price
+scenario (``P⁺_1``) is offered at the price floor and the charge of the highest-price
+scenario (``P⁻_S``) bid at the cap. Then a realized price beyond the scenarios' range gets
+the extreme scenario's quantity, never less — which is what keeps every combination of
+awards feasible: with comonotone scenarios and monotone dispatch, an interval's dispatch at
+any price lies between its dispatch in scenarios ``1`` and ``S``, so the stored energy of
+any realized day lies between the energies of paths ``S`` (all prices high: most discharge,
+least charge) and ``1`` (all low), both feasible in the model. Without it, a price above
+every scenario would drop a charge the later discharges rely on.
+
 A point-forecast schedule is bid as is with :func:`self_schedule` (price-taking segments).
 
 Merging to the market's segment limit repeatedly joins the two adjacent segments whose
@@ -102,12 +112,18 @@ def curve_for_interval(
     tick: float = 0.01,
 ) -> BidCurve:
     """The market-conforming bid curve of one interval (see the module docstring)."""
-    offers = _conform(offer_steps(prices, p_dis), market, product)
-    bids = _conform(charge_steps(prices, p_ch), market, product)
+    floor, cap = market.price_limits(product)
+    offer = offer_steps(prices, p_dis)
+    if offer and p_dis[0] > 1e-7:  # dispatched in every scenario: price-taking
+        offer[0] = (floor, offer[0][1])
+    charge = charge_steps(prices, p_ch)
+    if charge and p_ch[-1] > 1e-7:
+        charge[0] = (cap, charge[0][1])
+    offers = _conform(offer, market, product)
+    bids = _conform(charge, market, product)
     if offers and bids:
         lowest_offer = offers[0][0]
         bids = [(min(p, lowest_offer - tick), q) for p, q in bids]
-        floor, _ = market.price_limits(product)
         bids = [(max(p, floor), q) for p, q in bids]
         if bids and bids[0][0] >= lowest_offer:  # squeezed against the floor: give way
             bids = []

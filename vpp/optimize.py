@@ -1,12 +1,24 @@
-"""``vpp optimize``: the perfect-foresight optimum of a scenario over its whole date range.
+"""``vpp optimize``: the perfect-foresight optimum of a scenario — the bound a backtest is
+scored against.
 
 Each group of the scenario's fleet is one aggregate battery optimized against the actual
-prices (energy, plus reserves when the scenario has their prices). A range up to
-``max_intervals`` (a year of hourly or 15-minute data) is solved as one model. A longer one
-(a year of 5-minute prices) is solved in rolling windows of ``window`` with ``overlap``:
-each window starts from the state the previous one reached at the end of its kept part
-and keeps only its first ``window − overlap``, so the look-ahead near a window's end is
-never cut short. All windows of equal length reuse one built model.
+prices (energy, plus reserves when the scenario has their prices). Site classes with a
+tariff are committed to peak shaving and never offered to the market, so they are not in
+the market bound (they are listed in the result).
+
+Without ``strategy.horizon`` and ``strategy.reoptimize_every`` the whole range is one
+model: a range up to ``max_intervals`` (a year of hourly or 15-minute data) is solved at
+once; a longer one (a year of 5-minute prices) in rolling windows of ``window`` with
+``overlap``: each window starts from the state the previous one reached at the end of its
+kept part and keeps only its first ``window − overlap``, so the look-ahead near a window's
+end is never cut short. With either key set, the range is solved in exactly the decision
+windows a backtest uses (:mod:`vpp.backtest.windows`: trading days for a day-ahead
+market, ``reoptimize_every`` for real time, each over ``horizon``), with
+``strategy.terminal`` at each window's end — the perfect-foresight result of day-by-day
+operation. All windows of equal length reuse one built model.
+
+A scenario whose strategy asks for a forecast is refused, naming the key: forecasts are
+what ``vpp backtest`` replays.
 """
 
 from __future__ import annotations
@@ -23,7 +35,9 @@ from optimizer.inputs import BatteryAggregate, MarketInputs, Terminal
 from optimizer.market_model import MarketModel
 from optimizer.report import SolveReport
 from vpp.aggregate import battery_from_entries
-from vpp.scenario import Scenario, energy_product, load_prices
+from vpp.backtest.windows import WindowError, decisions
+from vpp.bidding.strategies import terminal_for
+from vpp.scenario import Scenario, ScenarioError, energy_product, load_prices
 
 MAX_INTERVALS = 40_000
 
@@ -39,6 +53,9 @@ class GroupResult:
     charged_mwh: float = 0.0
     windows: int = 0
     reports: list[SolveReport] = field(default_factory=list)
+    # per interval of the period: net revenue (energy + reserves − degradation) and MW
+    net_by_interval: list[np.ndarray] = field(default_factory=list)
+    p_net_mw: list[np.ndarray] = field(default_factory=list)
 
     @property
     def full_cycles(self) -> float:
@@ -77,6 +94,8 @@ class OptimizeResult:
     end: str
     intervals: int
     groups: list[GroupResult]
+    windows: str = "whole period"
+    committed_classes: list[str] = field(default_factory=list)
 
     @property
     def net_revenue(self) -> float:
@@ -95,12 +114,37 @@ class OptimizeResult:
             "start": self.start,
             "end": self.end,
             "intervals": self.intervals,
+            "windows": self.windows,
+            "committed_classes": self.committed_classes,
             "net_revenue": self.net_revenue,
             "revenue": revenue,
             "degradation": sum(g.degradation for g in self.groups),
             "full_cycles": {g.group: g.full_cycles for g in self.groups},
             "groups": [g.to_dict() for g in self.groups],
         }
+
+
+# Strategy keys that only a forecast-driven backtest uses: the bound refuses them.
+BACKTEST_ONLY = ("bid_quantile", "scenarios", "base_forecast", "history_days", "learned")
+
+
+def check_bound(scenario: Scenario) -> None:
+    """Refuse a scenario that asks the perfect-foresight bound for something else."""
+    strategy = scenario.strategy
+    others = [n for n in strategy.names if n != "perfect"]
+    if others:
+        raise ScenarioError(
+            f"scenario {scenario.name}: strategy.forecast asks for {', '.join(others)}: "
+            "vpp optimize computes the perfect-foresight bound only; replay forecast "
+            "strategies with `vpp backtest SCENARIO`"
+        )
+    for key in BACKTEST_ONLY:
+        if key in strategy.model_fields_set:
+            raise ScenarioError(
+                f"scenario {scenario.name}: strategy.{key} configures forecast strategies, "
+                "which vpp optimize does not run (it computes the perfect-foresight bound); "
+                "use `vpp backtest SCENARIO`, or remove the key"
+            )
 
 
 def optimize(
@@ -110,15 +154,42 @@ def optimize(
     window: timedelta = timedelta(days=7),
     overlap: timedelta = timedelta(days=1),
     progress: Callable[[int, int], None] | None = None,
+    check: bool = True,
 ) -> OptimizeResult:
+    """The bound; ``check=False`` lets a backtest compute it for a scenario whose strategy
+    names forecasts (the backtest scores them against this)."""
+    if check:
+        check_bound(scenario)
     market = scenario.market_definition
     energy, reserves = load_prices(scenario)
     product = energy_product(market, energy.interval)
     strategy = scenario.strategy
     interval_h = energy.interval.total_seconds() / 3600
     total = len(energy)
-    if total <= max_intervals:
+    rolling = strategy.horizon is not None or strategy.reoptimize_every is not None
+    spans: list[tuple[int, int, int]]
+    if rolling:
+        try:
+            found = decisions(
+                energy.starts,
+                0,
+                total,
+                market,
+                product,
+                horizon=strategy.horizon,
+                every=strategy.reoptimize_every,
+                lead=timedelta(0),
+            )
+        except WindowError as exc:
+            raise ScenarioError(f"scenario {scenario.name}: strategy: {exc}") from None
+        spans = [(d.first, d.end, d.kept) for d in found]
+        described = (
+            f"{len(spans)} decision windows (horizon {strategy.horizon or 'default'}, every "
+            f"{strategy.reoptimize_every or 'default'}, terminal {strategy.terminal})"
+        )
+    elif total <= max_intervals:
         spans = [(0, total, total)]
+        described = "whole period"
     else:
         size = int(window / energy.interval)
         keep = size - int(overlap / energy.interval)
@@ -128,12 +199,16 @@ def optimize(
             spans.append((start, end, end - start if end == total else keep))
             if end == total:
                 break
+        described = f"{len(spans)} windows of {window} overlapping {overlap}"
+    market_fleet = [f for f in scenario.fleet if f.tariff is None]
+    committed = [f.name for f in scenario.fleet if f.tariff is not None]
+    groups = sorted({f.group for f in market_fleet})
     models: dict[int, MarketModel] = {}
     results = []
     done = 0
-    steps = len(spans) * len(scenario.groups)
-    for group in scenario.groups:
-        battery = battery_from_entries([f for f in scenario.fleet if f.group == group])
+    steps = len(spans) * len(groups)
+    for group in groups:
+        battery = battery_from_entries([f for f in market_fleet if f.group == group])
         out = GroupResult(group, battery)
         state = battery.e_initial_mwh
         for start, end, kept in spans:
@@ -150,14 +225,17 @@ def optimize(
                 eff_charge=battery.eff_charge,
                 eff_discharge=battery.eff_discharge,
             )
+            prices = energy.values[start:end]
             inputs = MarketInputs(
                 interval_h=interval_h,
-                energy_price=energy.values[start:end],
+                energy_price=prices,
                 reserve_price={k: reserves[k].values[start:end] for k in strategy.reserves},
                 deployment=dict(strategy.reserve_deployment),
                 sustain_h=strategy.sustain_h,
                 degradation_per_mwh=strategy.degradation_per_mwh,
-                terminal=Terminal(),
+                terminal=terminal_for(strategy.terminal, current, prices)
+                if rolling or strategy.terminal != "free"
+                else Terminal(),
             )
             sched = model.solve(current, inputs)
             _account(out, sched, inputs, kept, product)
@@ -178,6 +256,8 @@ def optimize(
         end=energy.end.isoformat(),
         intervals=total,
         groups=results,
+        windows=described,
+        committed_classes=committed,
     )
 
 
@@ -202,6 +282,16 @@ def _account(
         out.revenue["deployment"] = out.revenue.get("deployment", 0.0) + dep
         deployed = deployed + delta * r
     degradation = float(inputs.degradation_per_mwh * dt * np.sum(throughput + deployed))
+    per = price * dt * (p_dis - p_ch) - inputs.degradation_per_mwh * dt * (throughput + deployed)
+    for k, r in sched.reserves_mw.items():
+        delta = inputs.deployment.get(k, 0.0)
+        sign = 1.0 if k != Product.REG_DOWN else -1.0
+        per = (
+            per
+            + (np.asarray(inputs.reserve_price[k])[:kept] + sign * delta * price) * dt * r[:kept]
+        )
+    out.net_by_interval.append(per)
+    out.p_net_mw.append(p_dis - p_ch)
     out.degradation += degradation
     out.discharged_mwh += float(np.sum(p_dis) * dt)
     out.charged_mwh += float(np.sum(p_ch) * dt)

@@ -239,7 +239,7 @@ class PeakShaver:
     def __init__(
         self,
         settings: PeakShavingSettings,
-        db: sa.Engine,
+        db: sa.Engine | None,
         store: Callable[[], FleetStore | None],
         dispatch: Any,
         *,
@@ -267,17 +267,18 @@ class PeakShaver:
         if store is not None:
             self.profiles.sample(store, self.clock())
 
-    async def replan(self) -> int:
-        """Plan every tariffed, online site; returns how many plans were dispatched."""
+    def plan_all(self, now: float) -> list[tuple[SitePlan, dict[str, Any]]]:
+        """Plan every tariffed, online site from its live SoC (blocking: the solves run
+        here). Returns each plan with its stored record; sites not planned are in
+        :attr:`skipped` with the reason."""
         store = self.store()
         if store is None:
-            return 0
+            return []
         cfg = self.settings
-        now = self.clock()
         step = cfg.interval_s
         start = datetime.fromtimestamp((int(now) // step + 1) * step, UTC)
-        jobs = []
         self.skipped = {}
+        out = []
         for site_id, tariff in list(store.tariffs.items()):
             i = store.index.get(site_id)
             if i is None or not store.active[i]:
@@ -287,15 +288,11 @@ class PeakShaver:
             if store.conn[i] != Connectivity.ONLINE or forecast is None or np.isnan(soc):
                 self.skipped[site_id] = "no fresh telemetry"
                 continue
-            jobs.append((site_id, tariff, battery_of(store, i), forecast, soc, i))
-        done = 0
-        for site_id, tariff, battery, forecast, soc, i in jobs:
             peak = float(self.profiles.peak_kw[i])
             try:
-                site_plan = await asyncio.to_thread(
-                    plan_site,
+                site_plan = plan_site(
                     site_id,
-                    battery,
+                    battery_of(store, i),
                     tariff,
                     interval_start=start,
                     interval_s=step,
@@ -309,11 +306,6 @@ class PeakShaver:
                 self.skipped[site_id] = str(exc)
                 log.warning("peak shaving %s: %s", site_id, exc, extra=ctx(site_id=site_id))
                 continue
-            targets = site_plan.targets()[: cfg.dispatch_ahead_intervals]
-            blocking = self.dispatch.conflicts(targets)
-            if blocking:
-                self.skipped[site_id] = f"{blocking[0].source} target in the way"
-                continue
             row = schedule_row(
                 site_plan,
                 tariff,
@@ -322,11 +314,33 @@ class PeakShaver:
                 created_at=datetime.fromtimestamp(now, UTC),
                 created_by=self.principal.actor,
             )
-            await asyncio.to_thread(peak_schedules.insert, self.db, row, self.principal)
+            out.append((site_plan, row))
+        return out
+
+    def dispatchable(self, site_plan: SitePlan) -> list[GroupTarget]:
+        """The plan's first ``dispatch_ahead_intervals`` as site targets."""
+        return site_plan.targets()[: self.settings.dispatch_ahead_intervals]
+
+    def planned_site(self, site_id: str, row: dict[str, Any]) -> None:
+        self.planned[site_id] = {
+            k: row[k] for k in ("schedule_id", "interval_start", "peak_without_kw", "peak_kw")
+        }
+
+    async def replan(self) -> int:
+        """Plan every tariffed, online site; returns how many plans were dispatched."""
+        now = self.clock()
+        done = 0
+        for site_plan, row in await asyncio.to_thread(self.plan_all, now):
+            site_id = site_plan.site_id
+            targets = self.dispatchable(site_plan)
+            blocking = self.dispatch.conflicts(targets)
+            if blocking:
+                self.skipped[site_id] = f"{blocking[0].source} target in the way"
+                continue
+            if self.db is not None:
+                await asyncio.to_thread(peak_schedules.insert, self.db, row, self.principal)
             self.dispatch.replace_targets(targets)  # stored first, then acted upon
-            self.planned[site_id] = {
-                k: row[k] for k in ("schedule_id", "interval_start", "peak_without_kw", "peak_kw")
-            }
+            self.planned_site(site_id, row)
             done += 1
         return done
 

@@ -1,10 +1,12 @@
-"""Scenario files: what an analyst runs with ``vpp optimize`` (and later ``vpp backtest``).
+"""Scenario files: what an analyst runs with ``vpp optimize`` and ``vpp backtest``.
 
 A scenario is a YAML file validated by :class:`Scenario`. Every field carries its unit;
 an error names the key path and what would be valid (``fleet.0.capacity_kwh: must be
 greater than 0, got -5``). A relative ``file`` is resolved against the scenario file's
 folder, so a scenario and its data travel together. The format is documented in
-``docs/scenarios.md``.
+``docs/scenarios.md``. Every key is honoured by the command it is meant for, or refused
+by the one it is not (``vpp optimize`` computes the perfect-foresight bound and refuses a
+forecast strategy, naming the key).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from market.definitions import MARKETS, RESERVES, MarketDefinition, Product, load_market
 from market.prices import UNITS, PriceDataError, PriceSeries, load_price_csv
+from vpp.twins.registry import Tariff
 
 
 class ScenarioError(ValueError):
@@ -73,6 +76,19 @@ class ReservePriceSource(_Model):
         return v
 
 
+class SeriesSource(_Model):
+    """A site class's power profile (load or PV output) in a CSV column."""
+
+    file: Path = Field(description="CSV file, relative to the scenario file's folder")
+    time_column: str
+    column: str
+    unit: Literal["kW", "MW"] = "kW"
+    interval: Literal["start", "end"] = Field(description="the label names the start or end")
+    timezone: str = Field("UTC", description="IANA zone of naive labels")
+    time_format: str | None = None
+    scale: float = Field(1.0, ge=0, description="multiply every value (per site)")
+
+
 class FleetEntry(_Model):
     name: str
     count: int = Field(1, ge=1, description="identical sites of this kind")
@@ -85,6 +101,11 @@ class FleetEntry(_Model):
     soc_min: float = Field(0.0, ge=0, lt=1, description="lowest SoC (0-1)")
     soc_max: float = Field(1.0, gt=0, le=1, description="highest SoC (0-1)")
     soc_initial: float = Field(0.5, ge=0, le=1, description="SoC at the start (0-1)")
+    load: SeriesSource | None = Field(None, description="site load (backtest; kW per site)")
+    pv: SeriesSource | None = Field(None, description="PV output (backtest; kW per site)")
+    tariff: Tariff | None = Field(
+        None, description="retail tariff: these sites peak-shave against it (backtest)"
+    )
 
     @model_validator(mode="after")
     def _window(self) -> FleetEntry:
@@ -95,36 +116,177 @@ class FleetEntry(_Model):
                 f"soc_initial {self.soc_initial} must lie in [soc_min, soc_max] = "
                 f"[{self.soc_min}, {self.soc_max}]"
             )
+        if self.tariff is not None and self.load is None:
+            raise ValueError("a tariff needs the sites' load (load:) to shave peaks from")
         return self
 
 
 ProductName = Literal["energy", "reg_up", "reg_down", "spinning"]
 
 
+StrategyName = Literal[
+    "perfect", "persistence_day", "persistence_week", "seasonal", "scenarios", "learned"
+]
+BaseForecast = Literal["persistence_day", "persistence_week", "seasonal"]
+
+
+class Learned(_Model):
+    """The ``learned`` strategy's walk-forward training."""
+
+    train_days: int = Field(91, ge=7, le=730, description="days of past decisions trained on")
+    retrain_every: timedelta = Field(timedelta(days=7), description="retrain period")
+
+    @model_validator(mode="after")
+    def _positive(self) -> Learned:
+        if self.retrain_every < timedelta(days=1):
+            raise ValueError("retrain_every must be at least a day (P1D)")
+        return self
+
+
 class Strategy(_Model):
     products: list[ProductName] = Field(["energy"], min_length=1)
-    forecast: Literal["perfect", "persistence", "seasonal", "scenarios"] = "perfect"
-    horizon: timedelta = Field(timedelta(hours=24), description="optimization horizon")
-    reoptimize_every: timedelta = Field(timedelta(hours=24), description="re-solve period")
+    forecast: StrategyName | list[StrategyName] = Field(
+        "perfect", description="the strategy (or strategies to compare) — see docs/scenarios.md"
+    )
+    horizon: timedelta | None = Field(
+        None, description="each decision optimizes this far ahead (None: see docs)"
+    )
+    reoptimize_every: timedelta | None = Field(
+        None, description="decision cadence (None: the whole period as one model in optimize)"
+    )
+    terminal: Literal["free", "initial", "value"] | Annotated[float, Field(ge=0, le=1)] = Field(
+        "free", description="state at the end of each optimization window"
+    )
     degradation_per_mwh: float = Field(0.0, ge=0, description="currency per MWh throughput")
     reserve_deployment: dict[Product, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict, description="expected deployed fraction of each reserve offer"
     )
     sustain_h: float = Field(1.0, gt=0, description="reserves must be sustainable (h)")
-    bid_quantile: float = Field(0.9, gt=0, lt=1, description="size bids to this availability")
-    scenarios: int = Field(20, ge=1, le=200, description="price scenarios (forecast: scenarios)")
+    bid_quantile: float = Field(0.9, description="size bids to P50 (0.5) or P90 (0.9) health")
+    scenarios: int = Field(10, ge=1, le=200, description="price scenarios (scenarios, learned)")
+    base_forecast: BaseForecast = Field(
+        "persistence_day", description="the point forecast the scenarios strategy spreads"
+    )
+    history_days: int = Field(28, ge=1, le=365, description="forecast-error history (days)")
+    learned: Learned = Learned()
 
-    @model_validator(mode="after")
-    def _energy_first(self) -> Strategy:
-        if "energy" not in self.products:
+    @field_validator("products")
+    @classmethod
+    def _energy_first(cls, v: list[ProductName]) -> list[ProductName]:
+        if "energy" not in v:
             raise ValueError("products must include energy")
-        if self.horizon <= timedelta(0) or self.reoptimize_every <= timedelta(0):
-            raise ValueError("horizon and reoptimize_every must be positive durations")
-        return self
+        return v
+
+    @field_validator("horizon", "reoptimize_every")
+    @classmethod
+    def _positive(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and v <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return v
+
+    @field_validator("bid_quantile")
+    @classmethod
+    def _quantile(cls, v: float) -> float:
+        if v not in (0.5, 0.9):
+            raise ValueError("must be 0.5 or 0.9 (the fleet reports P50 and P90)")
+        return v
+
+    @field_validator("forecast")
+    @classmethod
+    def _once(cls, v: StrategyName | list[StrategyName]) -> StrategyName | list[StrategyName]:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"list each strategy once, at least one: {v}")
+        return v
+
+    @property
+    def names(self) -> list[StrategyName]:
+        return list(self.forecast) if isinstance(self.forecast, list) else [self.forecast]
 
     @property
     def reserves(self) -> list[Product]:
         return [Product(p) for p in self.products if p != "energy"]
+
+
+class Faults(_Model):
+    """Faults the simulated fleet injects in a backtest (probabilities unless a unit)."""
+
+    offline_fraction: float = Field(
+        0.0, ge=0, lt=1, description="share of sites silent at any time, on average"
+    )
+    offline_mean_s: float = Field(3600.0, gt=0, description="mean length of a silent period")
+    telemetry_gap: float = Field(0.0, ge=0, le=1, description="a reading is lost")
+    ack_loss: float = Field(0.0, ge=0, le=1, description="an ack never arrives")
+    ack_delay_s: float = Field(0.5, ge=0, le=60, description="acks leave this long after")
+    reject: float = Field(0.0, ge=0, le=1, description="a site declines a command")
+    offline_mid_interval: float = Field(
+        0.0, ge=0, le=1, description="after a command, a site drops out before it ends"
+    )
+
+
+class Imbalance(_Model):
+    spread_per_mwh: float | None = Field(
+        None,
+        ge=0,
+        description="shortfall pays price + spread, excess earns price − spread "
+        "(None: the market's default)",
+    )
+
+
+class BacktestDispatch(_Model):
+    """Command tracking in a backtest (the engine's ``dispatch`` settings)."""
+
+    ack_timeout_s: float = Field(3.0, gt=0)
+    max_attempts: int = Field(3, ge=1, le=20)
+    backoff_s: float = Field(0.5, ge=0)
+    backoff_jitter: float = Field(0.2, ge=0, lt=1)
+    deadband_kw: float = Field(0.05, ge=0)
+    resolution_kw: float = Field(0.1, ge=0)
+    follow_tolerance: float = Field(0.1, gt=0)
+    follow_grace_s: float = Field(6.0, gt=0)
+
+
+class BacktestPeakShaving(_Model):
+    """Peak shaving of tariffed site classes in a backtest (the engine's planner)."""
+
+    interval_s: int = Field(900, ge=300, le=3600, description="plan interval (s)")
+    horizon_intervals: int = Field(96, ge=4, le=672, description="intervals planned ahead")
+    replan_every_s: int = Field(900, ge=300, description="re-plan period (s)")
+    dispatch_ahead_intervals: int = Field(1, ge=1, le=96)
+    degradation_per_kwh: float = Field(0.02, ge=0, le=100)
+    profile_weight: float = Field(0.1, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _whole_day(self) -> BacktestPeakShaving:
+        if 86_400 % self.interval_s or self.replan_every_s % self.interval_s:
+            raise ValueError("interval_s must divide a day and replan_every_s")
+        return self
+
+
+class Backtest(_Model):
+    """How ``vpp backtest`` replays the scenario (``vpp optimize`` ignores nothing here:
+    it computes the fault-free perfect-foresight bound and says so)."""
+
+    decision_lead: timedelta = Field(
+        timedelta(minutes=30), description="decisions are taken this long before the gate"
+    )
+    telemetry_interval_s: float = Field(900.0, ge=60, le=3600, description="site reporting")
+    seed: int = Field(0, ge=0, description="every random draw derives from it")
+    faults: Faults = Faults()
+    imbalance: Imbalance = Imbalance()
+    dispatch: BacktestDispatch = BacktestDispatch()
+    peak_shaving: BacktestPeakShaving = BacktestPeakShaving()
+    report_days: int = Field(7, ge=1, le=62, description="days shown in the report's plots")
+
+    @model_validator(mode="after")
+    def _lead(self) -> Backtest:
+        if self.decision_lead < timedelta(0):
+            raise ValueError("decision_lead must not be negative")
+        if self.decision_lead.total_seconds() % self.telemetry_interval_s:
+            raise ValueError(
+                "decision_lead must be a multiple of telemetry_interval_s (the decision "
+                "reads the fleet's telemetry of that instant)"
+            )
+        return self
 
 
 class Scenario(_Model):
@@ -134,6 +296,7 @@ class Scenario(_Model):
     reserve_prices: ReservePriceSource | None = None
     fleet: list[FleetEntry] = Field(min_length=1)
     strategy: Strategy = Strategy()
+    backtest: Backtest = Backtest()
 
     @field_validator("market")
     @classmethod
@@ -192,7 +355,17 @@ def load_scenario(path: Path) -> Scenario:
     reserve = scenario.reserve_prices
     if reserve is not None:
         reserve = reserve.model_copy(update={"file": base / reserve.file})
-    return scenario.model_copy(update={"prices": prices, "reserve_prices": reserve})
+    fleet = [
+        f.model_copy(
+            update={
+                k: src.model_copy(update={"file": base / src.file})
+                for k in ("load", "pv")
+                if (src := getattr(f, k)) is not None
+            }
+        )
+        for f in scenario.fleet
+    ]
+    return scenario.model_copy(update={"prices": prices, "reserve_prices": reserve, "fleet": fleet})
 
 
 def load_prices(scenario: Scenario) -> tuple[PriceSeries, dict[Product, PriceSeries]]:

@@ -255,7 +255,19 @@ def optimize(
             ", ".join(f"{b['family']}×{b['intervals']}" for b in solve["binding"]),
         )
     console.print(table)
-    console.print(f"net revenue: {result.net_revenue:,.2f} {cur}")
+    console.print(
+        f"net revenue: {result.net_revenue:,.2f} {cur} (perfect foresight, {result.windows})"
+    )
+    if result.committed_classes:
+        console.print(
+            "not in the market bound (committed to peak shaving by their tariff): "
+            + ", ".join(result.committed_classes)
+        )
+    console.print(
+        "the bound is fault-free and settles at the clearing price: backtest.faults and "
+        "backtest.imbalance apply to `vpp backtest` only",
+        style="dim",
+    )
     if json_out is not None:
         json_out.write_text(json.dumps(data, indent=2), encoding="utf-8")
         console.print(f"wrote {json_out}")

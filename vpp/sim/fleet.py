@@ -1,6 +1,7 @@
 """Simulated site gateways: battery physics, real load/PV, telemetry with injected faults.
 
-Physics per site, vectorized over the fleet, for a step of ``Δt`` hours::
+Physics per site, vectorized over the fleet, for a step ``[t₀, t₁)`` of ``Δt`` hours, with
+the state at the step's start (a command valid at ``t₀``, the load at ``t₀``)::
 
     P_req   = setpoint (while a command is valid) else clip(load - pv, -P_ch, P_dis)
     P       = clip(P_req, -min(P_ch, (E_max - E)/(η_c Δt)), min(P_dis, (E - E_min) η_d/Δt))
@@ -8,7 +9,9 @@ Physics per site, vectorized over the fleet, for a step of ``Δt`` hours::
 
 (``P`` > 0 discharges; the default behaviour without a command is self-consumption:
 cover the site's net load, store its PV surplus.) Load and PV come from real profiles,
-scaled and time-shifted per site.
+scaled and time-shifted per site, or from a :class:`LoadSource` (a backtest's measured
+loads). Meters integrate each step exactly: battery energy out and in, and the grid
+import with and without the battery (for bills).
 
 Telemetry: each site reports every ``telemetry_interval_s`` (± jitter). Faults, each with
 its own probability: offline periods (a site goes silent), gaps (a reading is lost),
@@ -23,6 +26,7 @@ what a correct ingest must end up holding.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -75,6 +79,20 @@ class _Held:
     payload: bytes
 
 
+# Loads at an instant: (site load kW, PV kW), one value per site.
+LoadSource = Callable[[float], tuple[F64, F64]]
+
+
+@dataclass(slots=True)
+class Meters:
+    """Per-site energy since the start (kWh), integrated over every physics step."""
+
+    discharged: F64  # battery energy out, at the meter
+    charged: F64  # battery energy in, at the meter
+    grid_import: F64  # site import with the battery
+    grid_import_without: F64  # site import had the battery stood still
+
+
 _MALFORMED_KINDS = ("garbage", "truncated", "wrong_type", "soc_range", "unknown_field", "naive_ts")
 
 
@@ -87,6 +105,9 @@ class SimulatedFleet:
         faults: TelemetryFaults | None = None,
         command_faults: CommandFaults | None = None,
         jitter: float = 0.1,
+        loads: LoadSource | None = None,
+        soc0: F64 | None = None,
+        aligned: bool = False,
     ) -> None:
         self.sites = sites
         self.seed = seed
@@ -110,6 +131,11 @@ class SimulatedFleet:
         self.interval = np.array([s.telemetry_interval_s for s in cfg])
         rng = self.rng
         self.soc = rng.uniform(self.soc_min + 0.05, self.soc_max - 0.05)
+        if soc0 is not None:
+            self.soc = np.asarray(soc0, dtype=np.float64).copy()
+        self.loads = loads
+        self.aligned = aligned  # report on the grid of each site's interval (backtests)
+        self.meters = Meters(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
         self.p_kw = np.zeros(n)
         self.is_ci = self.capacity >= 100.0
         self.load_scale = np.where(self.is_ci, rng.uniform(0.02, 0.1, n), rng.uniform(0.5, 1.5, n))
@@ -148,14 +174,14 @@ class SimulatedFleet:
     # -- physics ---------------------------------------------------------------------------
 
     def step(self, t_s: float) -> None:
-        """Advance the physics to epoch second ``t_s``."""
+        """Advance the physics to epoch second ``t_s`` (the step runs on the state at its
+        start: the command then valid, the load then measured)."""
         if self.t is None:
             self.t = t_s
             self._refresh_load(t_s)
             return
-        dt_h = max(0.0, t_s - self.t) / 3600.0
-        self.t = t_s
-        self._refresh_load(t_s)
+        t0 = self.t
+        dt_h = max(0.0, t_s - t0) / 3600.0
         for site, when in list(self._drop_at.items()):
             if t_s >= when:  # drops out mid-interval: silent and delivering nothing
                 del self._drop_at[site]
@@ -163,12 +189,11 @@ class SimulatedFleet:
                 self.offline_until[site] = max(
                     self.offline_until[site], float(self.setpoint_until[site])
                 )
-        self.tripped &= self.offline_until > t_s
-        commanded = (t_s < self.setpoint_until) & ~np.isnan(self.setpoint)
+        self.tripped &= self.offline_until > t0
+        commanded = (t0 < self.setpoint_until) & ~np.isnan(self.setpoint)
+        net_load = self.site_load - self.site_pv
         request = np.where(
-            commanded,
-            self.setpoint,
-            np.clip(self.site_load - self.site_pv, -self.p_ch_max, self.p_dis_max),
+            commanded, self.setpoint, np.clip(net_load, -self.p_ch_max, self.p_dis_max)
         )
         request = np.where(self.tripped, 0.0, request)
         if dt_h > 0:
@@ -181,16 +206,30 @@ class SimulatedFleet:
             e = e - np.maximum(p, 0.0) / self.eta_d * dt_h + np.maximum(-p, 0.0) * self.eta_c * dt_h
             self.soc = np.clip(e / self.capacity, 0.0, 1.0)
             self.p_kw = p
+            m = self.meters
+            m.discharged += np.maximum(p, 0.0) * dt_h
+            m.charged += np.maximum(-p, 0.0) * dt_h
+            m.grid_import += np.maximum(net_load - p, 0.0) * dt_h
+            m.grid_import_without += np.maximum(net_load, 0.0) * dt_h
+        self.t = t_s
+        self._refresh_load(t_s)
         # Silent periods start at random.
         if self.faults.offline_per_hour > 0 and dt_h > 0:
             starts = self.rng.random(len(self.sites)) < self.faults.offline_per_hour * dt_h
             self.offline_until[starts & (self.offline_until < t_s)] = t_s + self.faults.offline_s
 
     def _refresh_load(self, t_s: float) -> None:
+        if self.loads is not None:
+            self.site_load, self.site_pv = self.loads(t_s)
+            return
         t = t_s + self.shift_s
         base = np.where(self.is_ci, self.profiles.ci_load(t), self.profiles.household(t))
         self.site_load = base * self.load_scale
         self.site_pv = self.profiles.pv(t) * self.pv_kw
+
+    def next_ack_due(self) -> float | None:
+        """When the earliest queued ack leaves (None: none queued)."""
+        return min(a[0] for a in self._acks) if self._acks else None
 
     def go_offline(self, sites: npt.NDArray[np.int64], until_s: float) -> None:
         self.offline_until[sites] = until_s
@@ -209,13 +248,17 @@ class SimulatedFleet:
         if not due.size:
             return []
         rng = self.rng
-        jitter = 1.0 + rng.uniform(-self.jitter, self.jitter, due.size)
-        first = np.isinf(self.next_report[due])
-        self.next_report[due] = np.where(
-            first,
-            t_s + rng.uniform(0, 1, due.size) * self.interval[due],
-            t_s + self.interval[due] * jitter,
-        )
+        if self.aligned:  # on each site's own grid: t = k·interval
+            iv = self.interval[due]
+            self.next_report[due] = (np.floor(t_s / iv + 1e-9) + 1.0) * iv
+        else:
+            jitter = 1.0 + rng.uniform(-self.jitter, self.jitter, due.size)
+            first = np.isinf(self.next_report[due])
+            self.next_report[due] = np.where(
+                first,
+                t_s + rng.uniform(0, 1, due.size) * self.interval[due],
+                t_s + self.interval[due] * jitter,
+            )
         rolls = rng.random((due.size, 4))
         f = self.faults
         out: list[tuple[bytes, bytes]] = []

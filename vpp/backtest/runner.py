@@ -1,0 +1,847 @@
+"""``vpp backtest``: a scenario's strategies replayed on real prices in simulated time.
+
+For each strategy the runner plays the scenario's period on one simulated clock:
+
+1. **Decide** (:mod:`vpp.backtest.windows`): at each decision instant the fleet's twins
+   are read (:meth:`FleetExecutor.snapshot`: health P50/P90, free capacity, SoC), each
+   group becomes one battery sized to its free capacity at ``strategy.bid_quantile``, its
+   energy is carried forward through the intervals already committed (awards, or the
+   expected clearing of bids not cleared yet), and the strategy forecasts from the prices
+   known then only and plans its curves (:mod:`vpp.bidding.strategies`).
+2. **Submit**: the curves become bids, validated by the market's rules (segments,
+   quantities, prices, gate closure) in the simulated market, through the transaction log.
+3. **Clear**: at the market's clearing instant (a day-ahead auction at its gate; real time
+   at each interval's start) each bid clears against the actual price — a segment is
+   awarded when the price reaches it — and awards become dispatch targets.
+4. **Deliver**: the dispatch core splits targets across the sites, commands them and tracks
+   acks on the simulated fleet with the scenario's faults (:mod:`vpp.backtest.executor`).
+5. **Settle**: what the market sites really delivered (their meters) settles at the actual
+   price: the award at the clearing price, any shortfall or excess at the imbalance price
+   (``price + spread`` for a shortfall, ``price − spread`` for an excess), degradation on
+   the delivered throughput.
+
+The perfect-foresight optimum of the whole period (one model, :func:`vpp.optimize.optimize`)
+is the bound each strategy's net revenue is scored against. Tariffed site classes
+peak-shave (the engine's planner) and are committed to it, so they are never offered to
+the market; their bills are reported with and without their batteries.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from market.adapter import LoggedMarket, MemoryTxLog, SimulatedMarket
+from market.bids import Bid
+from market.definitions import MarketDefinition, Product
+from market.forecasts import ForecastError
+from market.prices import PriceDataError, PriceSeries, load_power_csv, load_price_csv
+from optimizer.inputs import BatteryAggregate
+from optimizer.report import InfeasibleInputError
+from vpp.aggregate import KW_PER_MW, battery_from_node
+from vpp.backtest.executor import FleetExecutor
+from vpp.backtest.windows import Decision, WindowError, decisions
+from vpp.bidding.strategies import LearnedStrategy, Strategy, StrategyName, make_strategy
+from vpp.config import DispatchSettings, PeakShavingSettings
+from vpp.dispatch.targets import from_awards
+from vpp.optimize import optimize
+from vpp.peak_shaving import tou_prices
+from vpp.scenario import FleetEntry, Scenario, ScenarioError, energy_product
+from vpp.sim.fleet import CommandFaults, TelemetryFaults
+from vpp.twins.registry import SiteConfig, Tariff
+
+F64 = npt.NDArray[np.float64]
+
+# The documented default imbalance spread per market (currency/MWh): a shortfall is bought
+# back at price + spread, an excess sold at price − spread. Assumptions of the order of
+# each market's typical imbalance-to-clearing spread; set backtest.imbalance.spread_per_mwh
+# from a market's own data to replace them.
+DEFAULT_SPREAD_PER_MWH = {"eu-day-ahead": 20.0, "caiso": 10.0, "aemo": 10.0}
+TIMING_KEYS = ("wall_s", "highs_s", "solve_s", "bound_wall_s")
+
+
+@dataclass
+class Inputs:
+    """What every strategy of one run shares: prices, the period, the fleet, decisions."""
+
+    scenario: Scenario
+    market: MarketDefinition
+    product: Product
+    series: PriceSeries  # the whole file: history before the period included
+    lo: int  # the evaluated period is positions [lo, hi)
+    hi: int
+    decisions: list[Decision]
+    sites: list[SiteConfig]
+    site_class: list[int]  # index into scenario.fleet per site
+    soc0: F64
+    loads: dict[int, tuple[PriceSeries | None, PriceSeries | None]]  # class -> (load, pv)
+    spread_per_mwh: float
+
+    @property
+    def step(self) -> timedelta:
+        return self.series.interval
+
+    @property
+    def interval_h(self) -> float:
+        return self.series.interval.total_seconds() / 3600.0
+
+    @property
+    def market_groups(self) -> list[str]:
+        return sorted({f.group for f in self.scenario.fleet if f.tariff is None})
+
+
+@dataclass
+class StrategyResult:
+    name: str
+    summary: dict[str, Any]
+    intervals: pd.DataFrame
+    bids_by_decision: dict[int, bytes] = field(default_factory=dict)  # when recorded
+
+
+@dataclass
+class BacktestResult:
+    scenario: str
+    inputs: Inputs
+    bound: dict[str, Any]
+    bound_by_interval: F64  # the bound's net revenue per evaluated interval
+    strategies: list[StrategyResult]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "market": self.inputs.market.market_id,
+            "product": self.inputs.product.value,
+            "currency": self.inputs.market.currency,
+            "start": self.inputs.series.starts[self.inputs.lo].isoformat(),
+            "end": (self.inputs.series.starts[self.inputs.hi - 1] + self.inputs.step).isoformat(),
+            "intervals": self.inputs.hi - self.inputs.lo,
+            "seed": self.inputs.scenario.backtest.seed,
+            "perfect_foresight": self.bound,
+            "strategies": {s.name: s.summary for s in self.strategies},
+        }
+
+
+# -- inputs ------------------------------------------------------------------------------
+
+
+def prepare(
+    scenario: Scenario, *, start: datetime | None = None, end: datetime | None = None
+) -> Inputs:
+    """Load and check everything a run needs, before any work (errors name the key)."""
+    market = scenario.market_definition
+    if scenario.strategy.reserves:
+        raise ScenarioError(
+            f"scenario {scenario.name}: strategy.products {scenario.strategy.products}: "
+            "vpp backtest bids energy only (reserve bidding is not replayed yet); "
+            "`vpp optimize` computes the reserve bound"
+        )
+    p = scenario.prices
+    try:
+        series = load_price_csv(
+            p.file,
+            time_column=p.time_column,
+            column=p.column,
+            unit=p.unit,
+            interval=p.interval,
+            timezone=p.timezone,
+            time_format=p.time_format,
+        )
+    except PriceDataError as exc:
+        raise ScenarioError(f"scenario {scenario.name}: prices: {exc}") from None
+    product = energy_product(market, series.interval)
+    lo_t = start or p.start or series.start
+    hi_t = end or p.end or series.end
+    if hi_t <= lo_t:
+        raise ScenarioError(
+            f"scenario {scenario.name}: the period ends ({hi_t}) before it starts ({lo_t})"
+        )
+    lo = int(np.searchsorted(series.starts, pd.Timestamp(lo_t), side="left"))
+    hi = int(np.searchsorted(series.starts, pd.Timestamp(hi_t), side="left"))
+    if hi <= lo:
+        raise ScenarioError(
+            f"scenario {scenario.name}: no prices between {lo_t.isoformat()} and "
+            f"{hi_t.isoformat()} (the file covers {series.start.isoformat()} .. "
+            f"{series.end.isoformat()})"
+        )
+    strategy = scenario.strategy
+    try:
+        found = decisions(
+            series.starts,
+            lo,
+            hi,
+            market,
+            product,
+            horizon=strategy.horizon,
+            every=strategy.reoptimize_every,
+            lead=scenario.backtest.decision_lead,
+        )
+    except WindowError as exc:
+        raise ScenarioError(f"scenario {scenario.name}: strategy: {exc}") from None
+    sites, site_class, soc0 = expand_fleet(scenario.fleet, scenario.backtest.telemetry_interval_s)
+    loads: dict[int, tuple[PriceSeries | None, PriceSeries | None]] = {}
+    first_t = min(found[0].at, series.starts[lo].to_pydatetime()) - timedelta(hours=1)
+    last_t = series.starts[hi - 1].to_pydatetime() + series.interval
+    for k, entry in enumerate(scenario.fleet):
+        pair: list[PriceSeries | None] = []
+        for key in ("load", "pv"):
+            src = getattr(entry, key)
+            if src is None:
+                pair.append(None)
+                continue
+            try:
+                s = load_power_csv(
+                    src.file,
+                    time_column=src.time_column,
+                    column=src.column,
+                    unit=src.unit,
+                    interval=src.interval,
+                    timezone=src.timezone,
+                    time_format=src.time_format,
+                )
+            except PriceDataError as exc:
+                raise ScenarioError(f"scenario {scenario.name}: fleet.{k}.{key}: {exc}") from None
+            if s.start > first_t or s.end < last_t:
+                raise ScenarioError(
+                    f"scenario {scenario.name}: fleet.{k}.{key}: the series covers "
+                    f"{s.start.isoformat()} .. {s.end.isoformat()}, the backtest needs "
+                    f"{first_t.isoformat()} .. {last_t.isoformat()}"
+                )
+            pair.append(PriceSeries(s.name, s.currency, s.interval, s.starts, s.values * src.scale))
+        loads[k] = (pair[0], pair[1])
+    spread = scenario.backtest.imbalance.spread_per_mwh
+    if spread is None:
+        spread = DEFAULT_SPREAD_PER_MWH[market.market_id]
+    return Inputs(
+        scenario, market, product, series, lo, hi, found, sites, site_class, soc0, loads, spread
+    )
+
+
+def expand_fleet(
+    fleet: list[FleetEntry], telemetry_interval_s: float
+) -> tuple[list[SiteConfig], list[int], F64]:
+    """One :class:`SiteConfig` per site of each class (ids ``<class>-<n>``)."""
+    sites, classes, soc0 = [], [], []
+    for k, f in enumerate(fleet):
+        width = max(4, len(str(f.count)))
+        for i in range(f.count):
+            sites.append(
+                SiteConfig(
+                    site_id=f"{f.name}-{i:0{width}d}",
+                    group=f.group,
+                    capacity_kwh=f.capacity_kwh,
+                    p_charge_max_kw=f.p_charge_max_kw,
+                    p_discharge_max_kw=f.p_discharge_max_kw,
+                    eff_charge=f.eff_charge,
+                    eff_discharge=f.eff_discharge,
+                    soc_min=f.soc_min,
+                    soc_max=f.soc_max,
+                    telemetry_interval_s=telemetry_interval_s,
+                    tariff=f.tariff,
+                )
+            )
+            classes.append(k)
+            soc0.append(f.soc_initial)
+    return sites, classes, np.array(soc0)
+
+
+def load_source(inputs: Inputs) -> Callable[[float], tuple[F64, F64]]:
+    """(load kW, PV kW) per site at an instant, from each class's series (none: zero, so an
+    uncommanded grid battery stands still)."""
+    cls = np.asarray(inputs.site_class)
+    if not any(a is not None or b is not None for a, b in inputs.loads.values()):
+        zero = np.zeros(cls.size)
+        return lambda t: (zero, zero)
+    n_classes = len(inputs.scenario.fleet)
+
+    def value(s: PriceSeries | None, t: float) -> float:
+        if s is None:
+            return 0.0
+        step = s.interval.total_seconds()
+        k = int((t - s.starts[0].timestamp()) // step)
+        return float(s.values[min(max(k, 0), len(s.values) - 1)])
+
+    def at(t: float) -> tuple[F64, F64]:
+        load = np.array([value(inputs.loads[k][0], t) for k in range(n_classes)])
+        pv = np.array([value(inputs.loads[k][1], t) for k in range(n_classes)])
+        return load[cls], pv[cls]
+
+    return at
+
+
+def published_at(inputs: Inputs) -> npt.NDArray[np.int64]:
+    """Epoch seconds at which each position's price is published by the market: a
+    day-ahead auction's results at its gate, a real-time price at its interval's start."""
+    market, product = inputs.market, inputs.product
+    starts = inputs.series.starts
+    if market.product(product).gate_closure.kind == "daily":
+        out = np.empty(len(starts), dtype=np.int64)
+        cache: dict[Any, int] = {}
+        for i, s in enumerate(starts):
+            day = market.trading_day(s.to_pydatetime())
+            if day not in cache:
+                cache[day] = int(
+                    market.gate_closure(product, market.trading_day_start_utc(day)).timestamp()
+                )
+            out[i] = cache[day]
+        return out
+    return np.asarray(starts.as_unit("s").asi8, dtype=np.int64)
+
+
+# -- one strategy ------------------------------------------------------------------------
+
+
+def run_strategy(
+    inputs: Inputs,
+    name: StrategyName,
+    *,
+    poison_after: datetime | None = None,
+    record_bids: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> StrategyResult:
+    """Replay one strategy over the period (see the module docstring).
+
+    ``poison_after`` replaces every price published after that instant with garbage (for
+    the no-look-ahead test); ``record_bids`` keeps each decision's submitted bids as JSON.
+    """
+    wall0 = time.perf_counter()
+    sc = inputs.scenario
+    st = sc.strategy
+    bt = sc.backtest
+    market, product = inputs.market, inputs.product
+    series, starts = inputs.series, inputs.series.starts
+    values = series.values.copy()
+    if poison_after is not None:
+        late = published_at(inputs) > poison_after.timestamp()
+        rng = np.random.default_rng(12345)
+        values[late] = rng.uniform(-3000.0, 3000.0, int(late.sum()))
+    dt_h = inputs.interval_h
+    per_day = round(timedelta(days=1) / inputs.step)
+    strategy: Strategy = make_strategy(
+        name,
+        market,
+        product,
+        degradation_per_mwh=st.degradation_per_mwh,
+        terminal=st.terminal,
+        scenarios=st.scenarios,
+        history_days=st.history_days,
+        base=st.base_forecast,
+        per_day=per_day,
+        train_days=st.learned.train_days,
+        retrain_every=st.learned.retrain_every,
+        seed=bt.seed,
+    )
+    if isinstance(strategy, LearnedStrategy):
+        strategy.bind(values, starts)
+    groups = inputs.market_groups
+    market_rows = {
+        g: np.array([s.group == g and s.tariff is None for s in inputs.sites]) for g in groups
+    }
+    tariffed = np.array([s.tariff is not None for s in inputs.sites])
+    caps = np.array([s.capacity_kwh for s in inputs.sites])
+    eff = {
+        g: (
+            float(
+                np.average(
+                    [s.eff_charge for s in inputs.sites if s.group == g and s.tariff is None],
+                    weights=caps[market_rows[g]],
+                )
+            ),
+            float(
+                np.average(
+                    [s.eff_discharge for s in inputs.sites if s.group == g and s.tariff is None],
+                    weights=caps[market_rows[g]],
+                )
+            ),
+        )
+        for g in groups
+    }
+    f = bt.faults
+    offline_per_hour = (
+        f.offline_fraction / ((1.0 - f.offline_fraction) * f.offline_mean_s / 3600.0)
+        if f.offline_fraction > 0
+        else 0.0
+    )
+    d = bt.dispatch
+    ps = bt.peak_shaving
+    grid = bt.telemetry_interval_s
+    first_event = min(inputs.decisions[0].at.timestamp(), starts[inputs.lo].timestamp())
+    sim_start = (math.floor(first_event / grid) - 2) * grid
+    executor = FleetExecutor(
+        inputs.sites,
+        start_s=sim_start,
+        seed=bt.seed,
+        soc0=inputs.soc0,
+        loads=load_source(inputs),
+        telemetry_faults=TelemetryFaults(
+            offline_per_hour=offline_per_hour, offline_s=f.offline_mean_s, gap=f.telemetry_gap
+        ),
+        command_faults=CommandFaults(
+            ack_loss=f.ack_loss,
+            ack_delay_s=f.ack_delay_s,
+            reject=f.reject,
+            offline_mid_interval=f.offline_mid_interval,
+        ),
+        dispatch=DispatchSettings(
+            ack_timeout_s=d.ack_timeout_s,
+            max_attempts=d.max_attempts,
+            backoff_s=d.backoff_s,
+            backoff_jitter=d.backoff_jitter,
+            deadband_kw=d.deadband_kw,
+            resolution_kw=d.resolution_kw,
+            follow_tolerance=d.follow_tolerance,
+            follow_grace_s=d.follow_grace_s,
+        ),
+        peak_shaving=PeakShavingSettings(
+            interval_s=ps.interval_s,
+            horizon_intervals=ps.horizon_intervals,
+            replan_every_s=float(ps.replan_every_s),
+            dispatch_ahead_intervals=ps.dispatch_ahead_intervals,
+            degradation_per_kwh=ps.degradation_per_kwh,
+            profile_weight=ps.profile_weight,
+        ),
+    )
+    clearing_prices = {
+        (product, starts[i].to_pydatetime()): float(values[i]) for i in range(inputs.lo, inputs.hi)
+    }
+    sim_market = SimulatedMarket(market, clearing_prices, clock=executor.clock.now)
+    exchange = LoggedMarket(sim_market, MemoryTxLog())
+
+    lo, hi = inputs.lo, inputs.hi
+    n = hi - lo
+    award = {g: np.full(n, np.nan) for g in groups}
+    planned = {g: np.full(n, np.nan) for g in groups}
+    forecast = np.full(n, np.nan)
+    offer_mw = {g: np.zeros(n) for g in groups}
+    charge_bid_mw = {g: np.zeros(n) for g in groups}
+    segments = {g: np.zeros(n, dtype=np.int64) for g in groups}
+    curves_kept: dict[tuple[str, int], Any] = {}
+    refused = 0
+    notes: dict[str, int] = {}
+    highs_s = solve_s = 0.0
+    bids_by_decision: dict[int, bytes] = {}
+    # meters at each boundary lo..hi: net (kWh, + out), throughput (kWh), stored (kWh)
+    m_net = {g: np.zeros(n + 1) for g in groups}
+    m_thru = {g: np.zeros(n + 1) for g in groups}
+    m_soc = {g: np.zeros(n + 1) for g in groups}
+    bill_slots: list[tuple[float, F64, F64]] = []  # (epoch, import kWh, without kWh) per site
+
+    events: list[tuple[float, int, int, str, Any]] = []
+    seq = 0
+
+    def push(t: float, order: int, kind: str, payload: Any) -> None:
+        nonlocal seq
+        heapq.heappush(events, (t, order, seq, kind, payload))
+        seq += 1
+
+    for p in range(lo, hi + 1):
+        t = starts[p].timestamp() if p < len(starts) else (starts[-1] + inputs.step).timestamp()
+        push(t, 0, "boundary", p)
+    if tariffed.any():
+        slot = float(ps.interval_s)
+        t0 = math.ceil(starts[lo].timestamp() / slot) * slot
+        t1 = (starts[hi - 1] + inputs.step).timestamp()
+        for t in np.arange(t0, t1 + 1e-6, slot):
+            push(float(t), 0, "meter", None)
+    daily = market.product(product).gate_closure.kind == "daily"
+    for k, dec in enumerate(inputs.decisions):
+        push(dec.at.timestamp(), 1, "decide", k)
+        if daily:
+            push(dec.clears_at.timestamp(), 2, "clear", (dec.first, dec.kept))
+    if not daily:
+        for p in range(lo, hi):
+            push(starts[p].timestamp(), 2, "clear", (p, 1))
+
+    def project(battery: BatteryAggregate, group: str, now: float, first: int) -> BatteryAggregate:
+        """Carry the group's energy from now to the first bid interval through what it is
+        committed to (awards, or the expected clearing of bids not cleared yet)."""
+        e = battery.e_initial_mwh
+        eta_c, eta_d = battery.eff_charge, battery.eff_discharge
+        p = max(
+            lo,
+            int(np.searchsorted(starts, pd.Timestamp(now, unit="s", tz="UTC"), side="right")) - 1,
+        )
+        step_s = inputs.step.total_seconds()
+        while p < first:
+            start = starts[p].timestamp()
+            share = min(1.0, max(0.0, (start + step_s - max(now, start)) / step_s))
+            if share > 0 and p >= lo:
+                mw = award[group][p - lo]
+                if np.isnan(mw):
+                    mw = planned[group][p - lo]
+                if not np.isnan(mw):
+                    e -= (max(mw, 0.0) / eta_d - max(-mw, 0.0) * eta_c) * dt_h * share
+                    e = min(max(e, battery.e_min_mwh), battery.e_max_mwh)
+            p += 1
+        return BatteryAggregate(
+            e_min_mwh=battery.e_min_mwh,
+            e_max_mwh=battery.e_max_mwh,
+            e_initial_mwh=e,
+            p_charge_max_mw=battery.p_charge_max_mw,
+            p_discharge_max_mw=battery.p_discharge_max_mw,
+            eff_charge=eta_c,
+            eff_discharge=eta_d,
+        )
+
+    def sample_boundary(p: int) -> None:
+        meters = executor.fleet.meters
+        stored = executor.fleet.soc * caps
+        for g in groups:
+            rows = market_rows[g]
+            m_net[g][p - lo] = float(meters.discharged[rows].sum() - meters.charged[rows].sum())
+            m_thru[g][p - lo] = float(meters.discharged[rows].sum() + meters.charged[rows].sum())
+            m_soc[g][p - lo] = float(stored[rows].sum() / caps[rows].sum())
+
+    def decide(k: int) -> None:
+        nonlocal refused, highs_s, solve_s
+        dec = inputs.decisions[k]
+        snap = executor.snapshot()
+        now = executor.now
+        horizon = starts[dec.first : dec.end]
+        if name == "perfect":
+            known = PriceSeries(series.name, series.currency, series.interval, starts, values)
+        else:
+            known = PriceSeries(
+                series.name,
+                series.currency,
+                series.interval,
+                starts[: dec.cutoff],
+                values[: dec.cutoff],
+            )
+        try:
+            view = strategy.prices(known, horizon, dec.window)
+        except ForecastError as exc:
+            notes[f"no forecast: {exc}"[:120]] = notes.get(f"no forecast: {exc}"[:120], 0) + 1
+            return
+        if view.note:
+            notes[view.note] = notes.get(view.note, 0) + 1
+        forecast[dec.first - lo : dec.first - lo + dec.kept] = view.forecast[: dec.kept]
+        submitted = []
+        for g in groups:
+            node = snap.groups.get(g)
+            if node is None:
+                continue
+            eta_c, eta_d = eff[g]
+            battery = battery_from_node(
+                node, eff_charge=eta_c, eff_discharge=eta_d, quantile=st.bid_quantile
+            )
+            if battery.p_discharge_max_mw <= 0 and battery.p_charge_max_mw <= 0:
+                continue
+            battery = project(battery, g, now, dec.first)
+            try:
+                plan = strategy.plan(view, battery, dt_h, dec.kept)
+            except InfeasibleInputError as exc:
+                key = f"infeasible: {exc}"[:120]
+                notes[key] = notes.get(key, 0) + 1
+                continue
+            highs_s += plan.highs_s
+            solve_s += plan.solve_s
+            bids = []
+            for j, curve in enumerate(plan.curves):
+                p = dec.first + j
+                planned[g][p - lo] = plan.expected_mw[j]
+                offer_mw[g][p - lo] = curve.max_discharge_mw
+                charge_bid_mw[g][p - lo] = curve.max_charge_mw
+                segments[g][p - lo] = len(curve.discharge) + len(curve.charge)
+                curves_kept[(g, p)] = curve
+                if not (curve.discharge or curve.charge):
+                    continue
+                s = starts[p].to_pydatetime()
+                bids.append(
+                    Bid(
+                        bid_id=f"{g}-{product.value}-{s:%Y%m%dT%H%MZ}",
+                        market=market.market_id,
+                        group=g,
+                        product=product,
+                        interval_start=s,
+                        interval_end=s + inputs.step,
+                        curve=curve,
+                    )
+                )
+            if bids:
+                result = exchange.submit(f"{name}-{g}-d{k}", bids)
+                refused += len(result.refused)
+                submitted.extend(bids)
+        if record_bids:
+            bids_by_decision[k] = json.dumps(
+                [b.model_dump(mode="json") for b in submitted], sort_keys=True
+            ).encode()
+        if progress is not None:
+            progress(k + 1, len(inputs.decisions))
+
+    def clear(first: int, kept: int) -> None:
+        s, e = (
+            starts[first].to_pydatetime(),
+            (starts[first + kept - 1] + inputs.step).to_pydatetime(),
+        )
+        awards = exchange.awards(f"awards-{name}-{first}", s, e)
+        for a in awards:
+            p = int(np.searchsorted(starts, pd.Timestamp(a.interval_start), side="left"))
+            if a.group in award and lo <= p < hi:
+                award[a.group][p - lo] = a.p_mw
+        for g in groups:  # an interval bid nothing (or refused) is awarded nothing
+            seg = award[g][first - lo : first - lo + kept]
+            seg[np.isnan(seg)] = 0.0
+        executor.add_targets(from_awards(awards))
+        executor.settle()
+
+    while events:
+        t, _, _, kind, payload = heapq.heappop(events)
+        executor.advance(t)
+        if kind == "boundary":
+            sample_boundary(payload)
+        elif kind == "meter":
+            m = executor.fleet.meters
+            bill_slots.append((t, m.grid_import.copy(), m.grid_import_without.copy()))
+        elif kind == "decide":
+            decide(payload)
+        else:
+            clear(*payload)
+    # let the last commands resolve (acks, retries, timeouts) before counting them
+    executor.advance(executor.now + 4 * bt.dispatch.ack_timeout_s * bt.dispatch.max_attempts)
+
+    # -- settlement ----------------------------------------------------------------------
+    price = series.values[lo:hi]  # settle at the actual prices (never the poisoned ones)
+    if poison_after is not None:
+        price = values[lo:hi]
+    rows = []
+    totals = {
+        "energy": 0.0,
+        "imbalance": 0.0,
+        "degradation": 0.0,
+        "award_mwh": 0.0,
+        "dev_mwh": 0.0,
+        "discharged_mwh": 0.0,
+    }
+    for g in groups:
+        aw = np.nan_to_num(award[g], nan=0.0)
+        aw_mwh = aw * dt_h
+        delivered = np.diff(m_net[g]) / KW_PER_MW
+        thru = np.diff(m_thru[g]) / KW_PER_MW
+        dev = delivered - aw_mwh
+        energy = aw_mwh * price
+        imbalance = dev * price - inputs.spread_per_mwh * np.abs(dev)
+        degradation = st.degradation_per_mwh * thru
+        totals["energy"] += float(energy.sum())
+        totals["imbalance"] += float(imbalance.sum())
+        totals["degradation"] += float(degradation.sum())
+        totals["award_mwh"] += float(np.abs(aw_mwh).sum())
+        totals["dev_mwh"] += float(np.abs(dev).sum())
+        totals["discharged_mwh"] += float((thru + delivered).sum() / 2)
+        lowest_offer = np.array(
+            [
+                c.discharge[0].price_per_mwh if c is not None and c.discharge else np.nan
+                for c in (curves_kept.get((g, p)) for p in range(lo, hi))
+            ]
+        )
+        highest_bid = np.array(
+            [
+                c.charge[0].price_per_mwh if c is not None and c.charge else np.nan
+                for c in (curves_kept.get((g, p)) for p in range(lo, hi))
+            ]
+        )
+        rows.append(
+            pd.DataFrame(
+                {
+                    "strategy": name,
+                    "group": g,
+                    "interval_start": starts[lo:hi],
+                    "price_per_mwh": price,
+                    "forecast_per_mwh": forecast,
+                    "offer_mw": offer_mw[g],
+                    "charge_bid_mw": charge_bid_mw[g],
+                    "segments": segments[g],
+                    "lowest_offer_per_mwh": lowest_offer,
+                    "highest_bid_per_mwh": highest_bid,
+                    "expected_mw": planned[g],
+                    "award_mw": aw,
+                    "target_kw": aw * KW_PER_MW,
+                    "delivered_mwh": delivered,
+                    "delivered_mw": delivered / dt_h,
+                    "soc": m_soc[g][1:],
+                    "shortfall_mwh": np.maximum(aw_mwh - delivered, 0.0),
+                    "excess_mwh": np.maximum(delivered - aw_mwh, 0.0),
+                    "revenue": energy + imbalance - degradation,
+                }
+            )
+        )
+    usable_mwh = (
+        sum(
+            f.count * f.capacity_kwh * (f.soc_max - f.soc_min) for f in sc.fleet if f.tariff is None
+        )
+        / KW_PER_MW
+    )
+    ledger = executor.core.ledger_events
+    pending = executor.core.tracker.counts["pending"]
+    redispatches = sum(int(r["redispatches"]) for r in executor.closed)
+    net = totals["energy"] + totals["imbalance"] - totals["degradation"]
+    summary: dict[str, Any] = {
+        "revenue": {product.value: totals["energy"]},
+        "imbalance": totals["imbalance"],
+        "degradation": -totals["degradation"],
+        "net": net,
+        "full_cycles": totals["discharged_mwh"] / usable_mwh if usable_mwh > 0 else 0.0,
+        "delivery": {
+            "awarded_mwh": totals["award_mwh"],
+            "deviation_mwh": totals["dev_mwh"],
+            "accuracy": 1.0 - totals["dev_mwh"] / totals["award_mwh"]
+            if totals["award_mwh"] > 0
+            else None,
+        },
+        "bids": {"decisions": len(inputs.decisions), "refused": refused, "notes": notes},
+        "commands": {
+            "issued": int(ledger["issued"]),
+            "resent": int(ledger["sent"]),
+            "acked": int(ledger["acked"]),
+            "rejected": int(ledger["rejected"]),
+            "timed_out": int(ledger["timeout"]),
+            "expired": int(ledger["expired"]),
+            "superseded": int(ledger["superseded"]),
+            "redispatches": redispatches,
+            "unresolved": int(pending),
+            "messages_sent": executor.stats.commands_sent,
+        },
+        "telemetry": {
+            "readings": executor.stats.readings,
+            "refused": executor.stats.refused,
+            "site_events": dict(sorted(executor.stats.events.items())),
+        },
+    }
+    if tariffed.any():
+        summary["tariffs"] = bills(inputs, bill_slots, tariffed)
+        summary["peak_shaving"] = {
+            "plans": executor.stats.peak_plans,
+            "skipped": executor.stats.peak_skipped,
+        }
+    summary["timing"] = {
+        "wall_s": time.perf_counter() - wall0,
+        "highs_s": highs_s,
+        "solve_s": solve_s,
+    }
+    return StrategyResult(name, summary, pd.concat(rows, ignore_index=True), bids_by_decision)
+
+
+def bills(
+    inputs: Inputs, slots: list[tuple[float, F64, F64]], tariffed: npt.NDArray[np.bool_]
+) -> dict[str, Any]:
+    """Demand charges and energy bills of tariffed sites with and without their batteries,
+    per billing month in the tariff's zone (peak = the highest plan-interval mean import)."""
+    out: dict[str, Any] = {}
+    if len(slots) < 2:
+        return out
+    t = np.array([s[0] for s in slots])
+    imp = np.diff(np.vstack([s[1] for s in slots]), axis=0)  # (slots-1, sites) kWh
+    imp0 = np.diff(np.vstack([s[2] for s in slots]), axis=0)
+    starts = [datetime.fromtimestamp(x, UTC) for x in t[:-1]]
+    hours = np.diff(t) / 3600.0
+    for i in np.flatnonzero(tariffed).tolist():
+        site = inputs.sites[i]
+        tariff: Tariff = site.tariff  # type: ignore[assignment]
+        zone = ZoneInfo(tariff.timezone)
+        months = np.array([s.astimezone(zone).strftime("%Y-%m") for s in starts])
+        price = tou_prices(tariff, starts)
+        kw, kw0 = imp[:, i] / hours, imp0[:, i] / hours
+        per_month = {}
+        for m in sorted(set(months.tolist())):
+            sel = months == m
+            per_month[m] = {
+                "demand_charge": float(kw[sel].max() * tariff.demand_charge_per_kw),
+                "demand_charge_without": float(kw0[sel].max() * tariff.demand_charge_per_kw),
+                "energy": float((imp[sel, i] * price[sel]).sum()),
+                "energy_without": float((imp0[sel, i] * price[sel]).sum()),
+                "peak_kw": float(kw[sel].max()),
+                "peak_without_kw": float(kw0[sel].max()),
+            }
+        total = {k: sum(v[k] for v in per_month.values()) for k in next(iter(per_month.values()))}
+        out[site.site_id] = {
+            "currency": tariff.currency,
+            **{k: v for k, v in total.items() if not k.startswith("peak")},
+            "demand_charge_saved": total["demand_charge_without"] - total["demand_charge"],
+            "energy_saved": total["energy_without"] - total["energy"],
+            "months": per_month,
+        }
+    return out
+
+
+# -- the whole run -----------------------------------------------------------------------
+
+
+def bound(inputs: Inputs) -> tuple[dict[str, Any], F64]:
+    """The perfect-foresight optimum of the evaluated period as one model (what
+    ``vpp optimize`` prints for the same data), and its net revenue per interval."""
+    sc = inputs.scenario
+    starts = inputs.series.starts
+    whole = sc.model_copy(
+        update={
+            "prices": sc.prices.model_copy(
+                update={
+                    "start": starts[inputs.lo].to_pydatetime(),
+                    "end": (starts[inputs.hi - 1] + inputs.step).to_pydatetime(),
+                }
+            ),
+            "strategy": sc.strategy.model_copy(update={"horizon": None, "reoptimize_every": None}),
+        }
+    )
+    started = time.perf_counter()
+    result = optimize(whole, check=False)
+    per = np.zeros(inputs.hi - inputs.lo)
+    for g in result.groups:
+        if g.net_by_interval:
+            per += np.concatenate(g.net_by_interval)
+    data = result.to_dict()
+    return (
+        {
+            "net": result.net_revenue,
+            "revenue": data["revenue"],
+            "degradation": -data["degradation"],
+            "full_cycles": data["full_cycles"],
+            "windows": result.windows,
+            "timing": {"bound_wall_s": time.perf_counter() - started},
+        },
+        per,
+    )
+
+
+def run_backtest(
+    inputs: Inputs,
+    names: list[StrategyName],
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> BacktestResult:
+    bound_summary, per = bound(inputs)
+    results = []
+    for name in names:
+
+        def step(done: int, total: int, n: str = name) -> None:
+            if progress is not None:
+                progress(n, done, total)
+
+        res = run_strategy(inputs, name, progress=step)
+        net = res.summary["net"]
+        res.summary["share_of_perfect_foresight"] = (
+            net / bound_summary["net"] if bound_summary["net"] > 0 else None
+        )
+        results.append(res)
+    return BacktestResult(inputs.scenario.name, inputs, bound_summary, per, results)
+
+
+def without_timing(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary less its wall-clock figures (what a rerun with the same seed repeats)."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "timing"}
+        return node
+
+    out: dict[str, Any] = strip(summary)
+    return out
