@@ -16,7 +16,10 @@ of intervals before ``c`` are read):
 - calendar: time of day, day of week, weekend flag, day of year (sine and cosine);
 - lead: hours from ``c`` to ``t``;
 - the newest known price at the same time of day (``t − k·1 d``, smallest ``k`` with
-  ``t − k·1 d < c``) and at the same time of the same weekday (``t − k·7 d``);
+  ``t − k·1 d < c``), the six known days before it at that time, their mean (the recent
+  daily profile) and at the same time of the same weekday (``t − k·7 d``);
+- the shape of the day: yesterday's price at this time less yesterday's mean, and the
+  profile less its own mean over the horizon;
 - the mean, minimum and maximum of the last known day, and the last known price.
 
 Walk-forward training: at a decision with cutoff ``c`` the model is (re)trained when it is
@@ -75,6 +78,22 @@ def features(values: F64, starts: pd.DatetimeIndex, per_day: int, w: Window) -> 
         if last_day.size
         else [np.nan] * 4
     )
+    lag1 = newest(per_day)
+    # the same time of day on each of the last 7 known days, and their mean (the profile)
+    k0 = np.maximum(1, np.ceil((idx - c + 1) / per_day).astype(np.int64))
+    lags = []
+    for j in range(7):
+        pos = idx - (k0 + j) * per_day
+        col = np.full(idx.size, np.nan)
+        ok = pos >= 0
+        col[ok] = known[pos[ok]]
+        lags.append(col)
+    week = np.vstack(lags)
+    seen = np.isfinite(week)
+    count = seen.sum(axis=0)
+    profile = np.where(
+        count > 0, np.where(seen, week, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan
+    )
     cols = [
         slot,
         dow,
@@ -82,8 +101,12 @@ def features(values: F64, starts: pd.DatetimeIndex, per_day: int, w: Window) -> 
         np.sin(2 * math.pi * doy / 365.25),
         np.cos(2 * math.pi * doy / 365.25),
         lead_h,
-        newest(per_day),
+        lag1,
         newest(7 * per_day),
+        *lags[1:],
+        profile,
+        lag1 - stats[0],  # yesterday's shape at this time of day
+        profile - (profile[np.isfinite(profile)].mean() if np.isfinite(profile).any() else 0.0),
         *(np.full(idx.size, v) for v in stats),
     ]
     return np.column_stack(cols)
@@ -110,7 +133,7 @@ class QuantileForecaster:
         self.min_train = min_train_days * per_day
         self.rounds = rounds
         self.seed = seed
-        self._models: list[lgb.LGBMRegressor] = []
+        self._models: list[lgb.Booster] = []
         self._trained_at: int | None = None
         self.retrains = 0
 
@@ -124,21 +147,24 @@ class QuantileForecaster:
         train = [w for w in past if w.end <= cutoff and w.cutoff >= lo]
         x = np.vstack([features(values, starts, self.per_day, w) for w in train])
         y = np.concatenate([values[w.first : w.end] for w in train])
+        data = lgb.Dataset(x, label=y, params={"verbose": -1}, free_raw_data=False)
         self._models = [
-            lgb.LGBMRegressor(
-                objective="quantile",
-                alpha=float(a),
-                n_estimators=self.rounds,
-                learning_rate=0.05,
-                num_leaves=15,
-                min_child_samples=20,
-                subsample=1.0,
-                random_state=self.seed,
-                n_jobs=1,
-                deterministic=True,
-                force_row_wise=True,
-                verbose=-1,
-            ).fit(x, y)
+            lgb.train(
+                {
+                    "objective": "quantile",
+                    "alpha": float(a),
+                    "learning_rate": 0.05,
+                    "num_leaves": 15,
+                    "min_data_in_leaf": 20,
+                    "seed": self.seed,
+                    "num_threads": 1,
+                    "deterministic": True,
+                    "force_row_wise": True,
+                    "verbose": -1,
+                },
+                data,
+                num_boost_round=self.rounds,
+            )
             for a in self.levels
         ]
         self._trained_at = cutoff
@@ -154,6 +180,6 @@ class QuantileForecaster:
         if self._trained_at is None or w.cutoff - self._trained_at >= self.retrain_every:
             self._fit(values, starts, w.cutoff, past)
         x = features(values, starts, self.per_day, w)
-        pred = np.vstack([m.predict(x) for m in self._models])
+        pred = np.vstack([np.asarray(m.predict(x), dtype=np.float64) for m in self._models])
         out: F64 = np.sort(pred, axis=0)
         return out

@@ -48,6 +48,7 @@ from market.definitions import MarketDefinition, Product
 
 F64 = npt.NDArray[np.float64]
 Pair = tuple[float, float]  # (price, incremental quantity)
+NOISE_MW = 1e-4  # quantities this close to a market step are on it (numerical noise)
 
 
 def offer_steps(prices: F64, p_dis: F64, tol: float = 1e-7) -> list[Pair]:
@@ -95,7 +96,11 @@ def _conform(steps: list[Pair], market: MarketDefinition, product: Product) -> l
     out: list[Pair] = []
     carry = 0.0
     for price, q in merge(steps, rules.max_segments):
-        q_step = math.floor((q + carry) / rules.quantity_step_mw + 1e-6) * rules.quantity_step_mw
+        # A plan within NOISE_MW of a multiple is that multiple: it absorbs the solver's and
+        # the SoC readings' numerical noise (1.99999 MW is a 2 MW plan); otherwise floor:
+        # never offer more than planned.
+        slack = NOISE_MW / rules.quantity_step_mw
+        q_step = math.floor((q + carry) / rules.quantity_step_mw + slack) * rules.quantity_step_mw
         carry = q + carry - q_step  # a remainder moves to the next (less attractive) price
         if q_step >= max(rules.min_quantity_mw, rules.quantity_step_mw) - 1e-12:
             out.append((round(min(max(price, floor), cap), 2), round(q_step, 9)))

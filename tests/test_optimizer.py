@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from market.bids import Bid, validate
 from market.definitions import Product, load_market
 from market.prices import load_price_csv
-from optimizer.curves import curve_for_interval
+from optimizer.curves import NOISE_MW, curve_for_interval
 from optimizer.inputs import BatteryAggregate, MarketInputs, ScenarioInputs, Terminal
 from optimizer.market_model import MarketModel
 from optimizer.report import InfeasibleInputError
@@ -391,8 +391,9 @@ def test_curves_from_any_monotone_dispatch_pass_market_validation(
         )
         if curve.discharge or curve.charge:
             validate(market, bid)
-        assert curve.max_discharge_mw <= dis.max() + 1e-9
-        assert curve.max_charge_mw <= ch.max() + 1e-9
+        # never more than planned, but for numerical noise (curves.NOISE_MW)
+        assert curve.max_discharge_mw <= dis.max() + NOISE_MW + 1e-9
+        assert curve.max_charge_mw <= ch.max() + NOISE_MW + 1e-9
 
 
 @settings(max_examples=100, deadline=None)

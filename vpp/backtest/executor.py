@@ -100,6 +100,7 @@ class FleetExecutor:
             self._replan_s = float(peak_shaving.replan_every_s)
         self.stats = ExecutorStats()
         self.closed: list[dict[str, Any]] = []  # closed dispatch intervals (the dispatch log)
+        self.last_event: dict[str, str] = {}  # command id -> its newest ledger event
         self.fleet.step(start_s)
 
     @property
@@ -192,6 +193,8 @@ class FleetExecutor:
         self.stats.peak_skipped += len(self.shaver.skipped)
 
     def _apply(self, eff: Effects, t: float) -> None:
+        for e in eff.entries:
+            self.last_event[e.command_id] = e.event
         if eff.commands:
             values = [command_encoder.encode(c) for c in eff.commands]
             gateways_handle(self.fleet, values, t)

@@ -32,6 +32,7 @@ import heapq
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -107,6 +108,8 @@ class StrategyResult:
     summary: dict[str, Any]
     intervals: pd.DataFrame
     bids_by_decision: dict[int, bytes] = field(default_factory=dict)  # when recorded
+    # the bid with the most segments, for the report: (group, interval start, curve, price)
+    example_curve: tuple[str, datetime, Any, float] | None = None
 
 
 @dataclass
@@ -682,7 +685,10 @@ def run_strategy(
         / KW_PER_MW
     )
     ledger = executor.core.ledger_events
-    pending = executor.core.tracker.counts["pending"]
+    # each command's newest ledger event: resolved ones end acked, completed, rejected,
+    # timeout (re-dispatched), expired or superseded; issued/sent means still pending
+    final = Counter(executor.last_event.values())
+    pending = final["issued"] + final["sent"]
     redispatches = sum(int(r["redispatches"]) for r in executor.closed)
     net = totals["energy"] + totals["imbalance"] - totals["degradation"]
     summary: dict[str, Any] = {
@@ -709,6 +715,7 @@ def run_strategy(
             "superseded": int(ledger["superseded"]),
             "redispatches": redispatches,
             "unresolved": int(pending),
+            "final": dict(sorted(final.items())),
             "messages_sent": executor.stats.commands_sent,
         },
         "telemetry": {
@@ -728,7 +735,19 @@ def run_strategy(
         "highs_s": highs_s,
         "solve_s": solve_s,
     }
-    return StrategyResult(name, summary, pd.concat(rows, ignore_index=True), bids_by_decision)
+    example = None
+    if curves_kept:
+        floor, cap = market.price_limits(product)
+
+        def priced(c: Any) -> int:  # segments at a price of their own (not price-taking)
+            return sum(floor < s.price_per_mwh < cap for s in c.discharge + c.charge)
+
+        (g_best, p_best), best = max(curves_kept.items(), key=lambda kv: (priced(kv[1]), -kv[0][1]))
+        if lo <= p_best < hi:
+            example = (g_best, starts[p_best].to_pydatetime(), best, float(price[p_best - lo]))
+    return StrategyResult(
+        name, summary, pd.concat(rows, ignore_index=True), bids_by_decision, example
+    )
 
 
 def bills(

@@ -30,7 +30,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 
-console = Console()
+# Piped or redirected, tables keep every column whole instead of folding to 80 characters.
+console = Console() if Console().is_terminal else Console(width=250)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -271,6 +272,112 @@ def optimize(
     if json_out is not None:
         json_out.write_text(json.dumps(data, indent=2), encoding="utf-8")
         console.print(f"wrote {json_out}")
+
+
+def _when(value: str | None, option: str) -> Any:
+    """An aware instant from the command line (a plain date is UTC midnight)."""
+    from datetime import UTC, date, datetime
+
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"{option} {value!r}: not an ISO 8601 date or time", code=2)
+    if parsed.tzinfo is None:
+        fail(f"{option} {value!r}: give the time zone (e.g. {value}Z)", code=2)
+    return parsed
+
+
+@app.command()
+def backtest(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="output folder (default: backtest-<name>)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (overrides backtest.seed)")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(help="strategies to run, comma-separated (overrides strategy.forecast)"),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="first interval (ISO 8601, UTC if a date)")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="end of the period (exclusive)")] = None,
+) -> None:
+    """Replay the engine's bidding, dispatch and settlement on a scenario's real prices in
+    simulated time; score each strategy against perfect foresight."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from optimizer.report import InfeasibleInputError
+    from vpp.backtest.report import HEADERS, comparison_rows, write_outputs
+    from vpp.backtest.runner import prepare, run_backtest
+    from vpp.bidding.strategies import STRATEGIES
+    from vpp.scenario import ScenarioError, load_scenario
+
+    t0, t1 = _when(start, "--from"), _when(end, "--to")
+    try:
+        sc = load_scenario(scenario)
+        names: list[Any] = list(sc.strategy.names)
+        if strategy is not None:
+            names = [n.strip() for n in strategy.split(",") if n.strip()]
+            unknown = [n for n in names if n not in STRATEGIES]
+            if unknown or not names:
+                fail(
+                    f"--strategy {strategy!r}: unknown {unknown or 'empty'}; known: "
+                    f"{', '.join(STRATEGIES)}",
+                    code=2,
+                )
+        if seed is not None:
+            if seed < 0:
+                fail(f"--seed {seed}: must be >= 0", code=2)
+            sc = sc.model_copy(update={"backtest": sc.backtest.model_copy(update={"seed": seed})})
+        inputs = prepare(sc, start=t0, end=t1)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} decisions"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            tasks: dict[str, Any] = {
+                n: bar.add_task(f"{sc.name}: {n}", total=len(inputs.decisions)) for n in names
+            }
+            result = run_backtest(
+                inputs,
+                names,
+                progress=lambda n, done, total: bar.update(tasks[n], completed=done),
+            )
+    except ScenarioError as exc:
+        fail(str(exc), code=2)
+        return
+    except InfeasibleInputError as exc:
+        fail(f"scenario {scenario}: {exc}")
+        return
+    folder = out or Path(f"backtest-{sc.name}")
+    paths = write_outputs(result, folder)
+    summary = result.summary()
+    cur = summary["currency"]
+    table = Table(
+        title=f"{sc.name}: {summary['market']} {summary['product']}, {summary['start'][:10]} .. "
+        f"{summary['end'][:10]} ({summary['intervals']} intervals), seed {summary['seed']}",
+        title_justify="left",
+    )
+    for h in HEADERS:
+        table.add_column(h, justify="left" if h == "strategy" else "right")
+    for row in comparison_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    console.print(
+        f"perfect foresight (whole period, one model): {result.bound['net']:,.2f} {cur}; "
+        "money in " + cur
+    )
+    for path in paths.values():
+        console.print(f"wrote {path}")
 
 
 def _key_store() -> Any:

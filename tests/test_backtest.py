@@ -1,0 +1,339 @@
+"""`vpp backtest`: the engine's strategies replayed in simulated time on real prices.
+
+Each test builds a short scenario from the shipped data (scenarios/data) and runs the real
+path: strategies, simulated market with gate closure, dispatch core, simulated fleet.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from vpp.backtest.report import write_outputs
+from vpp.backtest.runner import prepare, run_backtest, run_strategy, without_timing
+from vpp.optimize import optimize
+from vpp.scenario import ScenarioError, load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "scenarios"
+DATA = SCENARIOS / "data"
+FORECASTS = ["persistence_day", "persistence_week", "seasonal", "scenarios", "learned"]
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def scenario_file(tmp_path: Path, base: str, name: str = "s.yaml", **changes: Any) -> Path:
+    """A copy of a shipped scenario with absolute data paths and dotted-key changes."""
+    data = yaml.safe_load((SCENARIOS / base).read_text())
+    data["prices"]["file"] = str(DATA / Path(data["prices"]["file"]).name)
+    for f in data["fleet"]:
+        if "load" in f:
+            f["load"]["file"] = str(DATA / Path(f["load"]["file"]).name)
+    for dotted, value in changes.items():
+        node = data
+        *path, last = dotted.split("__")
+        for key in path:
+            node = node[int(key)] if key.isdigit() else node.setdefault(key, {})
+        node[last] = value
+    out = tmp_path / name
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
+def bound_on_windows(path: Path, start: datetime, end: datetime) -> float:
+    """`vpp optimize` on the backtest's decision windows over the same period."""
+    sc = load_scenario(path)
+    sc = sc.model_copy(
+        update={
+            "prices": sc.prices.model_copy(update={"start": start, "end": end}),
+            "strategy": sc.strategy.model_copy(update={"forecast": "perfect"}),
+        }
+    )
+    return optimize(sc, check=False).net_revenue
+
+
+# -- perfect foresight is the bound --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "start", "end", "changes"),
+    [
+        # day-ahead, one decision per trading day; efficiencies of 1 keep the schedule on the
+        # market's 0.1 MW grid, so market rules do not bind and the two must agree exactly
+        (
+            "de-2019-backtest.yaml",
+            utc(2019, 3, 1),
+            utc(2019, 3, 15),
+            {
+                "fleet__0__eff_charge": 1.0,
+                "fleet__0__eff_discharge": 1.0,
+                "fleet__0__capacity_kwh": 2000,
+            },
+        ),
+        # real time: hourly decisions over a 24 h horizon, 75 minutes ahead of the gate
+        # (a SoC window of whole 5-minute steps at full power, on the 1 kW grid)
+        (
+            "us-rt-2019-q1-ci-backtest.yaml",
+            utc(2019, 2, 1, 8),
+            utc(2019, 2, 3, 8),
+            {
+                "fleet__0__eff_charge": 1.0,
+                "fleet__0__eff_discharge": 1.0,
+                "fleet__0__soc_min": 0.0,
+                "fleet__0__soc_max": 1.0,
+            },
+        ),
+    ],
+    ids=["day-ahead", "real-time"],
+)
+def test_perfect_equals_optimize_on_the_same_windows(
+    tmp_path: Path, base: str, start: datetime, end: datetime, changes: dict[str, Any]
+) -> None:
+    path = scenario_file(tmp_path, base, strategy__forecast=["perfect"], **changes)
+    sc = load_scenario(path)
+    if base.startswith("us-rt"):  # the market battery only: no peak-shaving site
+        sc = sc.model_copy(update={"fleet": sc.fleet[:1]})
+        path.write_text(yaml.safe_dump(sc.model_dump(mode="json", exclude_unset=True)))
+    result = run_strategy(prepare(load_scenario(path), start=start, end=end), "perfect")
+    windows = bound_on_windows(path, start, end)
+    assert windows > 0
+    assert result.summary["net"] == pytest.approx(windows, rel=1e-6)
+    assert result.summary["delivery"]["accuracy"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_no_strategy_beats_perfect_foresight(tmp_path: Path) -> None:
+    path = scenario_file(tmp_path, "de-2019-backtest.yaml")
+    sc = load_scenario(path)
+    result = run_backtest(
+        prepare(sc, start=utc(2019, 4, 1), end=utc(2019, 4, 22)), ["perfect", *FORECASTS]
+    )
+    bound = result.bound["net"]
+    nets = {s.name: s.summary["net"] for s in result.strategies}
+    assert bound > 0
+    for name, net in nets.items():
+        assert net <= bound + 1e-6, (name, net, bound)
+        assert net <= nets["perfect"] + 1e-6, (name, net, nets["perfect"])
+        assert result.strategies[0].summary["bids"]["refused"] == 0
+    assert nets["seasonal"] > 0.3 * bound  # a forecast strategy earns real money
+
+
+# -- no look-ahead ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FORECASTS)
+def test_bids_do_not_depend_on_prices_published_after_the_decision(
+    tmp_path: Path, name: str
+) -> None:
+    """Every price published after a decision is replaced with garbage: that decision's
+    bids (and every earlier one's) are byte-identical. Poisoning from a day earlier
+    changes them, so the comparison can fail."""
+    sc = load_scenario(scenario_file(tmp_path, "de-2019-backtest.yaml"))
+    inputs = prepare(sc, start=utc(2019, 3, 1), end=utc(2019, 3, 8))
+    k = 4
+    at = inputs.decisions[k].at
+    clean = run_strategy(inputs, name, record_bids=True)
+    poisoned = run_strategy(inputs, name, poison_after=at, record_bids=True)
+    assert clean.bids_by_decision[k]  # it did bid
+    for j in range(k + 1):
+        assert poisoned.bids_by_decision[j] == clean.bids_by_decision[j], j
+    earlier = run_strategy(inputs, name, poison_after=inputs.decisions[k - 2].at, record_bids=True)
+    assert earlier.bids_by_decision[k] != clean.bids_by_decision[k]
+
+
+# -- reproducibility, faults ----------------------------------------------------------------
+
+
+def small_fleet(tmp_path: Path, **changes: Any) -> Path:
+    return scenario_file(
+        tmp_path,
+        "dk1-2019-home-batteries-backtest.yaml",
+        name=f"dk1-{len(list(tmp_path.iterdir()))}.yaml",
+        fleet__0__count=40,
+        strategy__forecast=["scenarios"],
+        **changes,
+    )
+
+
+def test_the_same_seed_gives_the_same_summary(tmp_path: Path) -> None:
+    path = small_fleet(tmp_path)
+    outs = []
+    for run in ("a", "b"):
+        inputs = prepare(load_scenario(path), start=utc(2019, 3, 4), end=utc(2019, 3, 7))
+        paths = write_outputs(run_backtest(inputs, ["scenarios"]), tmp_path / run)
+        summary = json.loads(paths["summary"].read_text())
+        outs.append(json.dumps(without_timing(summary), sort_keys=True).encode())
+        assert summary["strategies"]["scenarios"]["timing"]["wall_s"] > 0
+    assert outs[0] == outs[1]
+    other = prepare(
+        load_scenario(small_fleet(tmp_path, backtest__seed=7)),
+        start=utc(2019, 3, 4),
+        end=utc(2019, 3, 7),
+    )
+    third = json.dumps(without_timing(run_backtest(other, ["scenarios"]).summary()), sort_keys=True)
+    assert third.encode() != outs[0]  # the seed drives the faults
+
+
+def test_faults_cost_money_and_every_command_is_resolved(tmp_path: Path) -> None:
+    start, end = utc(2019, 3, 4), utc(2019, 3, 9)
+    clean = (
+        run_backtest(
+            prepare(
+                load_scenario(small_fleet(tmp_path, backtest__faults={})), start=start, end=end
+            ),
+            ["scenarios"],
+        )
+        .strategies[0]
+        .summary
+    )
+    lossy = (
+        run_backtest(
+            prepare(
+                load_scenario(
+                    small_fleet(tmp_path, backtest__faults={"ack_loss": 0.3, "ack_delay_s": 0.5})
+                ),
+                start=start,
+                end=end,
+            ),
+            ["scenarios"],
+        )
+        .strategies[0]
+        .summary
+    )
+    assert lossy["net"] <= clean["net"] + 1e-9
+    c = lossy["commands"]
+    assert c["resent"] > 0 and c["timed_out"] > 0 and c["redispatches"] > 0
+    # every command ends acked (or completed), rejected, timed out (re-dispatched), expired
+    # or superseded by a newer one: none is left pending
+    assert c["unresolved"] == 0
+    assert sum(c["final"].values()) == c["issued"]
+    assert set(c["final"]) <= {"acked", "completed", "rejected", "timeout", "expired", "superseded"}
+    assert clean["commands"]["timed_out"] == 0 and clean["commands"]["resent"] == 0
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def vpp(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vpp", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"backtest__faults__ack_loss": 1.5}, "backtest.faults.ack_loss"),
+        ({"strategy__forecast": ["oracle"]}, "strategy.forecast"),
+        ({"backtest__imbalance__spread": 3}, "backtest.imbalance.spread"),
+        ({"fleet__0__tariff": {"demand_charge_per_kw": 10}}, "fleet.0"),
+        ({"strategy__bid_quantile": 0.7}, "strategy.bid_quantile"),
+    ],
+)
+def test_a_malformed_scenario_fails_before_any_work(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    path = scenario_file(tmp_path, "de-2019-backtest.yaml", **changes)
+    out = tmp_path / "out"
+    res = vpp("backtest", path, "--out", out)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "perfect,oracle"], "--strategy"),
+        (["--from", "2019-03-01T00:00"], "--from"),
+        (["--from", "2019-03-05", "--to", "2019-03-01"], "before it starts"),
+        (["--seed", "-1"], "--seed"),
+    ],
+)
+def test_bad_options_are_refused(tmp_path: Path, args: list[str], message: str) -> None:
+    path = scenario_file(tmp_path, "de-2019-backtest.yaml")
+    res = vpp("backtest", path, "--out", tmp_path / "out", *args)
+    assert res.returncode == 2
+    assert message in res.stderr
+
+
+def test_optimize_refuses_a_forecast_strategy_naming_the_key(tmp_path: Path) -> None:
+    path = scenario_file(tmp_path, "de-2019-backtest.yaml")
+    with pytest.raises(ScenarioError, match=r"strategy\.forecast.*vpp backtest"):
+        optimize(load_scenario(path))
+    res = vpp("optimize", path)
+    assert res.returncode == 2
+    assert "strategy.forecast" in res.stderr and "vpp backtest" in res.stderr
+    only_perfect = scenario_file(
+        tmp_path, "de-2019-backtest.yaml", name="p.yaml", strategy__forecast="perfect"
+    )
+    res = vpp("optimize", only_perfect)
+    assert res.returncode == 2 and "strategy.bid_quantile" in res.stderr  # backtest-only
+
+
+def test_cli_backtest_writes_summary_intervals_and_report(tmp_path: Path) -> None:
+    path = scenario_file(
+        tmp_path, "de-2019-backtest.yaml", strategy__forecast=["perfect", "seasonal"]
+    )
+    out = tmp_path / "out"
+    res = vpp("backtest", path, "--out", out, "--from", "2019-05-01", "--to", "2019-05-08")
+    assert res.returncode == 0, res.stderr
+    assert "seasonal" in res.stdout and "perfect foresight" in res.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    s = summary["strategies"]["seasonal"]
+    assert set(s) >= {
+        "revenue",
+        "imbalance",
+        "degradation",
+        "net",
+        "full_cycles",
+        "delivery",
+        "commands",
+        "timing",
+        "share_of_perfect_foresight",
+    }
+    assert summary["perfect_foresight"]["net"] >= s["net"]
+    table = pd.read_parquet(out / "intervals.parquet")
+    assert len(table) == 2 * 7 * 24
+    assert {"price_per_mwh", "forecast_per_mwh", "award_mw", "delivered_mwh", "soc"} <= set(
+        table.columns
+    )
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == 4
+    assert "http" not in report.replace("http-equiv", "")  # self-contained
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("base", "start", "end"),
+    [
+        ("de-2019-backtest.yaml", "2019-06-03", "2019-06-06"),
+        ("dk1-2019-home-batteries-backtest.yaml", "2019-06-03", "2019-06-05"),
+        ("us-rt-2019-q1-ci-backtest.yaml", "2019-02-05T08:00Z", "2019-02-06T08:00Z"),
+    ],
+)
+def test_shipped_backtest_scenarios_run_on_a_short_range(
+    tmp_path: Path, base: str, start: str, end: str
+) -> None:
+    res = vpp("backtest", SCENARIOS / base, "--from", start, "--to", end, "--out", tmp_path / "o")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    sc = load_scenario(SCENARIOS / base)
+    assert set(summary["strategies"]) == set(sc.strategy.names)
+    for s in summary["strategies"].values():
+        assert s["commands"]["unresolved"] == 0
+        assert s["bids"]["refused"] == 0
