@@ -154,12 +154,12 @@ def test_bids_do_not_depend_on_prices_published_after_the_decision(
 
 
 def small_fleet(tmp_path: Path, **changes: Any) -> Path:
+    changes.setdefault("strategy__forecast", ["scenarios"])
     return scenario_file(
         tmp_path,
         "dk1-2019-home-batteries-backtest.yaml",
         name=f"dk1-{len(list(tmp_path.iterdir()))}.yaml",
         fleet__0__count=40,
-        strategy__forecast=["scenarios"],
         **changes,
     )
 
@@ -185,31 +185,17 @@ def test_the_same_seed_gives_the_same_summary(tmp_path: Path) -> None:
 
 def test_faults_cost_money_and_every_command_is_resolved(tmp_path: Path) -> None:
     start, end = utc(2019, 3, 4), utc(2019, 3, 9)
-    clean = (
-        run_backtest(
-            prepare(
-                load_scenario(small_fleet(tmp_path, backtest__faults={})), start=start, end=end
-            ),
-            ["scenarios"],
-        )
-        .strategies[0]
-        .summary
-    )
-    lossy = (
-        run_backtest(
-            prepare(
-                load_scenario(
-                    small_fleet(tmp_path, backtest__faults={"ack_loss": 0.3, "ack_delay_s": 0.5})
-                ),
-                start=start,
-                end=end,
-            ),
-            ["scenarios"],
-        )
-        .strategies[0]
-        .summary
-    )
+
+    def run(faults: dict[str, float]) -> dict[str, Any]:
+        path = small_fleet(tmp_path, backtest__faults=faults, strategy__forecast=["perfect"])
+        inputs = prepare(load_scenario(path), start=start, end=end)
+        return run_backtest(inputs, ["perfect"]).strategies[0].summary
+
+    clean = run({})
+    lossy = run({"ack_loss": 0.3, "ack_delay_s": 0.5})
+    assert clean["net"] > 0
     assert lossy["net"] <= clean["net"] + 1e-9
+    assert lossy["delivery"]["accuracy"] < clean["delivery"]["accuracy"]
     c = lossy["commands"]
     assert c["resent"] > 0 and c["timed_out"] > 0 and c["redispatches"] > 0
     # every command ends acked (or completed), rejected, timed out (re-dispatched), expired

@@ -333,6 +333,11 @@ class DispatchSettings(_Section):
     follow_grace_s: PositiveFloat = Field(
         6.0, description="time a site gets after its ack before it must follow (s)"
     )
+    unresponsive_retry_s: PositiveFloat = Field(
+        900.0,
+        description="an unresponsive site is commanded again after this long (s), or as "
+        "soon as it reconnects",
+    )
 
 
 class LogSettings(_Section):

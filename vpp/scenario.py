@@ -243,6 +243,7 @@ class BacktestDispatch(_Model):
     resolution_kw: float = Field(0.1, ge=0)
     follow_tolerance: float = Field(0.1, gt=0)
     follow_grace_s: float = Field(6.0, gt=0)
+    unresponsive_retry_s: float = Field(900.0, gt=0)
 
 
 class BacktestPeakShaving(_Model):

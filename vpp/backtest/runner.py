@@ -404,6 +404,7 @@ def run_strategy(
             resolution_kw=d.resolution_kw,
             follow_tolerance=d.follow_tolerance,
             follow_grace_s=d.follow_grace_s,
+            unresponsive_retry_s=d.unresponsive_retry_s,
         ),
         peak_shaving=PeakShavingSettings(
             interval_s=ps.interval_s,

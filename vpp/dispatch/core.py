@@ -104,6 +104,8 @@ class DispatchCore:
         self.ledger_events: Counter[str] = Counter()  # every ledger event so far, by kind
         self._redispatch: set[str] = set()
         self._pinned: dict[str, float] = {}  # sites with their own target now -> its kW
+        # when each site (by store row) last became unresponsive (NaN: it is not)
+        self._unresponsive_since = np.full(0, np.nan)
 
     # -- targets ---------------------------------------------------------------------------
 
@@ -162,7 +164,8 @@ class DispatchCore:
         return self.add_targets(from_awards(awards), now)[1]
 
     def on_site_events(self, events: Sequence[SiteEvent]) -> None:
-        """A site lost (stale, offline, fault) re-dispatches its group (or its own target)."""
+        """A site lost (stale, offline, fault) re-dispatches its group (or its own target);
+        an unresponsive site that reconnects may be commanded again at once."""
         if not events:
             return
         store = self.store()
@@ -171,9 +174,33 @@ class DispatchCore:
                 e.family == "operation" and e.to_state in ("fault", "unavailable")
             )
             i = store.index.get(e.site_id)
-            if lost and i is not None:
+            if i is None:
+                continue
+            if lost:
                 self._redispatch.add(store.groups[int(store.group[i])])
                 self._redispatch.add(e.site_id)
+            elif (
+                e.family == "connectivity"
+                and e.to_state == "online"
+                and e.from_state in ("stale", "offline")
+                and i < self._unresponsive_since.size
+                and not np.isnan(self._unresponsive_since[i])
+            ):
+                self._unresponsive_since[i] = -np.inf  # eligible again: probe it
+
+    def _responsive(self, rows: I64, now: float) -> npt.NDArray[np.bool_]:
+        """Sites dispatch may command: not unresponsive, or unresponsive for longer than
+        ``unresponsive_retry_s`` or since before they reconnected (a probe: an answer brings
+        them back, silence times out again)."""
+        store = self.store()
+        unresponsive = store.column("cmd")[rows] == CommandState.UNRESPONSIVE
+        if not unresponsive.any():
+            return ~unresponsive
+        since = np.full(rows.size, np.nan)
+        known = rows < self._unresponsive_since.size
+        since[known] = self._unresponsive_since[rows[known]]
+        due = ~(now - since < self.settings.unresponsive_retry_s)  # NaN (unknown) counts as due
+        return ~unresponsive | due
 
     # -- the tick --------------------------------------------------------------------------
 
@@ -304,7 +331,7 @@ class DispatchCore:
             & col("available")[rows]
             & (op != Operation.FAULT)
             & (op != Operation.UNAVAILABLE)
-            & (col("cmd")[rows] != CommandState.UNRESPONSIVE)
+            & self._responsive(rows, now)
             & ~excluded
         )
         inp = SplitInput(
@@ -436,6 +463,15 @@ class DispatchCore:
         """Set the twins' command state; going unresponsive and back are site events."""
         store = self.store()
         changed, old = store.set_command_state(rows, state)
+        if self._unresponsive_since.size < store.n:
+            grown = np.full(max(store.n, 2 * self._unresponsive_since.size), np.nan)
+            grown[: self._unresponsive_since.size] = self._unresponsive_since
+            self._unresponsive_since = grown
+        if state == CommandState.UNRESPONSIVE:  # a failed probe restarts the wait too
+            valid = rows[(rows >= 0) & (rows < store.n)]
+            self._unresponsive_since[valid] = now
+        else:
+            self._unresponsive_since[changed] = np.nan
         notable = (old == CommandState.UNRESPONSIVE) | (state == CommandState.UNRESPONSIVE)
         if not notable.any():
             return

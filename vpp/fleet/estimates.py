@@ -68,6 +68,7 @@ class SiteEstimates:
     p_discharge_rated_kw: Triple  # rating of a usable site, whatever its SoC
     p_charge_rated_kw: Triple
     availability: F64
+    dispatchable: npt.NDArray[np.bool_]  # usable and not unresponsive: can take a command
 
 
 def estimate(store: FleetStore, now_s: float, settings: EstimateSettings) -> SiteEstimates:
@@ -143,7 +144,16 @@ def estimate(store: FleetStore, now_s: float, settings: EstimateSettings) -> Sit
     availability = np.where(dispatchable, col("health") * factor, 0.0)
     del n
     return SiteEstimates(
-        counted, e_dis, e_chg, p_dis, p_chg, p_net, p_dis_rated, p_chg_rated, availability
+        counted,
+        e_dis,
+        e_chg,
+        p_dis,
+        p_chg,
+        p_net,
+        p_dis_rated,
+        p_chg_rated,
+        availability,
+        dispatchable,
     )
 
 

@@ -7,9 +7,10 @@ over the fleet, counts by state, and availability quantiles. A snapshot answers 
 
 Commitment: every kW of a site is committed at most once per interval. Sites committed
 elsewhere now (a peak-shaving plan, an operator's site target) are passed to ``refresh``
-as a mask; every node then reports its :attr:`NodeAggregate.committed` and
-:attr:`NodeAggregate.free` capacity (each with bounds and P50/P90), and the bidder sizes
-bids to the free part only.
+as a mask; every node then reports its :attr:`NodeAggregate.committed` capacity and its
+:attr:`NodeAggregate.free` capacity — sites neither committed nor unable to take a command
+now (unusable, or unresponsive to commands) — each with bounds and P50/P90. The bidder
+sizes bids to the free part only.
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ class FleetSnapshot:
         zero = Bounds(0.0, 0.0, 0.0)
         none = Capacity(0, zero, zero, zero, zero, *(0.0,) * 8)
         held = bool(self._committed[i]) if i < self._committed.size else False
+        offerable = not held and bool(est.dispatchable[i])
         counts = {
             fam: {
                 name.lower(): int(self._states[fam][i] == code)
@@ -219,7 +221,7 @@ class FleetSnapshot:
             mine.p_charge_p90_kw,
             self.as_of,
             mine if held else none,
-            none if held else mine,
+            mine if offerable else none,
         )
 
 
@@ -300,10 +302,9 @@ class FleetHierarchy:
             }
 
         total = by_group(counted)
-        if mask.any():
-            free, held = by_group(counted & ~mask), by_group(mask)
-        else:
-            free, held = total, {k: np.zeros(size) for k in total}
+        offerable = counted & ~mask & est.dispatchable
+        free = total if offerable.sum() == counted.sum() else by_group(offerable)
+        held = by_group(mask) if mask.any() else {k: np.zeros(size) for k in total}
         gid = np.where(counted, group_col, drop)
         counts: dict[str, npt.NDArray[np.int64]] = {}
         for fam, col in (("connectivity", "conn"), ("operation", "op"), ("command", "cmd")):

@@ -81,6 +81,40 @@ class _TelemetryOut(msgspec.Struct, omit_defaults=True, gc=False):
 _encoder = msgspec.json.Encoder()
 
 
+def encode_telemetry_batch(
+    site_ids: list[str],
+    ts: datetime,
+    seq: list[int],
+    soc: list[float],
+    p_kw: list[float],
+    site_load_kw: list[float | None],
+    pv_kw: list[float | None],
+) -> list[bytes]:
+    """Many sites' readings taken at one instant, each in the v1 wire form (what
+    :func:`encode_telemetry` gives one by one; NaN loads are left out)."""
+    if ts.tzinfo is None:
+        raise ValueError("ts must be timezone-aware")
+    iso = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    enc = _encoder.encode
+    return [
+        enc(
+            _TelemetryOut(
+                SCHEMA_VERSION,
+                sid,
+                iso,
+                q,
+                c,
+                p,
+                None if load is None or load != load else load,
+                None if pv is None or pv != pv else pv,
+            )
+        )
+        for sid, q, c, p, load, pv in zip(
+            site_ids, seq, soc, p_kw, site_load_kw, pv_kw, strict=True
+        )
+    ]
+
+
 def encode_telemetry(
     site_id: str,
     ts: datetime,
