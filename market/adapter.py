@@ -205,6 +205,25 @@ class SimulatedMarket:
     def lookup(self, tx_id: str) -> SubmitResult | None:
         return self._outcomes.get(tx_id)
 
+    def restore(
+        self, exchanges: Sequence[tuple[str, Mapping[str, Any] | None, Mapping[str, Any] | None]]
+    ) -> int:
+        """Rebuild the order book from a transaction log's submissions (a restart keeps the
+        bids the market accepted, so their awards still come); returns bids restored."""
+        restored = 0
+        for tx_id, request, response in exchanges:
+            if request is None or response is None:
+                continue
+            result = SubmitResult.from_json(response)
+            self._outcomes[tx_id] = result
+            accepted = set(result.accepted)
+            for data in request.get("bids", []):
+                bid = Bid.model_validate(data)
+                if bid.bid_id in accepted:
+                    self._accepted[(bid.group, bid.product, bid.interval_start)] = bid
+                    restored += 1
+        return restored
+
     def awards(self, start: datetime, end: datetime) -> list[Award]:
         out = []
         for (_, product, interval), bid in sorted(

@@ -3,9 +3,15 @@
 ::
 
     draft ──approve──▶ approved ──submit──▶ submitted ──accept──▶ accepted ──award──▶ awarded
-      ▲ │                 │  │                  └──refuse──▶ refused
-      │ └──reject──▶ rejected │
-      └──────edit──────┴──────┘   (an edit always makes a new version, back in draft)
+      ▲ │                 │  │                  │  └──refuse──▶ refused      └──unaward──▶ unawarded
+      │ └──reject──▶ rejected │                 ├──lose──▶ unknown (sent, no answer: ask the market)
+      └──────edit──────┴──────┘               └──revert──▶ approved (never sent, gate open)
+    draft / approved / submitted ──miss──▶ missed (the gate closed first)
+
+(an edit always makes a new version, back in draft). ``missed``, ``unawarded`` and
+``unknown`` are how the engine reconciles what would otherwise wait forever: a draft whose
+gate passed, an accepted bid whose interval ended without an award, a submission cut off
+by a crash whose outcome the market cannot tell.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ class BidStatus(StrEnum):
     ACCEPTED = "accepted"
     REFUSED = "refused"
     AWARDED = "awarded"
+    MISSED = "missed"
+    UNAWARDED = "unawarded"
+    UNKNOWN = "unknown"
 
 
 class BidAction(StrEnum):
@@ -31,6 +40,10 @@ class BidAction(StrEnum):
     ACCEPT = "accept"
     REFUSE = "refuse"
     AWARD = "award"
+    MISS = "miss"
+    UNAWARD = "unaward"
+    LOSE = "lose"
+    REVERT = "revert"
 
 
 TRANSITIONS: dict[tuple[BidStatus, BidAction], BidStatus] = {
@@ -44,6 +57,14 @@ TRANSITIONS: dict[tuple[BidStatus, BidAction], BidStatus] = {
     (BidStatus.SUBMITTED, BidAction.ACCEPT): BidStatus.ACCEPTED,
     (BidStatus.SUBMITTED, BidAction.REFUSE): BidStatus.REFUSED,
     (BidStatus.ACCEPTED, BidAction.AWARD): BidStatus.AWARDED,
+    (BidStatus.ACCEPTED, BidAction.UNAWARD): BidStatus.UNAWARDED,
+    (BidStatus.DRAFT, BidAction.MISS): BidStatus.MISSED,
+    (BidStatus.APPROVED, BidAction.MISS): BidStatus.MISSED,
+    (BidStatus.SUBMITTED, BidAction.MISS): BidStatus.MISSED,
+    (BidStatus.SUBMITTED, BidAction.LOSE): BidStatus.UNKNOWN,
+    (BidStatus.SUBMITTED, BidAction.REVERT): BidStatus.APPROVED,
+    (BidStatus.UNKNOWN, BidAction.ACCEPT): BidStatus.ACCEPTED,
+    (BidStatus.UNKNOWN, BidAction.REFUSE): BidStatus.REFUSED,
 }
 
 EDITABLE = frozenset({BidStatus.DRAFT, BidStatus.APPROVED, BidStatus.REJECTED})

@@ -19,9 +19,10 @@ from tests.conftest import PG_BASE_URL
 from vpp.api.app import create_app
 from vpp.api.services import Services
 from vpp.bus.embedded import EmbeddedBus
-from vpp.config import DatabaseSettings, DispatchSettings, TopicsSettings
+from vpp.config import DatabaseSettings, DispatchSettings, PeakShavingSettings, TopicsSettings
 from vpp.dispatch.service import DispatchService
 from vpp.fleet.hierarchy import FleetHierarchy
+from vpp.peak_shaving import PeakShaver
 from vpp.store import db
 from vpp.store.bids import BidStore
 from vpp.store.keys import KeyStore
@@ -86,9 +87,9 @@ def make_fleet() -> tuple[FleetStore, FleetHierarchy]:
             SiteConfig(
                 site_id=f"s{i}",
                 group="north" if i < 3 else "south",
-                capacity_kwh=10,
-                p_charge_max_kw=5,
-                p_discharge_max_kw=5,
+                capacity_kwh=1000,
+                p_charge_max_kw=500,
+                p_discharge_max_kw=500,
             )
         )
     now = NOW.timestamp()
@@ -147,6 +148,13 @@ def build_api(engine: sa.Engine) -> Api:
         TopicsSettings(),
         db=engine,
         store=lambda: fleet_store,
+        clock=lambda: clock().timestamp(),
+    )
+    services.peak_shaver = PeakShaver(
+        PeakShavingSettings(),
+        engine,
+        lambda: fleet_store,
+        services.dispatch,
         clock=lambda: clock().timestamp(),
     )
     bids.create(make_bids(), solve_id="solve-1", report={"model": "scenario", "objective": 1.0})

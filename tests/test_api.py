@@ -267,7 +267,8 @@ def test_fleet_groups_sites_navigation(api: Api) -> None:
         "north",
         "south",
     ]
-    assert fleet["fleet"]["e_discharge_kwh"]["expected"] == pytest.approx(6 * (5 - 1) * 0.95)
+    assert fleet["fleet"]["e_discharge_kwh"]["expected"] == pytest.approx(6 * (500 - 100) * 0.95)
+    assert fleet["fleet"]["free"]["sites"] == 6 and fleet["fleet"]["committed"]["sites"] == 0
     group = api.client.get(
         "/api/v1/fleet/groups/north", params={"limit": 2}, headers=api.h("viewer")
     ).json()

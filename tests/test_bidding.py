@@ -65,10 +65,16 @@ def test_bid_cycle_makes_valid_drafts_per_group_sized_to_p90(tmp_path: Path) -> 
     assert detail.solve_report is not None
     assert detail.solve_report["status"] == "optimal"
     battery = detail.solve_report["battery"]
-    # 3 sites x 5 kW each at full health: P90 = nameplate; energy from the twins' bounds
-    assert battery["p_discharge_max_mw"] == pytest.approx(0.015, rel=1e-6)
+    # 3 sites x 500 kW each at full health: P90 = nameplate; energy from the twins' bounds
+    assert battery["p_discharge_max_mw"] == pytest.approx(1.5, rel=1e-6)
     for r in rows:
-        assert sum(s["quantity_mw"] for s in r.discharge) <= 0.015 + 1e-9
+        assert sum(s["quantity_mw"] for s in r.discharge) <= 1.5 + 1e-9
+    report = detail.solve_report
+    assert report["currency"] == "USD" and report["free"]["sites"] == 3
+    assert report["committed_elsewhere"]["sites"] == 0
+    first = report["intervals"][0]
+    assert first["price_p10"] <= first["price_p50"] <= first["price_p90"]
+    assert first["revenue_p10"] <= first["revenue_p90"]
     assert bidder.make_bids() == 0  # the same intervals are not bid twice
 
 
@@ -111,4 +117,6 @@ def test_auto_approve_only_unedited_bids(tmp_path: Path) -> None:
     assert submitted == len(same_gate) - 1
     assert store.row(edited.bid_id).status == "draft"  # waits for an operator
     reviews = store.get(same_gate[1].bid_id).reviews
-    assert reviews[0]["actor"] == "engine (system)" and "auto-approved" in reviews[0]["comment"]
+    assert reviews[0]["actor"].startswith("engine policy bidding.auto_approve")
+    assert "auto-approved" in reviews[0]["comment"]
+    assert store.row(same_gate[1].bid_id).approved_by == reviews[0]["actor"]

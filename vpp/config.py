@@ -285,6 +285,11 @@ class BiddingSettings(_Section):
     submit_before_gate_s: PositiveFloat = Field(
         60.0, description="approved bids are submitted this long before their gate (s)"
     )
+    gate_lead_s: PositiveInt | None = Field(
+        None,
+        description="replace the market's gate lead for the bid product (s): a demo setting "
+        "that closes the loop fast; None keeps the market's own rule",
+    )
 
     @model_validator(mode="after")
     def _quantile(self) -> BiddingSettings:
@@ -308,6 +313,11 @@ class PeakShavingSettings(_Section):
         2, description="planned intervals handed to dispatch at each re-plan"
     )
     degradation_per_kwh: float = Field(0.02, ge=0, le=100, description="currency per kWh moved")
+    min_history_s: float = Field(
+        21_600.0,
+        ge=0,
+        description="a site is not planned until its load profile has learned this long (s)",
+    )
 
     @model_validator(mode="after")
     def _whole_day(self) -> PeakShavingSettings:

@@ -12,6 +12,17 @@ daylight-saving change moves the peak window with local time); an interval no pe
 covers costs nothing for energy, only for demand. Exported energy earns at most the import
 price of its interval (the model's exactness condition).
 
+Commitment, not co-optimization. A tariffed site's battery is committed to its own bill:
+while peak shaving runs for it, the fleet reports it as committed and the bidder offers
+only the other sites (:mod:`vpp.fleet.hierarchy`); an operator can pause a site's peak
+shaving to offer it to the market. The engine reserves instead of co-optimizing the two
+uses (value stacking) because the demand charge is set by the month's single highest
+import: a market award that empties the battery an hour before the site's peak can cost a
+month of demand charges, a risk a per-interval market price does not carry, and the site
+owner — not the market operator — bears it. Co-optimization needs the site's load
+uncertainty inside the market model and a settlement split between owner and aggregator;
+until both exist, a clean reservation keeps every kW committed once and the owner whole.
+
 Unattended, :class:`PeakShaver` does this for every site whose registry record carries a
 tariff: it samples each site's net load into a time-of-day profile (:class:`LoadProfiles`),
 tracks the billing month's peak import, and re-plans every ``replan_every_s`` over the
@@ -187,6 +198,7 @@ class LoadProfiles:
         self.mean_kw = np.full((0, self.slots), np.nan)
         self.latest_kw = np.full(0, np.nan)
         self.peak_kw = np.zeros(0)
+        self.first_s = np.full(0, np.nan)  # when each site was first sampled
         self._month: int | None = None
 
     def _grow(self, n: int) -> None:
@@ -196,6 +208,13 @@ class LoadProfiles:
         self.mean_kw = np.vstack([self.mean_kw, np.full((extra, self.slots), np.nan)])
         self.latest_kw = np.concatenate([self.latest_kw, np.full(extra, np.nan)])
         self.peak_kw = np.concatenate([self.peak_kw, np.zeros(extra)])
+        self.first_s = np.concatenate([self.first_s, np.full(extra, np.nan)])
+
+    def history_s(self, row: int, now: float) -> float:
+        """How long the site's profile has been learning (0 if never sampled)."""
+        if row >= self.first_s.size or np.isnan(self.first_s[row]):
+            return 0.0
+        return float(now - self.first_s[row])
 
     def sample(self, store: FleetStore, now: float) -> int:
         """Fold the twins' current load readings in; returns the sites sampled."""
@@ -218,6 +237,8 @@ class LoadProfiles:
         self.mean_kw[rows, slot] = np.where(np.isnan(old), net, old + self.weight * (net - old))
         self.latest_kw[rows] = net
         self.peak_kw[rows] = np.maximum(self.peak_kw[rows], grid)
+        first = self.first_s[rows]
+        self.first_s[rows] = np.where(np.isnan(first), now, first)
         return int(rows.size)
 
     def forecast(self, row: int, start: datetime, horizon: int) -> F64 | None:
@@ -253,6 +274,7 @@ class PeakShaver:
         self.clock = clock
         self.principal = principal
         self.profiles = LoadProfiles(settings.interval_s, settings.profile_weight)
+        self.paused: dict[str, dict[str, Any]] = {}  # site -> who paused it, when, why
         self.planned: dict[str, dict[str, Any]] = {}  # site -> summary of its latest plan
         self.skipped: dict[str, str] = {}  # site -> why it was not planned last time
 
@@ -283,10 +305,22 @@ class PeakShaver:
             i = store.index.get(site_id)
             if i is None or not store.active[i]:
                 continue
+            if site_id in self.paused:
+                self.skipped[site_id] = f"paused by {self.paused[site_id]['by']}"
+                continue
             forecast = self.profiles.forecast(i, start, cfg.horizon_intervals)
             soc = float(store.soc[i])
             if store.conn[i] != Connectivity.ONLINE or forecast is None or np.isnan(soc):
                 self.skipped[site_id] = "no fresh telemetry"
+                continue
+            learned = self.profiles.history_s(i, now)
+            if learned < cfg.min_history_s:
+                # a cold start: the profile and the month's peak so far are not known well
+                # enough to shave against; the battery is left to the site until they are
+                self.skipped[site_id] = (
+                    f"learning the load profile ({learned / 3600:.1f} h of "
+                    f"{cfg.min_history_s / 3600:.1f} h)"
+                )
                 continue
             peak = float(self.profiles.peak_kw[i])
             try:
@@ -316,6 +350,24 @@ class PeakShaver:
             )
             out.append((site_plan, row))
         return out
+
+    def committed_sites(self) -> list[str]:
+        """Sites whose battery is committed to peak shaving (tariffed, not paused)."""
+        store = self.store()
+        if store is None:
+            return []
+        return [s for s in store.tariffs if s not in self.paused]
+
+    def pause(self, site_id: str, by: str, reason: str, now: float) -> None:
+        """Stop planning ``site_id`` (its battery returns to the market) until resumed."""
+        self.paused[site_id] = {
+            "by": by,
+            "reason": reason,
+            "since": datetime.fromtimestamp(now, UTC).isoformat(),
+        }
+
+    def resume(self, site_id: str) -> bool:
+        return self.paused.pop(site_id, None) is not None
 
     def dispatchable(self, site_plan: SitePlan) -> list[GroupTarget]:
         """The plan's first ``dispatch_ahead_intervals`` as site targets."""

@@ -20,6 +20,7 @@ import uvicorn
 
 from vpp.api.services import Services
 from vpp.bus import Bus, make_bus
+from vpp.clock import Clock, WallClock
 from vpp.config import Settings
 from vpp.store import db
 from vpp.store.bids import BidStore
@@ -49,17 +50,21 @@ class _ApiServer(uvicorn.Server):
 
 
 class Engine:
-    def __init__(self, settings: Settings, *, auto_migrate: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, auto_migrate: bool = False, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
         self.auto_migrate = auto_migrate
+        self.clock: Clock = clock or WallClock()
         self.bus: Bus = make_bus(settings.bus)
         self.db: sa.Engine = db.create_db_engine(settings.database)
         self.components: list[Component] = []
         self.services = Services(
             db=self.db,
             keys=KeyStore(self.db),
-            bids=BidStore(self.db, four_eyes=settings.api.four_eyes),
+            bids=BidStore(self.db, four_eyes=settings.api.four_eyes, clock=self.clock.now),
             readiness=self.readiness,
+            clock=self.clock.now,
         )
         self.started_at = time.monotonic()
         self._api: _ApiServer | None = None
@@ -179,8 +184,11 @@ class Engine:
         return {"bus": bus_ok, "database": db_ok}
 
     def status(self) -> dict[str, Any]:
+        speed = getattr(self.clock, "speed", 1.0)
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "clock": self.clock.now().strftime("%Y-%m-%d %H:%M:%S UTC")
+            + (f" (simulated, ×{speed:g})" if speed != 1.0 else ""),
             "bus": self.bus.kind,
             "api": self.api_url,
             **{c.name: c.status() for c in self._started},

@@ -255,6 +255,7 @@ class BacktestPeakShaving(_Model):
     dispatch_ahead_intervals: int = Field(1, ge=1, le=96)
     degradation_per_kwh: float = Field(0.02, ge=0, le=100)
     profile_weight: float = Field(0.1, gt=0, le=1)
+    min_history_s: float = Field(21_600.0, ge=0, description="learn this long before planning")
 
     @model_validator(mode="after")
     def _whole_day(self) -> BacktestPeakShaving:

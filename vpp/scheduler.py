@@ -3,14 +3,21 @@
 Every job is coalesced (a backlog of missed runs becomes one run), limited to one
 instance at a time (a slow solve is never overlapped by the next), and skipped when it is
 more than ``misfire_grace_s`` late (a job that woke up far too late would act on stale
-state). Interval jobs are aligned to the interval grid, so "every 5 minutes" means at
-:00, :05, ... not five minutes after start-up. Each job's last error is kept for status.
+state). Interval jobs are aligned to the interval grid of the engine's clock, so "every 5
+minutes" means at :00, :05, ... not five minutes after start-up. Each job's last error is
+kept for status.
+
+Periods and delays are in the engine's time. On a simulated clock that runs ``speed``
+times faster than the wall (``vpp run --speed N``), APScheduler — which waits on the wall —
+is given every period divided by ``speed`` and first run times mapped from the simulated
+grid to the wall, so jobs fire at the simulated instants they are meant for.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +26,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEv
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from vpp.clock import Clock, WallClock
 from vpp.config import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -27,8 +35,10 @@ log = logging.getLogger(__name__)
 class Scheduler:
     name = "scheduler"
 
-    def __init__(self, settings: SchedulerSettings) -> None:
+    def __init__(self, settings: SchedulerSettings, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock: Clock = clock or WallClock()
+        self.speed = float(getattr(self.clock, "speed", 1.0))
         self.aps = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={
@@ -57,12 +67,16 @@ class Scheduler:
         *,
         offset_s: float = 0.0,
     ) -> None:
-        """Run ``func`` every ``seconds``, aligned to the grid (plus ``offset_s``)."""
-        now = datetime.now(UTC).timestamp()
+        """Run ``func`` every ``seconds`` (engine time), aligned to the grid (plus
+        ``offset_s``)."""
+        now = self.clock.time()
         first = math.ceil((now - offset_s) / seconds) * seconds + offset_s
+        wall_first = time.time() + (first - now) / self.speed
         self.aps.add_job(
             func,
-            IntervalTrigger(seconds=seconds, start_date=datetime.fromtimestamp(first, UTC)),
+            IntervalTrigger(
+                seconds=seconds / self.speed, start_date=datetime.fromtimestamp(wall_first, UTC)
+            ),
             id=job_id,
             replace_existing=True,
         )
@@ -72,7 +86,7 @@ class Scheduler:
         self.aps.add_job(
             func,
             "date",
-            run_date=datetime.now(UTC) + timedelta(seconds=delay_s),
+            run_date=datetime.now(UTC) + timedelta(seconds=delay_s / self.speed),
             id=job_id,
             replace_existing=True,
         )
@@ -85,8 +99,13 @@ class Scheduler:
             self.aps.shutdown(wait=False)
 
     def status(self) -> dict[str, Any]:
+        wall, now = time.time(), self.clock.time()
         jobs = {
-            j.id: j.next_run_time.isoformat() if j.next_run_time else None
+            j.id: datetime.fromtimestamp(
+                now + (j.next_run_time.timestamp() - wall) * self.speed, UTC
+            ).isoformat()
+            if j.next_run_time
+            else None
             for j in self.aps.get_jobs()
         }
         line = f"{len(jobs)} jobs" + (f", {len(self.errors)} failing" if self.errors else "")

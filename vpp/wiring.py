@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from market.adapter import LoggedMarket, SimulatedMarket
-from market.definitions import Product, load_market
+from market.definitions import Product
+from vpp.clock import Clock
 from vpp.config import ConfigError, Settings
 from vpp.ingest.loop import Ingest, publish_registry
 from vpp.runtime import Engine
 from vpp.scheduler import Scheduler
 from vpp.store.txlog import DbTxLog
 from vpp.twins.registry import load_registry_file
+from vpp.twins.store import FleetStore
 
 
 class RegistryFile:
@@ -42,11 +47,11 @@ class RegistryFile:
 
 
 def _bidding(engine: Engine, scheduler: Scheduler) -> Any:
-    from vpp.bidding.bidder import Bidder
+    from vpp.bidding.bidder import Bidder, effective_market
     from vpp.bidding.feed import FeedPrices, us_realtime_feed
 
     settings = engine.settings.bidding
-    definition = load_market(settings.market)
+    definition = effective_market(settings)
     feed = us_realtime_feed()
     if definition.currency != feed.currency:
         raise ConfigError(
@@ -61,55 +66,82 @@ def _bidding(engine: Engine, scheduler: Scheduler) -> Any:
             f"the embedded price feed has {feed.interval} (use energy_rt)"
         )
     market = LoggedMarket(
-        SimulatedMarket(definition, FeedPrices(feed, product)), DbTxLog(engine.db)
+        SimulatedMarket(definition, FeedPrices(feed, product), clock=engine.clock.now),
+        DbTxLog(engine.db, engine.clock.now),
     )
     engine.services.market = market
-    bidder = Bidder(settings, engine.services.bids, market, feed, engine.services.fleet)
+    bidder = Bidder(
+        settings, engine.services.bids, market, feed, engine.services.fleet, clock=engine.clock.now
+    )
     engine.add(bidder)
     step = definition.interval(product).total_seconds()
     scheduler.every("bidding", step, bidder.cycle, offset_s=5)
     scheduler.every("submissions", 15, bidder.submit_cycle)
+    scheduler.every("bid-settlement", 15, bidder.settle_cycle, offset_s=7)
     scheduler.every("awards", step, bidder.awards_cycle, offset_s=1)
     scheduler.soon("first-bids", bidder.cycle, delay_s=5)
     return bidder
 
 
-def build_engine(settings: Settings, *, simulate: bool, auto_migrate: bool) -> Engine:
-    """The engine with every component that exists, upstream to downstream."""
-    engine = Engine(settings, auto_migrate=auto_migrate)
+def build_engine(
+    settings: Settings, *, simulate: bool, auto_migrate: bool, clock: Clock | None = None
+) -> Engine:
+    """The engine with every component that exists, upstream to downstream; every one of
+    them reads time from ``clock`` (the wall by default)."""
+    engine = Engine(settings, auto_migrate=auto_migrate, clock=clock)
     topics = settings.bus.topics
     if settings.ingest.registry_file is not None:
         engine.add(RegistryFile(engine))
     if simulate:
         from vpp.sim.gateway import Simulator
 
-        engine.add(Simulator(engine.bus, topics, settings.simulator))
-    ingest = Ingest(engine.bus, settings.ingest, topics, db=engine.db)
+        engine.add(Simulator(engine.bus, topics, settings.simulator, clock=engine.clock.time))
+    ingest = Ingest(engine.bus, settings.ingest, topics, db=engine.db, clock=engine.clock.time)
     engine.add(ingest)
     engine.services.fleet = lambda: (ingest.latest, ingest.store)
     from vpp.dispatch.service import DispatchService
 
     dispatch = DispatchService(
-        settings.dispatch, engine.bus, topics, db=engine.db, store=lambda: ingest.store
+        settings.dispatch,
+        engine.bus,
+        topics,
+        db=engine.db,
+        store=lambda: ingest.store,
+        clock=engine.clock.time,
     )
     ingest.event_listeners.append(dispatch.on_site_events)
     engine.services.dispatch = dispatch
-    scheduler = Scheduler(settings.scheduler)
+    scheduler = Scheduler(settings.scheduler, engine.clock)
     if settings.bidding.enabled:
         bidder = _bidding(engine, scheduler)
         bidder.award_listeners.append(dispatch.on_awards)
     engine.add(dispatch)
+    shaver = None
     if settings.peak_shaving.enabled:
-        _peak_shaving(engine, scheduler, lambda: ingest.store, dispatch)
+        shaver = _peak_shaving(engine, scheduler, lambda: ingest.store, dispatch)
+    engine.services.peak_shaver = shaver
+
+    def committed(store: FleetStore) -> npt.NDArray[np.bool_]:
+        """Sites committed elsewhere now: on a target of their own, or peak shaving."""
+        sites = dispatch.core.pinned_sites()
+        if shaver is not None:
+            sites += shaver.committed_sites()
+        mask = np.zeros(store.n, dtype=bool)
+        if sites:
+            rows = store.rows_of(sites)
+            mask[rows[rows >= 0]] = True
+        return mask
+
+    ingest.committed = committed
     engine.add(scheduler)
     return engine
 
 
-def _peak_shaving(engine: Engine, scheduler: Scheduler, store: Any, dispatch: Any) -> None:
+def _peak_shaving(engine: Engine, scheduler: Scheduler, store: Any, dispatch: Any) -> Any:
     from vpp.peak_shaving import PeakShaver
 
     cfg = engine.settings.peak_shaving
-    shaver = PeakShaver(cfg, engine.db, store, dispatch)
+    shaver = PeakShaver(cfg, engine.db, store, dispatch, clock=engine.clock.time)
     engine.add(shaver)
 
     async def replan() -> None:
@@ -124,3 +156,4 @@ def _peak_shaving(engine: Engine, scheduler: Scheduler, store: Any, dispatch: An
     lead = min(30.0, cfg.replan_every_s / 2)
     scheduler.every("peak-replan", cfg.replan_every_s, replan, offset_s=cfg.replan_every_s - lead)
     scheduler.soon("peak-first", first, delay_s=15)
+    return shaver

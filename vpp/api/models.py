@@ -30,6 +30,25 @@ class Bounds(BaseModel):
     upper: float
 
 
+class CapacityPublic(BaseModel):
+    """What part of a node's sites can deliver: the committed part (peak shaving, site
+    targets) or the free part (what the market may be offered)."""
+
+    sites: int
+    e_discharge_kwh: Bounds
+    e_charge_kwh: Bounds
+    p_discharge_kw: Bounds
+    p_charge_kw: Bounds
+    p_discharge_p50_kw: float
+    p_discharge_p90_kw: float
+    p_charge_p50_kw: float
+    p_charge_p90_kw: float
+    p_discharge_rated_p50_kw: float = Field(description="ratings at P50 availability")
+    p_discharge_rated_p90_kw: float = Field(description="ratings at P90 availability")
+    p_charge_rated_p50_kw: float
+    p_charge_rated_p90_kw: float
+
+
 class NodePublic(BaseModel):
     """An aggregate of the hierarchy (fleet, group or site), each figure with its bounds."""
 
@@ -61,6 +80,8 @@ class NodePublic(BaseModel):
     p_charge_p50_kw: float
     p_charge_p90_kw: float
     as_of: datetime
+    committed: CapacityPublic = Field(description="committed elsewhere now (not for the market)")
+    free: CapacityPublic = Field(description="neither committed nor unable to take a command")
 
 
 class FleetPublic(BaseModel):
@@ -153,6 +174,11 @@ class BidPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     author: str = Field(description="who made the current version")
+    approved_by: str | None = Field(
+        None,
+        description="who approved the current version: an operator's key or the engine's "
+        "auto-approval policy",
+    )
     discharge: list[SegmentModel] = Field(description="offers, price ascending")
     charge: list[SegmentModel] = Field(description="charge bids, price descending")
 
@@ -205,6 +231,13 @@ class BidEdit(BaseModel):
     discharge: list[SegmentModel] = Field(default_factory=list, max_length=1000)
     charge: list[SegmentModel] = Field(default_factory=list, max_length=1000)
     comment: str | None = Field(None, max_length=2000)
+    override_reason: str | None = Field(
+        None,
+        min_length=3,
+        max_length=2000,
+        description="admins only: accept a curve beyond the group's free capability, and why "
+        "(audited)",
+    )
 
 
 class Review(BaseModel):

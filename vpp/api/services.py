@@ -30,4 +30,5 @@ class Services:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     readiness: Callable[[], Awaitable[dict[str, bool]]] = _always_ready
     dispatch: Any = None  # vpp.dispatch.service.DispatchService once dispatch runs
+    peak_shaver: Any = None  # vpp.peak_shaving.PeakShaver when peak shaving runs
     cache: dict[str, Any] = field(default_factory=dict)  # serialized responses

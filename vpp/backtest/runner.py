@@ -413,6 +413,7 @@ def run_strategy(
             dispatch_ahead_intervals=ps.dispatch_ahead_intervals,
             degradation_per_kwh=ps.degradation_per_kwh,
             profile_weight=ps.profile_weight,
+            min_history_s=ps.min_history_s,
         ),
     )
     clearing_prices = {

@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-from market.adapter import LoggedMarket
+from market.adapter import LoggedMarket, SimulatedMarket
 from market.bids import Bid
 from market.clearing import Award
 from market.definitions import MarketDefinition, Product, load_market
@@ -50,11 +50,12 @@ from optimizer.report import InfeasibleInputError
 from vpp.aggregate import battery_from_node, group_efficiencies
 from vpp.bidding.feed import PriceFeed
 from vpp.bidding.strategies import PriceView, ScenarioStrategy
-from vpp.config import BiddingSettings
+from vpp.config import BiddingSettings, ConfigError
 from vpp.fleet.hierarchy import FleetSnapshot, NodeAggregate
 from vpp.logs import ctx
 from vpp.store.bids import BidError, BidStore
-from vpp.store.keys import SYSTEM
+from vpp.store.keys import SYSTEM, Principal
+from vpp.store.txlog import DbTxLog
 from vpp.twins.store import FleetStore
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,37 @@ SOLVE_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 BIDS = Gauge("vpp_bids", "Bids by status", ["status"])
+SETTLED = Counter(
+    "vpp_bids_settled_total", "Bids the engine closed without a market answer", ["status"]
+)
+# Who approves when bidding.auto_approve is on: the policy, named with its limits.
+AUTO_APPROVER = Principal(
+    "auto-approve",
+    "engine policy bidding.auto_approve (the engine's own unedited drafts, sized to the "
+    "group's free P90)",
+    "operator",
+)
+
+
+def effective_market(settings: BiddingSettings) -> MarketDefinition:
+    """The market the engine bids in: the shipped definition, with ``gate_lead_s`` in place
+    of its gate for the bid product when set (a demo setting)."""
+    definition = load_market(settings.market)
+    product = Product(settings.product)
+    spec = definition.product(product)
+    if settings.gate_lead_s is None:
+        return definition
+    if spec.gate_closure.kind != "lead":
+        raise ConfigError(
+            f"bidding.gate_lead_s: {definition.market_id} {product.value} closes at a daily "
+            "time, not a lead before each interval; remove the setting"
+        )
+    gate = spec.gate_closure.model_copy(update={"lead_minutes": settings.gate_lead_s // 60})
+    if settings.gate_lead_s % 60:
+        raise ConfigError("bidding.gate_lead_s must be whole minutes (a multiple of 60)")
+    products = dict(definition.products)
+    products[product] = spec.model_copy(update={"gate_closure": gate})
+    return definition.model_copy(update={"products": products})
 
 
 class Bidder:
@@ -86,7 +118,7 @@ class Bidder:
         self.settings = settings
         self.bids = bids
         self.market = market
-        self.definition: MarketDefinition = load_market(settings.market)
+        self.definition: MarketDefinition = effective_market(settings)
         self.product = Product(settings.product)
         self.step = self.definition.interval(self.product)
         self.feed = feed
@@ -106,11 +138,24 @@ class Bidder:
         self.made = 0
         self.submitted = 0
         self.awarded = 0
+        self.missed = 0
+        self.unawarded = 0
         self.last_error: str | None = None
         bids.listeners.append(self._count_statuses)
 
     async def start(self) -> None:
         self._count_statuses()
+        await asyncio.to_thread(self._restore_market)
+
+    def _restore_market(self) -> None:
+        """A simulated market's order book survives a restart: it is rebuilt from the
+        transaction log's recent submissions (a real market keeps its own)."""
+        adapter, txlog = self.market.adapter, self.market.log
+        if isinstance(adapter, SimulatedMarket) and isinstance(txlog, DbTxLog):
+            since = self.clock() - timedelta(days=2)
+            restored = adapter.restore(txlog.exchanges("submit", since))
+            if restored:
+                log.info("simulated market: %d accepted bids restored from the log", restored)
 
     async def stop(self) -> None:
         return None
@@ -229,6 +274,22 @@ class Bidder:
                     "median": float(np.median(prices)),
                     "max": float(prices.max()),
                 },
+                "currency": self.definition.currency,
+                "interval_starts": [s.isoformat() for s in starts],
+                "committed_elsewhere": {
+                    "sites": node.committed.sites,
+                    "p_discharge_kw": round(node.committed.p_discharge_kw.expected, 1),
+                    "p_charge_kw": round(node.committed.p_charge_kw.expected, 1),
+                    "e_discharge_kwh": round(node.committed.e_discharge_kwh.expected, 1),
+                },
+                "free": {
+                    "sites": node.free.sites,
+                    "p_discharge_rated_p90_kw": round(node.free.p_discharge_rated_p90_kw, 1),
+                    "p_charge_rated_p90_kw": round(node.free.p_charge_rated_p90_kw, 1),
+                },
+                "expected_revenue": round(
+                    sum(i["revenue_expected"] for i in plan.report.get("intervals", [])), 2
+                ),
             }
         )
         solve_id = f"solve-{group}-{uuid.uuid4().hex[:12]}"
@@ -257,7 +318,7 @@ class Bidder:
                         row.bid_id,
                         row.version,
                         BidAction.APPROVE,
-                        SYSTEM,
+                        AUTO_APPROVER,
                         "auto-approved (bidding.auto_approve)",
                         enforce_four_eyes=False,
                     )
@@ -305,7 +366,25 @@ class Bidder:
             self._collected = {s for s in self._collected if s > now - 10 * self.step}
         return stored
 
+    def settle(self, now: datetime | None = None) -> int:
+        """Close what would otherwise wait forever: drafts and approved bids whose gate has
+        passed (``missed``), accepted bids whose interval ended without an award
+        (``unawarded``)."""
+        now = now or self.clock()
+        missed = self.bids.mark_missed(now)
+        unawarded = self.bids.mark_unawarded(now)
+        for rows, status in ((missed, "missed"), (unawarded, "unawarded")):
+            if rows:
+                SETTLED.labels(status).inc(len(rows))
+                log.warning("%d bids %s", len(rows), status, extra=ctx(bid_id=rows[0].bid_id))
+        self.missed += len(missed)
+        self.unawarded += len(unawarded)
+        return len(missed) + len(unawarded)
+
     # -- async wrappers for the scheduler --------------------------------------------------
+
+    async def settle_cycle(self) -> None:
+        await asyncio.to_thread(self.settle)
 
     async def cycle(self) -> None:
         await asyncio.to_thread(self.make_bids)
@@ -317,8 +396,14 @@ class Bidder:
         await asyncio.to_thread(self.collect_awards)
 
     def status(self) -> dict[str, Any]:
+        approval = (
+            "auto-approved by the engine's policy"
+            if self.settings.auto_approve
+            else "waiting for an operator's approval"
+        )
         line = (
-            f"{self.made} bids made, {self.submitted} submitted, {self.awarded} awarded"
+            f"{self.made} bids made ({approval}), {self.submitted} submitted, "
+            f"{self.awarded} awarded, {self.missed} missed, {self.unawarded} unawarded"
             f" ({self.definition.market_id} {self.product.value})"
         )
         return {
@@ -326,5 +411,8 @@ class Bidder:
             "made": self.made,
             "submitted": self.submitted,
             "awarded": self.awarded,
+            "missed": self.missed,
+            "unawarded": self.unawarded,
+            "auto_approve": self.settings.auto_approve,
             "last_error": self.last_error,
         }

@@ -85,6 +85,28 @@ class Plan:
     solve_s: float = 0.0
 
 
+def interval_outlook(prices: F64, net_mw: F64, interval_h: float) -> list[dict[str, float]]:
+    """Per bid interval what an operator decides on: the forecast price's P10/P50/P90 across
+    the scenarios, and the revenue the plan expects (mean, P10, P90 across scenarios; each
+    scenario's dispatch at its own price)."""
+    revenue = prices * net_mw * interval_h  # (S, T)
+    q = np.quantile(prices, [0.1, 0.5, 0.9], axis=0)
+    r = np.quantile(revenue, [0.1, 0.9], axis=0)
+    mean = revenue.mean(axis=0)
+    return [
+        {
+            "price_p10": round(float(q[0, t]), 2),
+            "price_p50": round(float(q[1, t]), 2),
+            "price_p90": round(float(q[2, t]), 2),
+            "expected_mw": round(float(net_mw[:, t].mean()), 4),
+            "revenue_expected": round(float(mean[t]), 2),
+            "revenue_p10": round(float(r[0, t]), 2),
+            "revenue_p90": round(float(r[1, t]), 2),
+        }
+        for t in range(prices.shape[1])
+    ]
+
+
 def terminal_for(rule: TerminalRule, battery: BatteryAggregate, forecast: F64) -> Terminal:
     if rule == "free":
         return Terminal()
@@ -155,6 +177,9 @@ class Strategy:
         ]
         expected = np.array([c.max_discharge_mw - c.max_charge_mw for c in curves])
         report = sched.report.to_dict() if sched.report else {}
+        report["intervals"] = interval_outlook(
+            view.forecast[None, :kept], expected[None, :], interval_h
+        )
         return Plan(
             curves, expected, report, sched.report.highs_s if sched.report else 0.0, solve_s
         )
@@ -190,7 +215,13 @@ class Strategy:
         ]
         cleared = [c.cleared(float(p)) for c, p in zip(curves, view.forecast[:kept], strict=True)]
         expected = np.array([dis - chg for dis, chg in cleared])
-        return Plan(curves, expected, solution.report.to_dict(), solution.report.highs_s, solve_s)
+        report = solution.report.to_dict()
+        report["intervals"] = interval_outlook(
+            view.scenarios[:, :kept],
+            solution.p_discharge_mw[:, :kept] - solution.p_charge_mw[:, :kept],
+            interval_h,
+        )
+        return Plan(curves, expected, report, solution.report.highs_s, solve_s)
 
 
 class PointStrategy(Strategy):

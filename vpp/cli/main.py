@@ -94,30 +94,81 @@ def _merge(base: Settings, overrides: dict[str, Any]) -> Settings:
         raise
 
 
+# What `vpp run` changes when no config file or VPP_* variable sets it: the zero-set-up demo
+# closes the loop unattended and fast. `vpp config show` prints these too.
+RUN_DEMO: dict[str, dict[str, Any]] = {
+    "bidding": {
+        "auto_approve": True,  # the engine approves its own unedited drafts before the gate
+        "gate_lead_s": 300,  # a 5-minute gate instead of the real-time market's 75
+        "review_window_s": 60.0,
+        "submit_before_gate_s": 30.0,
+    },
+}
+
+
+def _demo_overrides(base: Settings) -> dict[str, dict[str, Any]]:
+    """The demo settings the user did not set (a config file or VPP_* wins)."""
+    if state.config_file is not None:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for section, values in RUN_DEMO.items():
+        for key, value in values.items():
+            if f"VPP_{section.upper()}__{key.upper()}" not in os.environ:
+                out.setdefault(section, {})[key] = value
+    return out
+
+
+def _scaled(cfg: Settings, speed: float) -> dict[str, dict[str, Any]]:
+    """At ``speed``× the gateways and the command protocol still answer in wall time: their
+    timings (seconds of engine time) scale with the speed; market and plan timings do not."""
+    if speed == 1.0:
+        return {}
+    sim, d = cfg.simulator, cfg.dispatch
+    return {
+        "simulator": {"telemetry_interval_s": sim.telemetry_interval_s * speed},
+        "dispatch": {
+            "ack_timeout_s": d.ack_timeout_s * speed,
+            "backoff_s": d.backoff_s * speed,
+            "follow_grace_s": d.follow_grace_s * speed,
+        },
+    }
+
+
 @app.command()
 def run(
     duration: Annotated[
-        float | None, typer.Option(help="stop after this many seconds (default: until Ctrl-C)")
+        float | None, typer.Option(help="stop after this many (wall) seconds (default: Ctrl-C)")
     ] = None,
     sites: Annotated[int | None, typer.Option(help="simulated sites", min=1)] = None,
     port: Annotated[int | None, typer.Option(help="API port (0 = a free one)", min=0)] = None,
+    speed: Annotated[
+        float,
+        typer.Option(
+            help="simulated time runs this many times faster than the wall (1 = real time)",
+            min=1.0,
+            max=3600.0,
+        ),
+    ] = 10.0,
     quiet: Annotated[bool, typer.Option(help="no live status display")] = False,
 ) -> None:
-    """Everything in one process: embedded bus, SQLite, simulated fleet, API (zero set-up)."""
+    """Everything in one process: embedded bus, SQLite, simulated fleet, API (zero set-up),
+    on a simulated clock (``--speed``; 1 for real time)."""
+    from datetime import UTC, datetime
+
     from vpp.cli.status import StatusDisplay
+    from vpp.clock import ScaledClock, WallClock
     from vpp.wiring import build_engine
 
     base = settings()
     if base.bus.kind != "embedded":
         fail("`vpp run` is the embedded demo; use `vpp serve` with bus.kind=kafka", code=2)
     cfg = _merge(base, _overrides(simulator={"sites": sites}, api={"port": port}))
-    if "VPP_BIDDING__AUTO_APPROVE" not in os.environ and state.config_file is None:
-        # The demo closes the loop unattended: the engine approves its own unedited bids
-        # a minute before their gate; operators can still edit or reject them until then.
-        cfg = _merge(cfg, {"bidding": {"auto_approve": True}})
+    cfg = _merge(cfg, _demo_overrides(cfg))
+    cfg = _merge(cfg, _scaled(cfg, speed))
     logs.configure(cfg.log.level, cfg.log.json_format)
+    clock = WallClock() if speed == 1.0 else ScaledClock(datetime.now(UTC), speed)
     try:
-        engine = build_engine(cfg, simulate=True, auto_migrate=True)
+        engine = build_engine(cfg, simulate=True, auto_migrate=True, clock=clock)
     except ConfigError as exc:
         fail(str(exc), code=2)
         return
@@ -157,12 +208,27 @@ def serve(
 def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML")] = False,
 ) -> None:
-    """Print the effective configuration (defaults < file < environment), secrets masked."""
-    data = settings().masked()
+    """Print the effective configuration (defaults < file < environment), secrets masked,
+    and what `vpp run` changes on top of it."""
+    cfg = settings()
+    data = cfg.masked()
+    demo = _demo_overrides(cfg)
     if as_json:
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
-    else:
-        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+        sys.stdout.write(json.dumps({**data, "vpp_run_overrides": demo}, indent=2) + "\n")
+        return
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+    if demo:
+        sys.stdout.write(
+            "# `vpp run` (the demo) changes, unless a config file or VPP_* sets them:\n"
+            + "".join(
+                f"#   {section}.{key}: {json.dumps(value)}\n"
+                for section, values in demo.items()
+                for key, value in values.items()
+            )
+            + "# and runs on a simulated clock (--speed, default 10): gateway and command\n"
+            "# timings scale with it. With bidding.auto_approve the engine approves its own\n"
+            "# unedited drafts; operators' edits always wait for an operator.\n"
+        )
 
 
 @db_app.command("upgrade")

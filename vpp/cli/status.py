@@ -52,6 +52,8 @@ class StatusDisplay:
     @staticmethod
     def line(status: dict[str, Any]) -> str:
         parts = [f"up {status['uptime_s']:.0f}s", f"bus={status['bus']}"]
+        if status.get("clock"):
+            parts.append(f"clock {status['clock']}")
         if status.get("api"):
             parts.append(f"api={status['api']}")
         for name, value in status.items():

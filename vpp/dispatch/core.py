@@ -155,6 +155,22 @@ class DispatchCore:
         added, added_rows = self.add_targets(new, now)
         return added + changed, rows + added_rows
 
+    def override(self, targets: Sequence[GroupTarget], now: float) -> list[dict[str, Any]]:
+        """Replace targets whatever their source (an operator's site target over the site's
+        peak-shaving plan); a replaced target under way is re-split at the next tick."""
+        rows = []
+        moment = _utc(now)
+        for t in targets:
+            d = self.deliveries.get(t.dispatch_id)
+            if d is None:
+                rows += self.add_targets([t], now)[1]
+                continue
+            d.target = t
+            if d.dispatched:
+                self._redispatch.add(t.group)
+            rows.append(d.row(d.status(moment), now))
+        return rows
+
     def restore_target(self, t: GroupTarget, redispatches: int) -> None:
         """A target read back from the dispatch log after a restart."""
         d = self.deliveries.setdefault(t.dispatch_id, Delivery(t))
@@ -243,6 +259,10 @@ class DispatchCore:
         self._reflect(self.tracker.live_entries(now), now, eff)  # twins know them again
         eff.commands.extend(resend)
         return eff
+
+    def pinned_sites(self) -> list[str]:
+        """Sites on a target of their own in the current interval (committed to it)."""
+        return list(self._pinned)
 
     def next_due(self) -> float | None:
         """The next instant the tracker has something to do (a deadline or an expiry)."""

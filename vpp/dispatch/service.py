@@ -94,6 +94,7 @@ class DispatchService:
         # (the default pool could write "unresponsive -> acked" before its cause).
         self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpp-site-events")
         self.acks_seen = 0
+        self.closed: dict[str, int] = {"delivered": 0, "short": 0}  # intervals closed
 
     @property
     def deliveries(self) -> dict[str, Delivery]:
@@ -163,6 +164,10 @@ class DispatchService:
         dispatch_log.upsert_many(self.db, rows)
         return changed
 
+    def override_targets(self, targets: Sequence[GroupTarget]) -> None:
+        """Replace targets whatever their source (see :meth:`DispatchCore.override`)."""
+        dispatch_log.upsert_many(self.db, self.core.override(targets, self.clock()))
+
     def _load_targets(self, now: float) -> None:
         rows, _ = dispatch_log.list_intervals(
             self.db, start_to=datetime.fromtimestamp(now, UTC) + TARGET_HORIZON, limit=10_000
@@ -209,6 +214,8 @@ class DispatchService:
         for row in eff.rows:
             if row["status"] in ("active", "delivered", "short"):
                 self._log_dispatch(row)
+            if row["status"] in self.closed:
+                self.closed[row["status"]] += 1
         if eff.rows:
             await asyncio.to_thread(dispatch_log.upsert_many, self.db, eff.rows)
         self._record_events(eff.events)
@@ -370,8 +377,17 @@ class DispatchService:
             for d in active
         ]
         shown = ", ".join(parts[:4]) + (f", +{len(parts) - 4} more" if len(parts) > 4 else "")
-        line = (shown or "no target now") + f"; commands {counts}"
-        return {"line": line, "commands": counts, "targets": len(self.deliveries)}
+        line = (
+            (shown or "no target now")
+            + f"; {self.closed['delivered']} intervals delivered, {self.closed['short']} short"
+            + f"; commands {counts}"
+        )
+        return {
+            "line": line,
+            "commands": counts,
+            "targets": len(self.deliveries),
+            "closed": dict(self.closed),
+        }
 
 
 def _log_failure(fut: asyncio.Future[Any]) -> None:

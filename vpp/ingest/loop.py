@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 from prometheus_client import Counter, Gauge, Histogram
 from rich.table import Table
@@ -118,6 +120,9 @@ class Ingest:
         self.stats = IngestStats()
         self.recent_events: deque[SiteEvent] = deque(maxlen=200)
         self.event_listeners: list[Callable[[Sequence[SiteEvent]], None]] = []
+        # Sites committed elsewhere now (peak shaving, site targets), by store row: the
+        # hierarchy reports their capacity as committed, the rest as free to offer.
+        self.committed: Callable[[FleetStore], npt.NDArray[np.bool_]] | None = None
         self.evaluate_every_s = evaluate_every_s
         self._producer: Producer | None = None
         self._dlq: DeadLetterWriter | None = None
@@ -315,7 +320,8 @@ class Ingest:
                 await asyncio.sleep(1.0)
 
     def refresh(self, now: float | None = None) -> FleetSnapshot:
-        snap = self.hierarchy.refresh(self.clock() if now is None else now)
+        committed = self.committed(self.store) if self.committed is not None else None
+        snap = self.hierarchy.refresh(self.clock() if now is None else now, committed=committed)
         self._refreshed_at = time.monotonic()
         self._unrefreshed = False
         for family, states in snap.fleet.counts.items():

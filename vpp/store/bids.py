@@ -78,6 +78,8 @@ class BidRow:
     author: str
     discharge: list[dict[str, float]]
     charge: list[dict[str, float]]
+    approved_by: str | None = None  # who approved the current version (an operator or the
+    # engine's auto-approval policy)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -124,11 +126,26 @@ def _curve_json(segments: Sequence[Segment]) -> list[dict[str, float]]:
     return [{"price_per_mwh": s.price_per_mwh, "quantity_mw": s.quantity_mw} for s in segments]
 
 
+_APPROVER = (
+    sa.select(bid_reviews.c.actor)
+    .where(
+        bid_reviews.c.bid_id == bids.c.bid_id,
+        bid_reviews.c.version == bids.c.version,
+        bid_reviews.c.action == BidAction.APPROVE.value,
+    )
+    .order_by(bid_reviews.c.ts.desc())
+    .limit(1)
+    .correlate(bids)
+    .scalar_subquery()
+    .label("approved_by")
+)
+
 _CURRENT = sa.select(
     bids,
     bid_versions.c.author,
     bid_versions.c.discharge,
     bid_versions.c.charge,
+    _APPROVER,
 ).join(
     bid_versions,
     sa.and_(bid_versions.c.bid_id == bids.c.bid_id, bid_versions.c.version == bids.c.version),
@@ -152,6 +169,7 @@ def _row(r: Any) -> BidRow:
         author=r.author,
         discharge=list(r.discharge),
         charge=list(r.charge),
+        approved_by=r.approved_by,
     )
 
 
@@ -515,6 +533,38 @@ class BidStore:
                     self._advance(conn, current, BidAction.REFUSE, SYSTEM, reason, now)
         self._changed()
         return result
+
+    def mark_missed(self, now: datetime) -> list[BidRow]:
+        """Drafts and approved bids whose gate has closed become ``missed`` (never left
+        waiting); the rows changed."""
+        query = _CURRENT.where(
+            bids.c.status.in_([BidStatus.DRAFT.value, BidStatus.APPROVED.value]),
+            bids.c.gate_closure <= now,
+        )
+        return self._settle_each(query, BidAction.MISS, "the gate closed before submission", now)
+
+    def mark_unawarded(self, now: datetime) -> list[BidRow]:
+        """Accepted bids whose interval has ended with no award become ``unawarded``."""
+        query = _CURRENT.where(
+            bids.c.status == BidStatus.ACCEPTED.value, bids.c.interval_end <= now
+        )
+        return self._settle_each(
+            query, BidAction.UNAWARD, "the interval ended without an award", now
+        )
+
+    def _settle_each(
+        self, query: Any, action: BidAction, comment: str, now: datetime
+    ) -> list[BidRow]:
+        changed = []
+        with self.engine.begin() as conn:
+            for r in conn.execute(query).all():
+                try:
+                    changed.append(self._advance(conn, _row(r), action, SYSTEM, comment, now))
+                except ConflictError:
+                    continue  # changed by someone else meanwhile: nothing to settle
+        if changed:
+            self._changed()
+        return changed
 
     def record_awards(self, new: Sequence[Award]) -> int:
         """Store awards; their bids move accepted → awarded. Idempotent per award id."""

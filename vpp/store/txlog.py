@@ -7,6 +7,7 @@ and what it got back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +17,11 @@ from vpp.store.tables import market_txlog
 
 
 class DbTxLog:
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(
+        self, engine: sa.Engine, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.engine = engine
+        self.clock = clock
 
     def _insert(
         self,
@@ -43,7 +47,7 @@ class DbTxLog:
                         phase=phase,
                         request=request,
                         response=response,
-                        ts=datetime.now(UTC),
+                        ts=self.clock(),
                     )
                 )
 
@@ -67,3 +71,28 @@ class DbTxLog:
         request = next((r.request for r in rows if r.phase == "request"), None)
         response = next((r.response for r in rows if r.phase == "response"), None)
         return request, response
+
+    def exchanges(
+        self, operation: str, since: datetime
+    ) -> list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]]:
+        """Every ``(tx_id, request, response)`` of ``operation`` recorded since ``since``,
+        in the order the requests were made."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    market_txlog.c.tx_id,
+                    market_txlog.c.phase,
+                    market_txlog.c.request,
+                    market_txlog.c.response,
+                )
+                .where(market_txlog.c.operation == operation, market_txlog.c.ts >= since)
+                .order_by(market_txlog.c.seq)
+            ).all()
+        out: dict[str, list[Any]] = {}
+        for r in rows:
+            entry = out.setdefault(r.tx_id, [None, None])
+            if r.phase == "request":
+                entry[0] = r.request
+            else:
+                entry[1] = r.response
+        return [(tx, req, resp) for tx, (req, resp) in out.items()]

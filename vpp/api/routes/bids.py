@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -11,7 +11,8 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from market.bids import BidCurve, Segment
+from market.bids import BidCurve, Segment, problems
+from market.definitions import Product, load_market
 from market.lifecycle import BidAction
 from vpp.api.deps import Operator, Viewer
 from vpp.api.models import (
@@ -25,12 +26,25 @@ from vpp.api.models import (
     SubmitRequest,
 )
 from vpp.api.responses import AUTH, CONFLICT, NOT_FOUND, Responses
+from vpp.bidding.physics import curve_problems
 from vpp.logs import ctx
-from vpp.store.bids import BidFilter, BidRow
+from vpp.store import audit
+from vpp.store.bids import BidFilter, BidRow, InvalidBidError
 
 router = APIRouter(prefix="/bids", tags=["bids"])
 
-Status = Literal["draft", "approved", "rejected", "submitted", "accepted", "refused", "awarded"]
+Status = Literal[
+    "draft",
+    "approved",
+    "rejected",
+    "submitted",
+    "accepted",
+    "refused",
+    "awarded",
+    "missed",
+    "unawarded",
+    "unknown",
+]
 BidId = Annotated[str, Path(min_length=1, max_length=100, description="the bid's id")]
 _encoder = msgspec.json.Encoder()
 
@@ -121,15 +135,68 @@ def _curve(body: BidEdit) -> BidCurve:
 @router.put(
     "/{bid_id}/curve",
     response_model=BidPublic,
-    responses={**MUTATION, 422: {"description": "the curve breaks the market's rules"}},
+    responses={
+        **MUTATION,
+        422: {"description": "the curve breaks the market's rules or the fleet's capability"},
+    },
     summary="Edit the curve: a new version, back to draft, re-validated",
 )
 def edit_bid(caller: Operator, bid_id: BidId, body: BidEdit) -> Any:
-    row = caller.services.bids.edit(
-        bid_id, body.version, _curve(body), caller.principal, body.comment
-    )
+    svc = caller.services
+    curve = _curve(body)
+    row = svc.bids.row(bid_id)
+    candidate = row.to_bid().model_copy(update={"curve": curve, "version": row.version + 1})
+    rules = problems(load_market(row.market), candidate)
+    if rules:  # the market's rules first: a curve the market refuses needs no physics
+        raise InvalidBidError(rules)
+    found = _physics(svc, row, curve)
+    if found and body.override_reason is None:
+        raise HTTPException(
+            422,
+            detail=[{"loc": ["body"], "type": "beyond_capability", "msg": msg} for msg in found],
+        )
+    if body.override_reason is not None and not caller.principal.can("admin"):
+        raise HTTPException(403, detail="override_reason: overriding a bound needs the admin role")
+    row = svc.bids.edit(bid_id, body.version, curve, caller.principal, body.comment)
+    if found:
+        with svc.db.begin() as conn:
+            audit.record(
+                conn,
+                caller.principal,
+                "override",
+                "bid",
+                bid_id,
+                {"problems": found},
+                {"version": row.version, "reason": body.override_reason},
+            )
     _log("edited", row, caller.principal.actor)
     return public(row)
+
+
+def _physics(svc: Any, row: BidRow, curve: BidCurve) -> list[str]:
+    """The group's curves around this interval, this one edited, against its free
+    capability now (:mod:`vpp.bidding.physics`); nothing to check without a fleet view."""
+    snap, _ = svc.fleet()
+    if snap is None:
+        return []
+    node = snap.groups.get(row.group)
+    if node is None:
+        return [f"group {row.group!r} has no sites in the fleet now"]
+    day = timedelta(days=1)
+    rows, _ = svc.bids.list_bids(
+        BidFilter(row.market, row.group, None, row.interval_start - day, row.interval_start + day),
+        0,
+        500,
+    )
+    curves = {
+        r.interval_start: r.to_bid().curve
+        for r in rows
+        if r.product == row.product and r.status not in ("rejected", "refused")
+    }
+    curves[row.interval_start] = curve
+    return curve_problems(
+        node, load_market(row.market), Product(row.product), row.interval_start, curves
+    )
 
 
 @router.post(

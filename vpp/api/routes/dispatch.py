@@ -14,6 +14,7 @@ from vpp.api.deps import Operator, Viewer
 from vpp.api.models import Page
 from vpp.api.responses import AUTH, UNAVAILABLE
 from vpp.api.routes.bids import encode
+from vpp.bidding.physics import target_problems
 from vpp.dispatch.service import TARGET_HORIZON
 from vpp.dispatch.targets import GroupTarget, dispatch_id
 from vpp.store import audit, dispatch_log
@@ -103,6 +104,7 @@ def list_dispatch(
         **AUTH,
         **UNAVAILABLE,
         409: {"description": "the interval is over, or a different target exists"},
+        422: {"description": "an unknown group or site, or a target beyond its capability"},
     },
     summary="Schedule a manual target for a group",
 )
@@ -129,16 +131,33 @@ async def create_target(caller: Operator, body: TargetCreate) -> Any:
         body.reserve_down_kw,
         "manual",
     )
-
-    existing = svc.dispatch.deliveries.get(target.dispatch_id)
-    if existing is not None and existing.target != target:
+    found = _capability(svc, body)
+    if found:
         raise HTTPException(
-            409, detail=f"group {body.group!r} already has a different target for this interval"
+            422,
+            detail=[
+                {"loc": ["body", "target_kw"], "type": "beyond_capability", "msg": m} for m in found
+            ],
         )
-    added = svc.dispatch.add_targets([target])  # in the event loop, like the dispatch ticks
+    existing = svc.dispatch.deliveries.get(target.dispatch_id)
+    paused = False
+    if existing is not None and existing.target != target:
+        if existing.target.source == "peak_shaving":
+            # an operator's site target outranks the site's own plan for this interval
+            svc.dispatch.override_targets([target])
+            paused = True
+        else:
+            raise HTTPException(
+                409,
+                detail=f"{body.group!r} already has a {existing.target.source} target of "
+                f"{existing.target.target_kw:g} kW for this interval "
+                f"({existing.target.interval_start.isoformat()} .. "
+                f"{existing.target.interval_end.isoformat()})",
+            )
+    added = [] if paused else svc.dispatch.add_targets([target])  # in the event loop
 
     def record() -> dict[str, Any]:
-        if added:
+        if added or paused:
             with svc.db.begin() as conn:
                 audit.record(
                     conn,
@@ -159,3 +178,29 @@ async def create_target(caller: Operator, body: TargetCreate) -> Any:
         return next(r for r in rows if r["dispatch_id"] == target.dispatch_id)
 
     return await run_in_threadpool(record)
+
+
+def _capability(svc: Any, body: TargetCreate) -> list[str]:
+    """Unknown nodes and targets beyond what the node can do (422)."""
+    snap, store = svc.fleet()
+    if store is None:
+        return []
+    if body.group in store.group_index:
+        node = snap.groups.get(body.group) if snap is not None else None
+        if node is None:
+            return []
+        return target_problems(
+            body.target_kw,
+            node.free.p_discharge_rated_p90_kw,
+            node.free.p_charge_rated_p90_kw,
+            f"group {body.group!r}'s free rated",
+        )
+    i = store.index.get(body.group)
+    if i is None or not store.active[i]:
+        return [f"{body.group!r} is neither a group nor an active site of the fleet"]
+    return target_problems(
+        body.target_kw,
+        float(store.p_discharge_max_kw[i]),
+        float(store.p_charge_max_kw[i]),
+        f"site {body.group!r}'s rated",
+    )

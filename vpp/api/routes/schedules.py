@@ -25,7 +25,7 @@ from vpp.api.responses import AUTH, NOT_FOUND, UNAVAILABLE
 from vpp.api.routes.bids import encode
 from vpp.dispatch.service import TARGET_HORIZON
 from vpp.peak_shaving import battery_of, plan_site, schedule_row
-from vpp.store import peak_schedules
+from vpp.store import audit, peak_schedules
 from vpp.twins.registry import SiteIdStr, Tariff
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
@@ -120,6 +120,107 @@ def list_schedules(
         caller.services.db, site_id=site_id, skip=skip, limit=limit
     )
     return Response(encode({"data": rows, "count": count}), media_type="application/json")
+
+
+class PeakSitePublic(BaseModel):
+    site_id: str
+    state: str = Field(description="planned, paused or skipped")
+    reason: str | None = Field(None, description="why paused or skipped")
+    paused_by: str | None = None
+    paused_since: datetime | None = None
+    latest: dict[str, Any] | None = Field(None, description="the latest plan's summary")
+
+
+class PauseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=3, max_length=2000, description="why (audited)")
+
+
+def _shaver(caller: Any, site_id: str) -> Any:
+    shaver = caller.services.peak_shaver
+    _, store = caller.services.fleet()
+    if shaver is None:
+        raise HTTPException(503, detail="peak shaving is not running (peak_shaving.enabled)")
+    if store is None or site_id not in store.tariffs:
+        raise HTTPException(404, detail=f"site {site_id} has no tariff: it is not peak-shaved")
+    return shaver
+
+
+def _site_state(shaver: Any, site_id: str) -> dict[str, Any]:
+    paused = shaver.paused.get(site_id)
+    if paused is not None:
+        state, reason = "paused", paused["reason"]
+    elif site_id in shaver.skipped:
+        state, reason = "skipped", shaver.skipped[site_id]
+    else:
+        state, reason = "planned", None
+    return {
+        "site_id": site_id,
+        "state": state,
+        "reason": reason,
+        "paused_by": paused["by"] if paused else None,
+        "paused_since": paused["since"] if paused else None,
+        "latest": shaver.planned.get(site_id),
+    }
+
+
+@router.get(
+    "/sites",
+    response_model=Page[PeakSitePublic],
+    responses={**AUTH, **UNAVAILABLE},
+    summary="Peak-shaved sites: planned, paused (by whom, why) or skipped (why)",
+)
+def list_peak_sites(
+    caller: Viewer,
+    skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    shaver = caller.services.peak_shaver
+    _, store = caller.services.fleet()
+    if shaver is None or store is None:
+        raise HTTPException(503, detail="peak shaving is not running (peak_shaving.enabled)")
+    sites = sorted(store.tariffs)
+    data = [_site_state(shaver, s) for s in sites[skip : skip + limit]]
+    return Response(encode({"data": data, "count": len(sites)}), media_type="application/json")
+
+
+@router.post(
+    "/sites/{site_id}/pause",
+    response_model=PeakSitePublic,
+    responses={**AUTH, **NOT_FOUND, **UNAVAILABLE},
+    summary="Pause a site's peak shaving: its battery is offered to the market until resumed",
+)
+def pause_site(
+    caller: Operator,
+    site_id: Annotated[str, Path(min_length=1, max_length=100)],
+    body: PauseRequest,
+) -> Response:
+    shaver = _shaver(caller, site_id)
+    before = _site_state(shaver, site_id)
+    shaver.pause(site_id, caller.principal.actor, body.reason, caller.services.clock().timestamp())
+    after = _site_state(shaver, site_id)
+    with caller.services.db.begin() as conn:
+        audit.record(conn, caller.principal, "pause", "peak_shaving", site_id, before, after)
+    return Response(encode(after), media_type="application/json")
+
+
+@router.post(
+    "/sites/{site_id}/resume",
+    response_model=PeakSitePublic,
+    responses={**AUTH, **NOT_FOUND, **UNAVAILABLE},
+    summary="Resume a site's peak shaving (from the next re-plan)",
+)
+def resume_site(
+    caller: Operator, site_id: Annotated[str, Path(min_length=1, max_length=100)]
+) -> Response:
+    shaver = _shaver(caller, site_id)
+    before = _site_state(shaver, site_id)
+    shaver.resume(site_id)
+    after = _site_state(shaver, site_id)
+    with caller.services.db.begin() as conn:
+        audit.record(conn, caller.principal, "resume", "peak_shaving", site_id, before, after)
+    return Response(encode(after), media_type="application/json")
 
 
 @router.get(

@@ -1,0 +1,106 @@
+"""Operator input checked against what the fleet can physically do.
+
+A bid curve or a manual target an operator writes is compared with the group's *free*
+capacity now (:attr:`vpp.fleet.hierarchy.NodeAggregate.free`: sites neither committed to
+peak shaving or site targets nor unable to take a command):
+
+- power: the curve's total offered discharge (charge) in an interval must not exceed the
+  free sites' rated discharge (charge) power at P90 availability — what the group
+  delivers nine times out of ten;
+- energy: over the run of consecutive intervals the group has bids for, the worst case
+  for the battery — every offer clearing, and only the price-taking charge bids (at the
+  market's cap) that clear whatever the price — must not take out more than the free
+  sites' stored energy, nor put in more than their headroom (expected values, at the grid).
+
+Each problem names the bound and the figure that breaks it; an admin may override with a
+reason (audited by the caller).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from market.bids import BidCurve
+from market.definitions import MarketDefinition, Product
+from vpp.aggregate import KW_PER_MW
+from vpp.fleet.hierarchy import NodeAggregate
+
+TOL_MW = 1e-6
+
+
+def curve_problems(
+    node: NodeAggregate,
+    market: MarketDefinition,
+    product: Product,
+    edited: datetime,
+    curves: dict[datetime, BidCurve],
+) -> list[str]:
+    """What is wrong with the group's curves (``curves``: by interval start, the edited one
+    included) given its free capacity now; empty when every bound holds."""
+    free = node.free
+    out: list[str] = []
+    curve = curves[edited]
+    p_dis = free.p_discharge_rated_p90_kw / KW_PER_MW
+    p_ch = free.p_charge_rated_p90_kw / KW_PER_MW
+    if curve.max_discharge_mw > p_dis + TOL_MW:
+        out.append(
+            f"discharge offers total {curve.max_discharge_mw:g} MW, above the group's free "
+            f"discharge power at P90 ({p_dis:.3f} MW, {free.sites} free sites)"
+        )
+    if curve.max_charge_mw > p_ch + TOL_MW:
+        out.append(
+            f"charge bids total {curve.max_charge_mw:g} MW, above the group's free charge "
+            f"power at P90 ({p_ch:.3f} MW, {free.sites} free sites)"
+        )
+    step = market.interval(product)
+    hours = step.total_seconds() / 3600.0
+    _, cap = market.price_limits(product)
+    run = _run(curves, edited, step)
+    e_out = free.e_discharge_kwh.expected / KW_PER_MW
+    e_in = free.e_charge_kwh.expected / KW_PER_MW
+    stored = 0.0  # worst case for the floor: every offer clears, only price-taking charges
+    filled = 0.0  # worst case for the ceiling: every charge bid clears, no offer
+    for start in run:
+        c = curves[start]
+        taking = sum(s.quantity_mw for s in c.charge if s.price_per_mwh >= cap)
+        stored += (c.max_discharge_mw - taking) * hours
+        filled += c.max_charge_mw * hours
+        if stored > e_out + TOL_MW:
+            out.append(
+                f"if every offer from {run[0]:%Y-%m-%dT%H:%MZ} to {start:%H:%MZ} clears, the "
+                f"group delivers {stored:.3f} MWh, more than its free stored energy "
+                f"({e_out:.3f} MWh)"
+            )
+            break
+        if filled > e_in + TOL_MW:
+            out.append(
+                f"if every charge bid from {run[0]:%Y-%m-%dT%H:%MZ} to {start:%H:%MZ} clears, "
+                f"the group absorbs {filled:.3f} MWh, more than its free headroom "
+                f"({e_in:.3f} MWh)"
+            )
+            break
+    return out
+
+
+def _run(curves: dict[datetime, BidCurve], edited: datetime, step: timedelta) -> list[datetime]:
+    """The consecutive intervals around ``edited`` that have curves, in order."""
+    first = edited
+    while first - step in curves:
+        first -= step
+    out = []
+    t = first
+    while t in curves:
+        out.append(t)
+        t += step
+    return out
+
+
+def target_problems(
+    target_kw: float, discharge_kw: float, charge_kw: float, what: str
+) -> list[str]:
+    """A manual target beyond a node's capability: ``discharge_kw`` / ``charge_kw`` are the
+    bounds (a site's ratings; a group's free rated power at P90), ``what`` names them."""
+    bound, direction = (discharge_kw, "discharge") if target_kw >= 0 else (charge_kw, "charge")
+    if abs(target_kw) > bound + 1e-6:
+        return [f"target {target_kw:g} kW is beyond {what} {direction} power ({bound:.1f} kW)"]
+    return []
