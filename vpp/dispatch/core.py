@@ -15,7 +15,8 @@ Each :meth:`DispatchCore.tick`:
 2. dispatches every target that covers now and has not been dispatched, or must be
    re-dispatched (a command timed out or was rejected, a site went stale or offline, or
    a site's telemetry shows it not following its acked setpoint);
-3. samples delivery: the node's measured net power (its online sites' newest readings);
+3. samples delivery: the node's measured net power (its online sites' newest readings),
+   from the moment every site could have reported after the interval began;
 4. closes ended intervals (target, delivered kW and kWh, shortfall, re-dispatches,
    compliance).
 
@@ -238,9 +239,20 @@ class DispatchCore:
                     self._dispatch(eff, d, now)
         self._redispatch.clear()
         for d in self.deliveries.values():
-            if d.target.covers(moment):
+            if d.target.covers(moment) and now >= self._measured_from(d):
                 d.samples.append((now, self._measure(d.target.group)))
         return eff
+
+    def _measured_from(self, d: Delivery) -> float:
+        """When an interval's delivery starts being measured: once every site of the node
+        could have reported after the interval began (its reporting interval, at most half
+        the interval) — earlier readings describe the power before the commands."""
+        store = self.store()
+        rows = self._rows(d.target.group)
+        t = d.target
+        length = t.interval_end.timestamp() - t.interval_start.timestamp()
+        lag = float(store.interval_s[rows].max()) if rows.size else 0.0
+        return t.interval_start.timestamp() + min(lag, 0.5 * length)
 
     def on_acks(self, acks: Iterable[Ack], now: float) -> Effects:
         eff = Effects()
