@@ -20,8 +20,14 @@ from tests.api_support import Api, build_api, engine_for
 
 # Operations whose bodies carry rules OpenAPI cannot state, refused with a 422 that names
 # them even when the body matches the schema: a plan's start on its interval boundary, a
-# tariff's IANA time zone existing, the plan being feasible for the battery.
-SEMANTIC_422 = {("POST", "/api/v1/schedules")}
+# tariff's IANA time zone existing, the plan being feasible for the battery; a target's
+# group or site existing and the target within its capability; a curve within the
+# group's capability.
+SEMANTIC_422 = {
+    ("POST", "/api/v1/schedules"),
+    ("POST", "/api/v1/dispatch/targets"),
+    ("PUT", "/api/v1/bids/{bid_id}/curve"),
+}
 
 pytestmark = pytest.mark.slow
 

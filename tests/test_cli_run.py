@@ -22,7 +22,7 @@ def vpp(
     return subprocess.run(
         [sys.executable, "-m", "vpp", *args],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "XDG_DATA_HOME": str(cwd), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -35,6 +35,7 @@ def test_run_serves_health_and_stops_after_duration(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "vpp", "run", "--duration", "6", "--port", str(port)],
         cwd=tmp_path,
+        env={**os.environ, "XDG_DATA_HOME": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -58,7 +59,8 @@ def test_run_serves_health_and_stops_after_duration(tmp_path: Path) -> None:
         proc.kill()
     assert proc.returncode == 0, err
     assert "stopped cleanly" in out
-    assert (tmp_path / "vpp.db").exists()
+    # the default database lives in the user's data folder, not the working directory
+    assert (tmp_path / "vpp-engine" / "vpp.db").exists()
 
 
 def test_sigint_stops_cleanly(tmp_path: Path) -> None:
@@ -68,6 +70,7 @@ def test_sigint_stops_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "vpp", "run", "--port", str(port), "--quiet"],
         cwd=tmp_path,
+        env={**os.environ, "XDG_DATA_HOME": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -121,3 +124,76 @@ def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     res = vpp("db", "upgrade", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert f"0001 -> {head_revision()}" in res.stdout
+
+
+@pytest.mark.slow
+def test_operators_review_bids_from_the_terminal(tmp_path: Path) -> None:
+    """`vpp bids`, `vpp awards` and `vpp audit` against a running engine, with the same keys
+    and roles as the API."""
+    assert vpp("db", "upgrade", cwd=tmp_path).returncode == 0
+    keys = {}
+    for name, role in (("alice", "operator"), ("root", "admin"), ("val", "viewer")):
+        res = vpp("keys", "create", "--role", role, "--name", name, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        keys[name] = res.stdout.strip().splitlines()[-1]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vpp", "run", "--port", str(port), "--quiet", "--duration", "90"],
+        cwd=tmp_path,
+        env={**os.environ, "XDG_DATA_HOME": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        page: dict[str, object] = {"count": 0}
+        while time.monotonic() < deadline:
+            try:
+                page = httpx.get(
+                    f"{url}/api/v1/bids", headers={"X-API-Key": keys["val"]}, timeout=2
+                ).json()
+                if page["count"]:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        assert page["count"], "no bids were made"
+        listed = vpp("bids", "list", "--url", url, "--key", keys["val"], cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        assert "bids" in listed.stdout and "north-energy_rt-" in listed.stdout
+        latest = max(page["data"], key=lambda b: b["gate_closure"])  # type: ignore[index]
+        bid = latest["bid_id"]
+        shown = vpp("bids", "show", bid, "--url", url, "--key", keys["val"], cwd=tmp_path)
+        assert shown.returncode == 0 and bid in shown.stdout and "reviews" in shown.stdout
+        # a viewer may not reject; an operator may, with a comment that lands in the review
+        denied = vpp("bids", "reject", bid, "--url", url, "--key", keys["val"], cwd=tmp_path)
+        assert denied.returncode == 2 and "403" in denied.stderr
+        rejected = vpp(
+            "bids",
+            "reject",
+            bid,
+            "--comment",
+            "too cheap",
+            "--url",
+            url,
+            "--key",
+            keys["alice"],
+            cwd=tmp_path,
+        )
+        assert rejected.returncode == 0, rejected.stderr
+        assert f"{bid} v1: rejected" in rejected.stdout
+        audit = vpp(
+            "audit", "--resource-id", bid, "--url", url, "--key", keys["root"], cwd=tmp_path
+        )
+        assert audit.returncode == 0 and "reject" in audit.stdout and "alice" in audit.stdout
+        awards = vpp("awards", "--url", url, "--key", keys["val"], cwd=tmp_path)
+        assert awards.returncode == 0 and "awards" in awards.stdout
+        bad = vpp("bids", "list", "--url", url, "--key", "vpp_nope_nope", cwd=tmp_path)
+        assert bad.returncode == 2 and "401" in bad.stderr
+    finally:
+        proc.kill()
+        proc.communicate()
+    gone = vpp("bids", "list", "--url", url, "--key", keys["val"], cwd=tmp_path)
+    assert gone.returncode == 2 and "not reachable" in gone.stderr

@@ -12,7 +12,9 @@ from vpp.config import ConfigError, load_settings
 def test_defaults_are_the_embedded_zero_setup() -> None:
     cfg = load_settings()
     assert cfg.bus.kind == "embedded"
-    assert cfg.database.url.get_secret_value() == "sqlite:///./vpp.db"
+    url = cfg.database.url.get_secret_value()
+    assert url.startswith("sqlite:///") and url.endswith("/vpp-engine/vpp.db")
+    assert not url.startswith("sqlite:///.")  # never relative to the working directory
     assert (cfg.api.host, cfg.api.port) == ("127.0.0.1", 8000)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from platformdirs import user_data_dir
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -140,10 +141,18 @@ class BusSettings(_Section):
     topics: TopicsSettings = TopicsSettings()
 
 
+def default_database_url() -> SecretStr:
+    """SQLite in the user's data folder (``$XDG_DATA_HOME/vpp-engine/vpp.db`` on Linux): the
+    same database whatever folder `vpp` is started from."""
+    folder = Path(user_data_dir("vpp-engine", appauthor=False))
+    return SecretStr(f"sqlite:///{folder / 'vpp.db'}")
+
+
 class DatabaseSettings(_Section):
     url: SecretStr = Field(
-        SecretStr("sqlite:///./vpp.db"),
-        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
+        default_factory=default_database_url,
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db "
+        "(default: vpp.db in the user's data folder)",
     )
     schema_name: str | None = Field(
         None, description="PostgreSQL schema to use (search_path); None = the default"

@@ -9,9 +9,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from vpp.api.routes import (
     awards,
@@ -121,13 +124,32 @@ def _handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": detail}, status_code=422)
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs`` from assets shipped in the package (swagger-ui-bundle), never a CDN: the
+    API documentation works on a machine with no internet."""
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="VPP engine API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+
 def create_app(services: Services) -> FastAPI:
     app = FastAPI(
         title="VPP engine",
         version="0.1.0",
         summary="Fleet twins, bid review, awards and dispatch of a battery virtual power plant",
         openapi_tags=TAGS,
+        docs_url=None,
+        redoc_url=None,
     )
+    _offline_docs(app)
     app.state.services = services
     app.add_middleware(LatencyMiddleware)
     _handlers(app)

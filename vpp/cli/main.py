@@ -30,6 +30,17 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 
+
+def _operator_commands() -> None:
+    from vpp.cli.operator import audit_command, awards_command, bids_app
+
+    app.add_typer(bids_app, name="bids")
+    app.command("awards")(awards_command)
+    app.command("audit")(audit_command)
+
+
+_operator_commands()
+
 # Piped or redirected, tables keep every column whole instead of folding to 80 characters.
 console = Console() if Console().is_terminal else Console(width=250)
 err_console = Console(stderr=True, soft_wrap=True)

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from vpp.store.keys import Principal
+from vpp.store.paging import paged
 from vpp.store.tables import audit_log
 
 
@@ -41,11 +42,12 @@ def history(
     resource_type: str | None = None,
     resource_id: str | None = None,
     limit: int = 100,
-) -> list[dict[str, Any]]:
-    query = sa.select(audit_log).order_by(audit_log.c.audit_id.desc()).limit(limit)
+    skip: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the audit log, newest first, and how many records match."""
+    conds = []
     if resource_type is not None:
-        query = query.where(audit_log.c.resource_type == resource_type)
+        conds.append(audit_log.c.resource_type == resource_type)
     if resource_id is not None:
-        query = query.where(audit_log.c.resource_id == resource_id)
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
+        conds.append(audit_log.c.resource_id == resource_id)
+    return paged(engine, audit_log, conds, [audit_log.c.audit_id.desc()], skip=skip, limit=limit)

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from vpp.store.paging import paged
 from vpp.store.tables import site_events
 from vpp.twins.states import SiteEvent
 
@@ -40,3 +41,17 @@ def site_history(
     query = query.order_by(site_events.c.ts.desc(), site_events.c.event_id.desc()).limit(limit)
     with engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def site_history_page(
+    engine: sa.Engine, site_id: str, *, skip: int = 0, limit: int = 100
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of a site's transitions, newest first, and how many there are."""
+    return paged(
+        engine,
+        site_events,
+        [site_events.c.site_id == site_id],
+        [site_events.c.ts.desc(), site_events.c.event_id.desc()],
+        skip=skip,
+        limit=limit,
+    )

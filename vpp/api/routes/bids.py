@@ -57,8 +57,21 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(type(obj))
 
 
+def _tidy(value: Any) -> Any:
+    """Numbers at their resolution: floats rounded to 6 decimals (kW to the mW, prices to a
+    millionth) so binary noise (0.30000000000000004) and negative zero never reach a client."""
+    if isinstance(value, float):
+        r = round(value, 6)
+        return 0.0 if r == 0 else r
+    if isinstance(value, dict):
+        return {k: _tidy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_tidy(v) for v in value]
+    return value
+
+
 def encode(data: Any) -> bytes:
-    return _encoder.encode(msgspec.to_builtins(data, enc_hook=_json_default))
+    return _encoder.encode(_tidy(msgspec.to_builtins(data, enc_hook=_json_default)))
 
 
 def public(row: BidRow) -> dict[str, Any]:

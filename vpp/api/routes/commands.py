@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -64,6 +64,11 @@ def list_commands(
     responses=AUTH,
     summary="Every ledger entry of one command, newest first",
 )
-def command_history(caller: Viewer, command_id: str) -> Response:
-    rows, count = ledger.history(caller.services.db, command_id=command_id, limit=500)
+def command_history(
+    caller: Viewer,
+    command_id: Annotated[str, Path(min_length=1, max_length=64)],
+    skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Response:
+    rows, count = ledger.history(caller.services.db, command_id=command_id, skip=skip, limit=limit)
     return page(rows, count)

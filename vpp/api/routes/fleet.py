@@ -46,16 +46,19 @@ async def get_fleet(caller: Viewer) -> Response:
 
 @router.get(
     "/groups",
-    response_model=list[NodePublic],
+    response_model=Page[NodePublic],
     responses={**AUTH, **UNAVAILABLE},
-    summary="Every group (children of the fleet)",
+    summary="The groups (children of the fleet), one page",
 )
-async def list_groups(caller: Viewer) -> Response:
+async def list_groups(
+    caller: Viewer,
+    skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Response:
     snap = snapshot(caller.services)
-    return Response(
-        encode([snap.groups[g].to_dict() for g in sorted(snap.groups)]),
-        media_type="application/json",
-    )
+    names = sorted(snap.groups)
+    data = [snap.groups[g].to_dict() for g in names[skip : skip + limit]]
+    return Response(encode({"data": data, "count": len(names)}), media_type="application/json")
 
 
 @router.get(

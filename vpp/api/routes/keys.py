@@ -7,16 +7,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from vpp.api.deps import Admin
-from vpp.api.models import AuditPublic, KeyCreate, KeyCreated, KeyPublic
+from vpp.api.models import AuditPublic, KeyCreate, KeyCreated, KeyPublic, Page
 from vpp.api.responses import AUTH, NOT_FOUND
 from vpp.store import audit
 
 router = APIRouter(tags=["admin"])
 
 
-@router.get("/keys", response_model=list[KeyPublic], responses=AUTH, summary="Every API key")
-def list_keys(caller: Admin) -> Any:
-    return caller.services.keys.list_keys()
+@router.get("/keys", response_model=Page[KeyPublic], responses=AUTH, summary="The API keys")
+def list_keys(
+    caller: Admin,
+    skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    keys = caller.services.keys.list_keys()
+    return {"data": keys[skip : skip + limit], "count": len(keys)}
 
 
 @router.post(
@@ -63,7 +68,7 @@ def revoke_key(caller: Admin, key_id: Annotated[str, Path(min_length=1, max_leng
 
 @router.get(
     "/audit",
-    response_model=list[AuditPublic],
+    response_model=Page[AuditPublic],
     responses=AUTH,
     summary="The audit log, newest first",
 )
@@ -71,6 +76,8 @@ def audit_log(
     caller: Admin,
     resource_type: Annotated[str | None, Query(max_length=32)] = None,
     resource_id: Annotated[str | None, Query(max_length=200)] = None,
+    skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
-    return audit.history(caller.services.db, resource_type, resource_id, limit)
+    rows, count = audit.history(caller.services.db, resource_type, resource_id, limit, skip)
+    return {"data": rows, "count": count}

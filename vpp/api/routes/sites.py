@@ -16,7 +16,7 @@ from vpp.api.routes.bids import encode
 from vpp.api.routes.commands import CommandPublic, page
 from vpp.api.services import Services
 from vpp.store import ledger
-from vpp.store.site_events import site_history
+from vpp.store.site_events import site_history_page
 from vpp.twins.states import Connectivity
 from vpp.twins.store import FleetStore
 from vpp.twins.view import site_view
@@ -83,21 +83,22 @@ def get_site(caller: Viewer, site_id: SiteId) -> Response:
 
 @router.get(
     "/{site_id}/events",
-    response_model=list[SiteEventPublic],
+    response_model=Page[SiteEventPublic],
     responses={**AUTH, **MISSING},
     summary="The site's state transitions, newest first",
 )
 def site_events(
     caller: Viewer,
     site_id: SiteId,
+    skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     store = _store(caller.services)
     if site_id not in store.index:
         raise HTTPException(404, detail=f"site {site_id} not found")
-    rows = site_history(caller.services.db, site_id, limit=limit)
+    rows, count = site_history_page(caller.services.db, site_id, skip=skip, limit=limit)
     data = [{k: r[k] for k in ("site_id", "ts", "kind", "from_state", "to_state")} for r in rows]
-    return Response(encode(data), media_type="application/json")
+    return Response(encode({"data": data, "count": count}), media_type="application/json")
 
 
 @router.get(
@@ -109,10 +110,11 @@ def site_events(
 def site_commands(
     caller: Viewer,
     site_id: SiteId,
+    skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     store = _store(caller.services)
     if site_id not in store.index:
         raise HTTPException(404, detail=f"site {site_id} not found")
-    rows, count = ledger.last_states(caller.services.db, site_id=site_id, limit=limit)
+    rows, count = ledger.last_states(caller.services.db, site_id=site_id, skip=skip, limit=limit)
     return page(rows, count)
