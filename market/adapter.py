@@ -14,6 +14,7 @@ that ``tx_id`` (:meth:`MarketAdapter.lookup`) — adapters are required to be id
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -177,6 +178,8 @@ class SimulatedMarket:
         self.clock = clock
         self._outcomes: dict[str, SubmitResult] = {}
         self._accepted: dict[tuple[str, Product, datetime], Bid] = {}
+        self._by_interval: dict[datetime, set[tuple[str, Product, datetime]]] = {}
+        self._times: list[datetime] = []  # the intervals with accepted bids, sorted
         self.submissions = 0  # how many times a tx reached the market (for tests)
 
     def submit(self, tx_id: str, bids: Sequence[Bid]) -> SubmitResult:
@@ -196,7 +199,7 @@ class SimulatedMarket:
                 refused[bid.bid_id] = "; ".join(found)
                 continue
             # A later submission for the same group/product/interval replaces the earlier.
-            self._accepted[(bid.group, bid.product, bid.interval_start)] = bid
+            self._accept(bid)
             accepted.append(bid.bid_id)
         result = SubmitResult(accepted, refused)
         self._outcomes[tx_id] = result
@@ -220,15 +223,27 @@ class SimulatedMarket:
             for data in request.get("bids", []):
                 bid = Bid.model_validate(data)
                 if bid.bid_id in accepted:
-                    self._accepted[(bid.group, bid.product, bid.interval_start)] = bid
+                    self._accept(bid)
                     restored += 1
         return restored
 
+    def _accept(self, bid: Bid) -> None:
+        key = (bid.group, bid.product, bid.interval_start)
+        self._accepted[key] = bid
+        if bid.interval_start not in self._by_interval:
+            self._by_interval[bid.interval_start] = set()
+            bisect.insort(self._times, bid.interval_start)
+        self._by_interval[bid.interval_start].add(key)
+
     def awards(self, start: datetime, end: datetime) -> list[Award]:
+        """Every accepted bid of an interval starting in ``[start, end)`` cleared on its
+        price, by interval, group and product (looked up by interval: no scan of the book)."""
+        times = self._times
+        intervals = times[bisect.bisect_left(times, start) : bisect.bisect_left(times, end)]
         out = []
-        for (_, product, interval), bid in sorted(
-            self._accepted.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1].value)
-        ):
-            if start <= interval < end and (product, interval) in self.prices:
-                out.append(clear_bid(bid, self.prices[(product, interval)]))
+        for t in intervals:
+            for key in sorted(self._by_interval[t], key=lambda k: (k[0], k[1].value)):
+                product = key[1]
+                if (product, t) in self.prices:
+                    out.append(clear_bid(self._accepted[key], self.prices[(product, t)]))
         return out

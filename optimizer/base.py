@@ -52,6 +52,14 @@ class BlockSchedule:
     reserves: dict[Product, F64]
 
 
+def _sig(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, tuple):
+        return tuple(_sig(v) for v in value)
+    return value
+
+
 class DispatchModel:
     def __init__(
         self,
@@ -98,6 +106,22 @@ class DispatchModel:
     # -- parameters ------------------------------------------------------------------------
 
     def _structure_key(
+        self,
+        battery: BatteryAggregate,
+        interval_h: float,
+        terminal: Terminal,
+        sustain_h: float,
+        deployment: dict[Product, float],
+    ) -> tuple[Any, ...]:
+        """What forces the full parameter push when it changes (the initial energy does not:
+        it is the hot path's row bound). Rounded to 12 significant digits, so the float noise
+        of a battery recomputed from fresh telemetry (1e-16 MWh) does not force it."""
+        return tuple(
+            _sig(v)
+            for v in self._structure_values(battery, interval_h, terminal, sustain_h, deployment)
+        )
+
+    def _structure_values(
         self,
         battery: BatteryAggregate,
         interval_h: float,

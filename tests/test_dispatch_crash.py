@@ -135,7 +135,7 @@ def test_sigkill_mid_interval_loses_nothing_and_resumes(
                 "group": "north",
                 "interval_start": start.isoformat(),
                 "duration_s": int((end - start).total_seconds()),
-                "target_kw": -60.0,
+                "target_kw": -30.0,  # within the free sites' P90 charge power
             },
         )
         assert r.status_code == 201, r.text

@@ -230,6 +230,7 @@ def test_schedule_uses_the_registry_tariff_and_the_twin_soc(api: Api) -> None:
             p_charge_max_kw=5,
             p_discharge_max_kw=5,
             tariff=Tariff.model_validate(TARIFF),
+            site_load_max_kw=100,
         )
     )
     body = _body(api, site_id="s1")
@@ -286,6 +287,7 @@ def _fleet() -> FleetStore:
                 p_charge_max_kw=10,
                 p_discharge_max_kw=10,
                 tariff=tar,
+                site_load_max_kw=100 if tar else None,
             )
         )
     return store

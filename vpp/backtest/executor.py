@@ -37,6 +37,7 @@ from vpp.dispatch.core import DispatchCore, Effects
 from vpp.dispatch.targets import GroupTarget
 from vpp.fleet.estimates import EstimateSettings
 from vpp.fleet.hierarchy import FleetHierarchy, FleetSnapshot
+from vpp.framing import decode_framed
 from vpp.peak_shaving import PeakShaver
 from vpp.sim.fleet import CommandFaults, LoadSource, SimulatedFleet, TelemetryFaults
 from vpp.sim.fleet import handle_commands as gateways_handle
@@ -204,7 +205,7 @@ class FleetExecutor:
 
 def _decode_acks(values: list[bytes]) -> list[Ack]:
     try:
-        return ack_batch_decoder.decode(b"[" + b",".join(values) + b"]")
+        return decode_framed(ack_batch_decoder, values)
     except msgspec.MsgspecError:
         out = []
         for v in values:

@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from pydantic import ValidationError
 
 from market.adapter import LoggedMarket, MemoryTxLog, SimulatedMarket
 from market.bids import Bid
@@ -191,7 +192,9 @@ def prepare(
         )
     except WindowError as exc:
         raise ScenarioError(f"scenario {scenario.name}: strategy: {exc}") from None
-    sites, site_class, soc0 = expand_fleet(scenario.fleet, scenario.backtest.telemetry_interval_s)
+    sites, site_class, soc0 = expand_fleet(
+        scenario.fleet, scenario.backtest.telemetry_interval_s, validate=False
+    )
     loads: dict[int, tuple[PriceSeries | None, PriceSeries | None]] = {}
     first_t = min(found[0].at, series.starts[lo].to_pydatetime()) - timedelta(hours=1)
     last_t = series.starts[hi - 1].to_pydatetime() + series.interval
@@ -222,6 +225,19 @@ def prepare(
                 )
             pair.append(PriceSeries(s.name, s.currency, s.interval, s.starts, s.values * src.scale))
         loads[k] = (pair[0], pair[1])
+    for i, cfg in enumerate(sites):  # the registry's plausibility limits, from the data
+        load, pv = loads[site_class[i]]
+        limits: dict[str, float] = {}
+        if load is not None:
+            limits["site_load_max_kw"] = max(1.0, 1.5 * float(load.values.max()))
+        if pv is not None:
+            limits["pv_max_kw"] = max(1.0, 1.5 * float(pv.values.max()))
+        try:
+            sites[i] = SiteConfig.model_validate({**cfg.model_dump(), **limits})
+        except ValidationError as exc:
+            raise ScenarioError(
+                f"scenario {scenario.name}: fleet.{site_class[i]}: {exc.errors()[0]['msg']}"
+            ) from None
     spread = scenario.backtest.imbalance.spread_per_mwh
     if spread is None:
         spread = DEFAULT_SPREAD_PER_MWH[market.market_id]
@@ -231,15 +247,17 @@ def prepare(
 
 
 def expand_fleet(
-    fleet: list[FleetEntry], telemetry_interval_s: float
+    fleet: list[FleetEntry], telemetry_interval_s: float, *, validate: bool = True
 ) -> tuple[list[SiteConfig], list[int], F64]:
-    """One :class:`SiteConfig` per site of each class (ids ``<class>-<n>``)."""
+    """One :class:`SiteConfig` per site of each class (ids ``<class>-<n>``); without
+    ``validate`` the records are built unchecked (the caller completes them)."""
+    make: Any = SiteConfig if validate else SiteConfig.model_construct
     sites, classes, soc0 = [], [], []
     for k, f in enumerate(fleet):
         width = max(4, len(str(f.count)))
         for i in range(f.count):
             sites.append(
-                SiteConfig(
+                make(
                     site_id=f"{f.name}-{i:0{width}d}",
                     group=f.group,
                     capacity_kwh=f.capacity_kwh,

@@ -41,6 +41,7 @@ from vpp.dispatch.contract import (
 from vpp.dispatch.core import DispatchCore, Effects
 from vpp.dispatch.delivery import Delivery
 from vpp.dispatch.targets import GroupTarget
+from vpp.framing import decode_framed
 from vpp.ingest.deadletter import DeadLetterWriter
 from vpp.logs import ctx
 from vpp.periodic import run_every
@@ -301,9 +302,7 @@ class DispatchService:
         values = [r.value for r in records]
         if None not in values:
             try:
-                acks = ack_batch_decoder.decode(b"[" + b",".join(values) + b"]")
-                if len(acks) == len(values):
-                    return acks, []
+                return decode_framed(ack_batch_decoder, values), []
             except msgspec.MsgspecError:
                 pass
         good: list[Ack] = []

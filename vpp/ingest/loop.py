@@ -44,7 +44,7 @@ from vpp.fleet.hierarchy import FleetHierarchy, FleetSnapshot, NodeAggregate
 from vpp.ingest.deadletter import DeadLetterWriter
 from vpp.store.site_events import record_events
 from vpp.store.snapshots import latest_covering, save_snapshot, tp_key
-from vpp.telemetry.decode import decode_batch
+from vpp.telemetry.decode import check_keys, decode_batch
 from vpp.twins.registry import Registry, RegistryChange, RegistryError, SiteConfig, parse_site
 from vpp.twins.states import SiteEvent
 from vpp.twins.store import ConnectivityRule, FleetStore, IngestLimits
@@ -260,6 +260,8 @@ class Ingest:
         started = time.perf_counter()
         now = self.clock()
         cols, refusals = decode_batch([r.value for r in records])
+        cols, wrong_key = check_keys(cols, [r.key for r in records])
+        refusals.extend(wrong_key)
         outcome = self.store.fold(cols, now)
         refused = [
             (records[r.position], r.reason, r.detail) for r in (*refusals, *outcome.refusals)

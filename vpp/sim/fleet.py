@@ -34,6 +34,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from vpp.framing import decode_framed, framed_decoder
 from vpp.sim.profiles import load_profiles
 from vpp.telemetry.contract import encode_telemetry_batch
 from vpp.twins.registry import SiteConfig, Tariff, TouPeriod
@@ -409,7 +410,7 @@ class _SimCommand(msgspec.Struct):
     valid_until: datetime
 
 
-_command_batch = msgspec.json.Decoder(list[_SimCommand])
+_command_batch = framed_decoder(_SimCommand)
 _command_one = msgspec.json.Decoder(_SimCommand)
 
 
@@ -417,7 +418,7 @@ def _decode_commands(values: list[bytes]) -> list[_SimCommand]:
     """One decode for the batch; per message (skipping what a gateway cannot read) if any
     message in it is malformed."""
     try:
-        return _command_batch.decode(b"[" + b",".join(values) + b"]")
+        return decode_framed(_command_batch, values)
     except msgspec.MsgspecError:
         out = []
         for raw in values:
@@ -525,6 +526,10 @@ def make_sites(
                 soc_max=0.95,
                 telemetry_interval_s=round(interval_s * float(rng.uniform(1.0, 1.5)), 2),
                 tariff=CI_TARIFF if ci else None,
+                # what the simulated loads and PV can reach (a C&I profile x at most 0.1,
+                # PV at most 0.6 x the battery's rating or 6 kW)
+                site_load_max_kw=800.0 if ci else 20.0,
+                pv_max_kw=max(p_max, 8.0),
             )
         )
     return sites

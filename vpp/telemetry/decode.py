@@ -25,9 +25,10 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from vpp.framing import decode_framed, framed_decoder
 from vpp.telemetry.contract import MODE_CODE, Telemetry
 
-_batch_decoder = msgspec.json.Decoder(list[Telemetry])
+_batch_decoder = framed_decoder(Telemetry)
 _one_decoder = msgspec.json.Decoder(Telemetry)
 
 _get_site = operator.attrgetter("site_id")
@@ -119,9 +120,8 @@ def decode_batch(values: Sequence[bytes | None]) -> tuple[TelemetryColumns, list
     n = len(values)
     if n and None not in values:
         try:
-            msgs = _batch_decoder.decode(b"[" + b",".join(values) + b"]")  # type: ignore[arg-type]
-            if len(msgs) == n:
-                return _columns(msgs, np.arange(n, dtype=np.int64)), []
+            msgs = decode_framed(_batch_decoder, values)  # type: ignore[arg-type]
+            return _columns(msgs, np.arange(n, dtype=np.int64)), []
         except (msgspec.MsgspecError, OverflowError, ValueError):
             pass  # find the culprits one by one below
     good: list[Telemetry] = []
@@ -144,3 +144,28 @@ def decode_batch(values: Sequence[bytes | None]) -> tuple[TelemetryColumns, list
         good.append(msg)
         positions.append(i)
     return _columns(good, np.asarray(positions, dtype=np.int64)), refusals
+
+
+def check_keys(
+    cols: TelemetryColumns, keys: Sequence[bytes | None]
+) -> tuple[TelemetryColumns, list[Refusal]]:
+    """A message's bus key must be its body's ``site_id`` (the partitioning contract: one
+    site's messages on one partition, in order). ``keys`` is by batch position."""
+    bad = [
+        k
+        for k, (pos, site) in enumerate(zip(cols.position.tolist(), cols.site_id, strict=True))
+        if keys[pos] != site.encode()
+    ]
+    if not bad:
+        return cols, []
+    refusals = [
+        Refusal(
+            int(cols.position[k]),
+            "key_mismatch",
+            f"key {keys[int(cols.position[k])]!r} is not the body's site_id {cols.site_id[k]!r}",
+        )
+        for k in bad
+    ]
+    keep = np.ones(len(cols), dtype=bool)
+    keep[bad] = False
+    return cols.take(keep), refusals

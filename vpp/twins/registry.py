@@ -92,11 +92,26 @@ class SiteConfig(BaseModel):
         5.0, gt=0, le=3600, description="the gateway's reporting period (s)"
     )
     tariff: Tariff | None = Field(None, description="retail tariff, for peak shaving")
+    site_load_max_kw: float | None = Field(
+        None,
+        gt=0,
+        le=1e7,
+        description="the site's highest plausible load (kW): readings above it (with the "
+        "ingest's power tolerance) are refused; required with a tariff",
+    )
+    pv_max_kw: float | None = Field(
+        None, gt=0, le=1e7, description="the PV system's rating (kW): higher readings are refused"
+    )
 
     @model_validator(mode="after")
     def _soc_window(self) -> SiteConfig:
         if self.soc_min >= self.soc_max:
             raise ValueError(f"soc_min {self.soc_min} must be below soc_max {self.soc_max}")
+        if self.tariff is not None and self.site_load_max_kw is None:
+            raise ValueError(
+                "a site with a tariff needs site_load_max_kw: its load readings set the month's "
+                "peak the demand charge is planned against, and an implausible one is refused"
+            )
         return self
 
     @property

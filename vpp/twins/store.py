@@ -86,6 +86,8 @@ _REASON_LABELS = (
     "power_range",
     "ts_future",
     "ts_too_old",
+    "load_range",
+    "pv_range",
 )
 _R = {name: i for i, name in enumerate(_REASON_LABELS)}
 
@@ -122,6 +124,8 @@ class FleetStore:
         ("soc_min", np.float64, 0.0),
         ("soc_max", np.float64, 1.0),
         ("interval_s", np.float64, 5.0),
+        ("load_max_kw", np.float64, np.inf),
+        ("pv_max_kw", np.float64, np.inf),
         ("ts", np.float64, -np.inf),
         ("seq", np.int64, -1),
         ("soc", np.float64, np.nan),
@@ -148,6 +152,8 @@ class FleetStore:
     soc_min: F64
     soc_max: F64
     interval_s: F64
+    load_max_kw: F64
+    pv_max_kw: F64
     ts: F64
     seq: I64
     soc: F64
@@ -238,6 +244,8 @@ class FleetStore:
         self.soc_min[i] = cfg.soc_min
         self.soc_max[i] = cfg.soc_max
         self.interval_s[i] = cfg.telemetry_interval_s
+        self.load_max_kw[i] = cfg.site_load_max_kw if cfg.site_load_max_kw else np.inf
+        self.pv_max_kw[i] = cfg.pv_max_kw if cfg.pv_max_kw else np.inf
         if cfg.tariff is not None:
             self.tariffs[cfg.site_id] = cfg.tariff
         else:
@@ -288,6 +296,17 @@ class FleetStore:
             (np.abs(cols.p_kw) > self.limits.power_tolerance * rating, _R["power_range"]),
             (cols.ts > now_s + self.limits.max_future_skew_s, _R["ts_future"]),
             (cols.ts < now_s - self.limits.replay_window_s, _R["ts_too_old"]),
+            # NaN (not metered) passes both: comparisons with NaN are false
+            (
+                (cols.site_load_kw < 0.0)
+                | (cols.site_load_kw > self.limits.power_tolerance * self.load_max_kw[safe]),
+                _R["load_range"],
+            ),
+            (
+                (cols.pv_kw < 0.0)
+                | (cols.pv_kw > self.limits.power_tolerance * self.pv_max_kw[safe]),
+                _R["pv_range"],
+            ),
         )
         for bad, code in checks:
             reason[(reason == 0) & bad] = code
@@ -309,6 +328,17 @@ class FleetStore:
             detail = (
                 f"site {site!r}: |p_kw| {abs(cols.p_kw[row]):.3f} above "
                 f"{self.limits.power_tolerance} x rating {rating:.3f} kW"
+            )
+        elif label in ("load_range", "pv_range"):
+            i = self.index[site]
+            what, value, limit = (
+                ("site_load_kw", cols.site_load_kw[row], self.load_max_kw[i])
+                if label == "load_range"
+                else ("pv_kw", cols.pv_kw[row], self.pv_max_kw[i])
+            )
+            detail = (
+                f"site {site!r}: {what} {value:.3f} outside [0, {self.limits.power_tolerance} x "
+                f"{limit:.3f} kW] (the registry's limit)"
             )
         elif label == "ts_future":
             detail = (
@@ -350,6 +380,13 @@ class FleetStore:
         newer = (ts > cur_ts) | ((ts == cur_ts) & (seq > cur_seq))
         take = newest & newer
         rows = np.flatnonzero(take)
+        # Two readings claiming the same identity (site, ts, seq): the first folded wins,
+        # within a batch as across batches (the contract) — keep each site's first row.
+        sites_all = idx[rows]
+        if sites_all.size > 1:
+            _, first = np.unique(sites_all, return_index=True)
+            if first.size != rows.size:
+                rows = rows[np.sort(first)]
         sites = idx[rows]
         out.applied = int(rows.size)
         out.superseded = int(idx.size - rows.size)

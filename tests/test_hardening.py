@@ -1,0 +1,162 @@
+"""The edges: telemetry that cannot lie, crash recovery that closes every loop, an API that
+cannot be starved, clear errors for bad configuration."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vpp.bus.base import BusRecord
+from vpp.bus.embedded import EmbeddedBus
+from vpp.config import DispatchSettings, IngestSettings, TopicsSettings
+from vpp.dispatch.contract import Ack, ack_batch_decoder, ack_decoder
+from vpp.dispatch.core import DispatchCore
+from vpp.dispatch.targets import GroupTarget, dispatch_id
+from vpp.framing import decode_framed
+from vpp.ingest.deadletter import DeadLetterWriter, decode_dead_letter
+from vpp.ingest.loop import Ingest
+from vpp.telemetry.contract import encode_telemetry
+from vpp.telemetry.decode import decode_batch
+from vpp.twins.registry import SiteConfig, Tariff
+from vpp.twins.store import FleetStore
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+TOPICS = TopicsSettings()
+
+
+def site(site_id: str, **kw: object) -> SiteConfig:
+    base: dict[str, object] = {
+        "site_id": site_id,
+        "group": "g",
+        "capacity_kwh": 10,
+        "p_charge_max_kw": 5,
+        "p_discharge_max_kw": 5,
+    }
+    return SiteConfig.model_validate({**base, **kw})
+
+
+# -- telemetry cannot lie ----------------------------------------------------------------------
+
+
+def _messages(n: int) -> list[bytes]:
+    return [
+        encode_telemetry(f"s{k % 3}", T0 + timedelta(seconds=k), k, 0.5, 1.0, site_load_kw=2.0)
+        for k in range(n)
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(2, 8), data=st.data())
+def test_the_batch_decoder_agrees_with_one_by_one_over_random_splits(
+    n: int, data: st.DataObject
+) -> None:
+    """``n`` valid messages joined by commas, re-cut at ``n − 1`` random commas (between or
+    inside messages) into ``n`` pieces: joined back with commas they form the original valid
+    array, so a decoder that joins without framing would accept fragments. The batch path
+    must accept exactly the pieces that decode alone."""
+    blob = b",".join(_messages(n))
+    commas = [i for i, c in enumerate(blob) if c == ord(",")]
+    cuts = sorted(
+        data.draw(st.lists(st.sampled_from(commas), min_size=n - 1, max_size=n - 1, unique=True))
+    )
+    pieces = [
+        blob[a + 1 if a >= 0 else 0 : b]
+        for a, b in zip([-1, *cuts], [*cuts, len(blob)], strict=True)
+    ]
+    cols, refusals = decode_batch(pieces)
+    alone = [k for k, piece in enumerate(pieces) if not decode_batch([piece])[1]]
+    assert cols.position.tolist() == alone
+    assert sorted(r.position for r in refusals) == sorted(set(range(n)) - set(alone))
+
+
+def test_two_objects_in_one_message_fail_the_fast_path() -> None:
+    a, b, c = _messages(3)
+    doubled = a + b"," + b  # two readings in one value: valid as array elements
+    cols, refusals = decode_batch([doubled, c, c])
+    assert cols.position.tolist() == [1, 2] and refusals[0].position == 0
+    acks = [msgspec.json.encode(Ack(1, f"c{k}", "s", "accepted", T0)) for k in range(3)]
+    with pytest.raises(msgspec.MsgspecError):
+        decode_framed(ack_batch_decoder, [acks[0] + b"," + acks[1], acks[2], acks[2]])
+    assert ack_decoder.decode(acks[2]).command_id == "c2"
+
+
+async def _ingest_one(records: list[BusRecord], sites: list[SiteConfig]) -> tuple[Ingest, list]:
+    bus = EmbeddedBus()
+    await bus.start()
+    await bus.ensure_topics(TOPICS.all())
+    ing = Ingest(bus, IngestSettings(), TOPICS, clock=lambda: T0.timestamp() + 60)
+    for s in sites:
+        ing.store.register(s)
+    ing._producer = await bus.producer()
+    ing._dlq = DeadLetterWriter(ing._producer, TOPICS.deadletter.name)
+    dlq = await bus.consumer([TOPICS.deadletter.name], "reader")
+    await ing.process(records)
+    await ing._dlq.flush()
+    letters = [decode_dead_letter(r.value) for r in await dlq.getmany(1000, 0) if r.value]
+    await bus.stop()
+    return ing, letters
+
+
+def test_a_key_that_is_not_the_site_is_dead_lettered() -> None:
+    good = encode_telemetry("s0", T0, 1, 0.5, 1.0)
+    forged = encode_telemetry("s1", T0, 1, 0.9, 4.0)
+    records = [
+        BusRecord(TOPICS.telemetry.name, 0, 0, b"s0", good, 0),
+        BusRecord(TOPICS.telemetry.name, 0, 1, b"s0", forged, 0),  # s1's body under s0's key
+    ]
+    ing, letters = asyncio.run(_ingest_one(records, [site("s0"), site("s1")]))
+    assert [(d.offset, d.reason) for d in letters] == [(1, "key_mismatch")]
+    assert "is not the body's site_id 's1'" in letters[0].detail
+    assert ing.store.seq[ing.store.index["s1"]] == -1  # the twin is untouched
+
+
+def test_load_and_pv_beyond_the_registry_limits_are_refused() -> None:
+    tariff = Tariff(demand_charge_per_kw=10.0)
+    sites = [site("s0", tariff=tariff, site_load_max_kw=50, pv_max_kw=10)]
+    values = [
+        encode_telemetry("s0", T0, 1, 0.5, 1.0, site_load_kw=40.0, pv_kw=5.0),
+        encode_telemetry("s0", T0 + timedelta(seconds=1), 2, 0.5, 1.0, site_load_kw=5000.0),
+        encode_telemetry("s0", T0 + timedelta(seconds=2), 3, 0.5, 1.0, pv_kw=-3.0),
+    ]
+    records = [BusRecord(TOPICS.telemetry.name, 0, k, b"s0", v, 0) for k, v in enumerate(values)]
+    ing, letters = asyncio.run(_ingest_one(records, sites))
+    assert [(d.offset, d.reason) for d in letters] == [(1, "load_range"), (2, "pv_range")]
+    assert ing.store.site_load_kw[0] == 40.0  # a poisoned month peak never reaches the plan
+    with pytest.raises(ValueError, match="site_load_max_kw"):
+        site("s9", tariff=tariff)
+
+
+# -- a site on its own target that stops following is commanded again ---------------------------
+
+
+def test_a_site_target_not_followed_is_commanded_again() -> None:
+    store = FleetStore()
+    store.register(site("s0"))
+    t = T0.timestamp()
+
+    def read(at: float, seq: int, p: float) -> None:
+        cols, _ = decode_batch(
+            [encode_telemetry("s0", datetime.fromtimestamp(at, UTC), seq, 0.5, p)]
+        )
+        store.fold(cols, at)
+        store.evaluate(at)
+
+    read(t, 1, 0.0)
+    core = DispatchCore(DispatchSettings(follow_grace_s=1.0), lambda: store)
+    target = GroupTarget(dispatch_id("s0", T0), "s0", T0, T0 + timedelta(minutes=15), 3.0)
+    core.add_targets([target], t)
+    first = core.tick(t + 0.1).commands
+    assert [c.setpoint_kw for c in first] == [3.0]
+    core.on_acks([Ack(1, first[0].command_id, "s0", "accepted", T0)], t + 0.2)
+    for k, at in enumerate((t + 5, t + 10)):  # two readings after the grace: still idle
+        read(at, 2 + k, 0.0)
+        again = core.tick(at + 0.1).commands
+    assert [c.setpoint_kw for c in again] == [3.0]  # a new command, not an exclusion
+    assert again[0].command_id != first[0].command_id
+    # and its record counts what it really delivered (0 kW), not the target
+    assert core.deliveries[target.dispatch_id].samples[-1][1] == 0.0
