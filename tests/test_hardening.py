@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -160,3 +161,113 @@ def test_a_site_target_not_followed_is_commanded_again() -> None:
     assert again[0].command_id != first[0].command_id
     # and its record counts what it really delivered (0 kW), not the target
     assert core.deliveries[target.dispatch_id].samples[-1][1] == 0.0
+
+
+# -- crash recovery closes every loop -----------------------------------------------------------
+
+
+class CrashError(Exception):
+    """The process dies here."""
+
+
+def _crash(*_: object, **__: object) -> None:
+    raise CrashError
+
+
+@pytest.mark.parametrize(
+    ("point", "reopen_before_gate", "expected"),
+    [
+        ("before_request", True, "approved"),  # never sent, gate open: submit again
+        ("before_request", False, "missed"),  # never sent, gate closed
+        ("request_lost", True, "unknown"),  # sent, the market never got it: ask a human
+        ("answer_lost", True, "accepted"),  # the market accepted, the answer was lost
+        ("after_answer", True, "accepted"),  # logged both ways, the bid not updated yet
+    ],
+)
+def test_a_submission_cut_at_any_point_is_reconciled_at_start_up(
+    tmp_path: Path, point: str, reopen_before_gate: bool, expected: str
+) -> None:
+    from market.adapter import LoggedMarket, SimulatedMarket
+    from market.definitions import Product, load_market
+    from market.lifecycle import BidAction
+    from tests.api_support import NOW, make_bids
+    from vpp.config import DatabaseSettings
+    from vpp.store import db
+    from vpp.store.bids import BidStore
+    from vpp.store.keys import Principal
+    from vpp.store.txlog import DbTxLog
+
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/c.db"))
+    db.upgrade(engine)
+    now = [NOW]
+    store = BidStore(engine, clock=lambda: now[0])
+    bid = make_bids(1)[0]
+    store.create([bid], solve_id="s", report={})
+    alice = Principal("k", "alice", "operator")
+    store.review(bid.bid_id, 1, BidAction.APPROVE, alice)
+    prices = {(Product.ENERGY_RT, bid.interval_start): 45.0}
+    sim = SimulatedMarket(load_market("caiso"), prices)
+    log = DbTxLog(engine)
+    market = LoggedMarket(sim, log)
+    if point == "before_request":
+        log.record_request = _crash  # type: ignore[method-assign]
+    elif point == "request_lost":
+        sim.submit = _crash  # type: ignore[method-assign]
+    elif point == "answer_lost":
+        log.record_response = _crash  # type: ignore[method-assign]
+    else:
+        original = store._advance
+
+        def die_on_accept(conn: object, row: object, action: object, *a: object) -> object:
+            if action in (BidAction.ACCEPT, BidAction.REFUSE):
+                raise CrashError
+            return original(conn, row, action, *a)  # type: ignore[arg-type]
+
+        store._advance = die_on_accept  # type: ignore[method-assign,assignment]
+    now[0] = bid.interval_start - timedelta(minutes=80)  # before the 75-minute gate
+    with pytest.raises(CrashError):
+        store.submit([bid.bid_id], alice, market, "tx-crash")
+    assert BidStore(engine).row(bid.bid_id).status == "submitted"
+    # the restarted engine: a fresh store and log, the same market
+    restarted = BidStore(engine, clock=lambda: now[0])
+    if not reopen_before_gate:
+        now[0] = bid.interval_start
+    counts = restarted.reconcile_submitted(LoggedMarket(sim, DbTxLog(engine)), now[0])
+    assert restarted.row(bid.bid_id).status == expected
+    assert sum(counts.values()) == 1
+    assert sim.submissions <= 1  # never sent twice
+    assert restarted.reconcile_submitted(LoggedMarket(sim, DbTxLog(engine)), now[0]) == {}
+
+
+def test_commands_whose_validity_ended_while_down_are_closed(tmp_path: Path) -> None:
+    from vpp.config import DatabaseSettings
+    from vpp.dispatch.contract import Command
+    from vpp.dispatch.tracker import Tracker
+    from vpp.store import db, ledger
+
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/l.db"))
+    db.upgrade(engine)
+    tracker = Tracker()
+    cmds = [
+        Command(
+            v=1,
+            command_id=f"c{k}",
+            dispatch_id="d",
+            site_id=f"s{k}",
+            setpoint_kw=1.0,
+            valid_from=T0,
+            valid_until=T0 + timedelta(minutes=5 * (k + 1)),
+            attempt=1,
+            issued_at=T0,
+        )
+        for k in range(2)
+    ]
+    ledger.append(engine, tracker.issue(cmds, "g", T0.timestamp()))
+    # the engine was down from T0 + 1 min to T0 + 7 min: c0 (valid 5 min) ended meanwhile
+    back = T0 + timedelta(minutes=7)
+    closed = ledger.close_expired_while_down(engine, back)
+    assert [(e.command_id, e.event, e.reason) for e in closed] == [
+        ("c0", "expired", "expired_while_down")
+    ]
+    assert [i.command_id for i, _ in ledger.open_commands(engine, back)] == ["c1"]
+    assert ledger.close_expired_while_down(engine, back) == []

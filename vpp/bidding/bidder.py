@@ -70,6 +70,9 @@ BIDS = Gauge("vpp_bids", "Bids by status", ["status"])
 SETTLED = Counter(
     "vpp_bids_settled_total", "Bids the engine closed without a market answer", ["status"]
 )
+RECONCILED = Counter(
+    "vpp_bids_reconciled_total", "Submitted bids reconciled at start-up", ["action"]
+)
 # Who approves when bidding.auto_approve is on: the policy, named with its limits.
 AUTO_APPROVER = Principal(
     "auto-approve",
@@ -146,6 +149,16 @@ class Bidder:
     async def start(self) -> None:
         self._count_statuses()
         await asyncio.to_thread(self._restore_market)
+        counts = await asyncio.to_thread(self.bids.reconcile_submitted, self.market, self.clock())
+        for action, n in counts.items():
+            RECONCILED.labels(action).inc(n)
+        if counts.get("lose"):
+            log.error(
+                "%d submitted bids have an unknown outcome after a crash: check with the market",
+                counts["lose"],
+            )
+        if counts:
+            log.warning("reconciled submitted bids at start-up: %s", counts)
 
     def _restore_market(self) -> None:
         """A simulated market's order book survives a restart: it is rebuilt from the

@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 COMMANDS = Counter("vpp_commands_total", "Command ledger events", ["event"])
 COMMAND_STATES = Gauge("vpp_commands_tracked", "Tracked commands by state", ["state"])
 SHORTFALL = Gauge("vpp_dispatch_shortfall_kw", "Target the group cannot cover now", ["group"])
+EXPIRED_WHILE_DOWN = Counter(
+    "vpp_commands_expired_while_down_total",
+    "Commands whose validity ended while the engine was down, closed at start-up",
+)
 
 # Targets are scheduled (and reloaded after a restart) at most this far ahead.
 TARGET_HORIZON = timedelta(days=7)
@@ -96,6 +100,7 @@ class DispatchService:
         self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpp-site-events")
         self.acks_seen = 0
         self.closed: dict[str, int] = {"delivered": 0, "short": 0}  # intervals closed
+        self.expired_while_down = 0
 
     @property
     def deliveries(self) -> dict[str, Delivery]:
@@ -135,9 +140,16 @@ class DispatchService:
 
     async def _restore(self) -> None:
         now = self.clock()
-        rows = await asyncio.to_thread(
-            ledger.open_commands, self.db, datetime.fromtimestamp(now, UTC)
-        )
+        moment = datetime.fromtimestamp(now, UTC)
+        closed = await asyncio.to_thread(ledger.close_expired_while_down, self.db, moment)
+        if closed:
+            EXPIRED_WHILE_DOWN.inc(len(closed))
+            self._count(closed)
+            log.warning(
+                "closed %d commands whose validity ended while the engine was down", len(closed)
+            )
+        self.expired_while_down = len(closed)
+        rows = await asyncio.to_thread(ledger.open_commands, self.db, moment)
         if not rows:
             return
         eff = self.core.restore(rows, now)

@@ -534,6 +534,76 @@ class BidStore:
         self._changed()
         return result
 
+    def reconcile_submitted(self, market: LoggedMarket, now: datetime) -> dict[str, int]:
+        """After a restart, close every ``submitted`` bid against the transaction log.
+
+        A bid is marked ``submitted`` (with its transaction id in the review record) before
+        the exchange, so a crash can leave it there at three points:
+
+        - the request and the response are logged: apply the response (accepted/refused);
+        - only the request is logged (the answer was lost): ask the market for the outcome
+          of that transaction id; if it never received it, the bid is ``unknown`` — an
+          operator must check with the market (logged as an error, counted);
+        - no request is logged (the exchange never started): back to ``approved`` while its
+          gate is open (it will be submitted again), ``missed`` after.
+
+        Returns how many bids went each way.
+        """
+        with self.engine.connect() as conn:
+            rows = [
+                _row(r)
+                for r in conn.execute(_CURRENT.where(bids.c.status == BidStatus.SUBMITTED.value))
+            ]
+            tx_of = {
+                r.bid_id: r.comment
+                for r in conn.execute(
+                    sa.select(bid_reviews.c.bid_id, bid_reviews.c.comment)
+                    .where(
+                        bid_reviews.c.bid_id.in_([r.bid_id for r in rows]),
+                        bid_reviews.c.action == BidAction.SUBMIT.value,
+                    )
+                    .order_by(bid_reviews.c.ts)
+                )
+            }
+        counts: dict[str, int] = {}
+        for row in rows:
+            tx_id = tx_of.get(row.bid_id)
+            request, response = market.log.recorded(tx_id) if tx_id else (None, None)
+            result: SubmitResult | None = None
+            if response is not None:
+                result = SubmitResult.from_json(response)
+            elif request is not None and tx_id is not None:
+                result = market.adapter.lookup(tx_id)
+                if result is not None:
+                    market.log.record_response(
+                        tx_id, market.market.market_id, "submit", result.to_json()
+                    )
+            if result is not None:
+                accepted = row.bid_id in result.accepted
+                action = BidAction.ACCEPT if accepted else BidAction.REFUSE
+                note = tx_id if accepted else result.refused.get(row.bid_id, "not in the answer")
+            elif request is not None:
+                action, note = (
+                    BidAction.LOSE,
+                    (
+                        f"{tx_id}: sent before a crash, the market does not know the outcome; "
+                        "check with the market"
+                    ),
+                )
+            elif now < row.gate_closure:
+                action, note = BidAction.REVERT, "never sent before a crash; the gate is open"
+            else:
+                action, note = BidAction.MISS, "never sent before a crash; the gate has closed"
+            with self.engine.begin() as conn:
+                try:
+                    self._advance(conn, row, action, SYSTEM, f"reconciled at start-up: {note}", now)
+                except ConflictError:
+                    continue
+            counts[action.value] = counts.get(action.value, 0) + 1
+        if counts:
+            self._changed()
+        return counts
+
     def mark_missed(self, now: datetime) -> list[BidRow]:
         """Drafts and approved bids whose gate has closed become ``missed`` (never left
         waiting); the rows changed."""

@@ -174,6 +174,44 @@ def open_commands(engine: sa.Engine, now: datetime) -> list[tuple[LedgerEntry, L
     return out
 
 
+def close_expired_while_down(engine: sa.Engine, now: datetime) -> list[LedgerEntry]:
+    """Commands still open in the ledger whose validity ended while the engine was down:
+    each gets a final entry (``expired``, reason ``expired_while_down``), appended here, so
+    no command stays open forever. Returns the entries written."""
+    latest = (
+        sa.select(sa.func.max(command_ledger.c.seq).label("seq"))
+        .group_by(command_ledger.c.command_id)
+        .subquery()
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(command_ledger)
+            .join(latest, latest.c.seq == command_ledger.c.seq)
+            .where(
+                command_ledger.c.state.not_in(list(TERMINAL)), command_ledger.c.valid_until <= now
+            )
+        ).all()
+    entries = [
+        LedgerEntry(
+            command_id=r.command_id,
+            dispatch_id=r.dispatch_id,
+            site_id=r.site_id,
+            event="expired",
+            state="expired",
+            attempt=r.attempt,
+            setpoint_kw=r.setpoint_kw,
+            valid_from=r.valid_from,
+            valid_until=r.valid_until,
+            ts=now,
+            reason="expired_while_down",
+        )
+        for r in rows
+    ]
+    if entries:
+        append(engine, entries)
+    return entries
+
+
 def _entry(r: Any) -> LedgerEntry:
     return LedgerEntry(
         r.command_id,
