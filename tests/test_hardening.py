@@ -4,6 +4,7 @@ cannot be starved, clear errors for bad configuration."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -271,3 +272,175 @@ def test_commands_whose_validity_ended_while_down_are_closed(tmp_path: Path) -> 
     ]
     assert [i.command_id for i, _ in ledger.open_commands(engine, back)] == ["c1"]
     assert ledger.close_expired_while_down(engine, back) == []
+
+
+# -- the API cannot be starved ----------------------------------------------------------------
+
+
+def test_nul_characters_are_422_wherever_they_come(tmp_path: Path) -> None:
+    from tests.api_support import build_api, engine_for
+
+    gen = engine_for("sqlite", tmp_path, None)  # type: ignore[arg-type]
+    api = build_api(next(gen))
+    h = api.h("alice")
+    assert api.client.get("/api/v1/bids/abc%00def", headers=h).status_code == 422
+    assert api.client.get("/api/v1/bids", params={"group": "a\x00b"}, headers=h).status_code == 422
+    r = api.client.post(
+        "/api/v1/dispatch/targets",
+        content=b'{"group": "nor\\u0000th", "interval_start": "2026-11-21T14:05:00Z", '
+        b'"duration_s": 300, "target_kw": 1}',
+        headers={**h, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+
+
+def test_bodies_are_limited_and_keys_checked_before_they_are_read(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from tests.api_support import build_api, engine_for
+    from vpp.api.app import create_app
+
+    gen = engine_for("sqlite", tmp_path, None)  # type: ignore[arg-type]
+    api = build_api(next(gen))
+    client = TestClient(create_app(api.services, max_body_bytes=1000))
+    big = b"{" + b" " * 5000 + b"}"
+    ctype = {"Content-Type": "application/json"}
+    # no key: refused before the body is looked at (401, not 413)
+    assert client.post("/api/v1/dispatch/targets", content=big, headers=ctype).status_code == 401
+    r = client.post("/api/v1/dispatch/targets", content=big, headers={**ctype, **api.h("alice")})
+    assert r.status_code == 413 and "1000 bytes" in r.text
+    chunked = client.post(
+        "/api/v1/dispatch/targets",
+        content=iter([b"{", b" " * 600, b" " * 600, b"}"]),  # no Content-Length: counted
+        headers={**ctype, **api.h("alice")},
+    )
+    assert chunked.status_code == 413
+
+
+def test_a_500_is_logged_as_json_with_the_request_id(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from tests.api_support import build_api, engine_for
+    from vpp.api.app import create_app
+
+    gen = engine_for("sqlite", tmp_path, None)  # type: ignore[arg-type]
+    api = build_api(next(gen))
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("the database fell over")
+
+    api.services.bids.list_bids = broken  # type: ignore[method-assign]
+    api.services.bids.cached = lambda key, compute: compute()  # type: ignore[method-assign]
+    client = TestClient(create_app(api.services), raise_server_exceptions=False)
+    with caplog.at_level("ERROR"):
+        r = client.get("/api/v1/bids", headers={**api.h("alice"), "X-Request-ID": "req-42"})
+    assert r.status_code == 500
+    assert r.json() == {"detail": "internal error", "request_id": "req-42"}
+    assert r.headers["x-request-id"] == "req-42"
+    record = next(rec for rec in caplog.records if rec.name == "vpp.api.app")
+    assert record.request_id == "req-42" and record.exc_info is not None
+    from vpp.logs import JsonFormatter
+
+    line = json.loads(JsonFormatter().format(record))
+    assert line["request_id"] == "req-42" and "the database fell over" in line["exc"]
+
+
+def test_the_key_cache_is_bounded_and_never_holds_unknown_ids(tmp_path: Path) -> None:
+    from vpp.config import DatabaseSettings
+    from vpp.store import db
+    from vpp.store.keys import KeyStore
+
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/k.db"))
+    db.upgrade(engine)
+    keys = KeyStore(engine, max_cached=3)
+    made = [keys.create(f"k{i}", "viewer")[1] for i in range(5)]
+    for i in range(200):
+        assert keys.verify(f"vpp_{i:012x}_forged") is None
+    assert len(keys._cache) == 0  # made-up ids are never cached
+    for key in made:
+        assert keys.verify(key) is not None
+    assert len(keys._cache) == 3
+    assert asyncio.run(keys.verify_async(made[0])) is not None
+    assert asyncio.run(keys.verify_async("vpp_zz_bad")) is None
+
+
+def test_manual_targets_overlap_cancel_and_final_records(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from tests.api_support import NOW, build_api, engine_for
+    from vpp.store import dispatch_log
+    from vpp.store.tables import audit_log, dispatch_intervals
+
+    gen = engine_for("sqlite", tmp_path, None)  # type: ignore[arg-type]
+    api = build_api(next(gen))
+    h = api.h("alice")
+    start = NOW + timedelta(minutes=10)
+
+    def post(at: datetime, seconds: int, kw: float) -> object:
+        return api.client.post(
+            "/api/v1/dispatch/targets",
+            json={
+                "group": "north",
+                "interval_start": at.isoformat(),
+                "duration_s": seconds,
+                "target_kw": kw,
+            },
+            headers=h,
+        )
+
+    first = post(start, 900, 100)
+    assert first.status_code == 201  # type: ignore[attr-defined]
+    clash = post(start + timedelta(minutes=5), 600, 200)
+    assert clash.status_code == 409  # type: ignore[attr-defined]
+    assert "overlaps" in clash.text and "north-" in clash.text  # type: ignore[attr-defined]
+    did = first.json()["dispatch_id"]  # type: ignore[attr-defined]
+    assert (
+        api.client.delete(f"/api/v1/dispatch/targets/{did}", headers=api.h("viewer")).status_code
+        == 403
+    )
+    assert api.client.delete(f"/api/v1/dispatch/targets/{did}", headers=h).status_code == 204
+    assert api.client.delete(f"/api/v1/dispatch/targets/{did}", headers=h).status_code == 404
+    assert post(start + timedelta(minutes=5), 600, 200).status_code == 201  # type: ignore[attr-defined]
+    with api.engine.connect() as conn:
+        status = conn.execute(
+            sa.select(dispatch_intervals.c.status).where(dispatch_intervals.c.dispatch_id == did)
+        ).scalar_one()
+        audited = (
+            conn.execute(sa.select(audit_log.c.action).where(audit_log.c.resource_id == did))
+            .scalars()
+            .all()
+        )
+    assert status == "cancelled" and audited == ["create", "cancel"]
+    # a final record is never overwritten, whatever writes later
+    row = dispatch_log.list_intervals(api.engine, group="north", limit=10)[0]
+    cancelled = next(r for r in row if r["dispatch_id"] == did)
+    dispatch_log.upsert_many(api.engine, [{**cancelled, "status": "active", "target_kw": 9.0}])
+    again = next(
+        r
+        for r in dispatch_log.list_intervals(api.engine, group="north", limit=10)[0]
+        if r["dispatch_id"] == did
+    )
+    assert again["status"] == "cancelled" and again["target_kw"] == 100
+
+
+def test_cancelling_a_target_under_way_supersedes_its_commands() -> None:
+    store = FleetStore()
+    for k in range(2):
+        store.register(site(f"s{k}"))
+    t = T0.timestamp()
+    cols, _ = decode_batch([encode_telemetry(f"s{k}", T0, 1, 0.5, 0.0) for k in range(2)])
+    store.fold(cols, t)
+    store.evaluate(t)
+    core = DispatchCore(DispatchSettings(), lambda: store)
+    target = GroupTarget(dispatch_id("g", T0), "g", T0, T0 + timedelta(minutes=15), 6.0)
+    core.add_targets([target], t)
+    sent = core.tick(t + 1).commands
+    assert len(sent) == 2
+    eff = core.cancel(target.dispatch_id, t + 2)
+    assert [c.setpoint_kw for c in eff.commands] == [0.0, 0.0]
+    assert {e.event for e in eff.entries} == {"superseded", "issued"}
+    assert eff.rows[-1]["status"] == "cancelled"
+    assert all(core.tracker.commands[c.command_id].state == "superseded" for c in sent)
+    assert target.dispatch_id not in core.deliveries

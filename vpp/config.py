@@ -181,6 +181,9 @@ class ApiSettings(_Section):
     four_eyes: bool = Field(
         True, description="an approver must differ from the bid version's last editor"
     )
+    max_body_bytes: PositiveInt = Field(
+        1_048_576, description="larger request bodies are refused (413) before they are read"
+    )
 
 
 class SchedulerSettings(_Section):

@@ -21,6 +21,7 @@ CONTEXT_KEYS = (
     "dispatch_id",
     "interval_start",
     "event",
+    "request_id",
 )
 
 

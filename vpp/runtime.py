@@ -101,7 +101,7 @@ class Engine:
         from vpp.api.app import create_app
 
         config = uvicorn.Config(
-            create_app(self.services),
+            create_app(self.services, max_body_bytes=self.settings.api.max_body_bytes),
             host=self.settings.api.host,
             port=self.settings.api.port,
             log_level="warning",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import time
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,6 +34,7 @@ from vpp.api.services import Services
 from vpp.store.bids import ConflictError, FourEyesError, InvalidBidError, NotFoundError
 
 API_PREFIX = "/api/v1"
+log = logging.getLogger(__name__)
 
 API_LATENCY = Histogram(
     "vpp_api_request_duration_seconds",
@@ -84,6 +88,134 @@ class LatencyMiddleware:
             )
 
 
+async def _reply(send: Send, status: int, body: dict[str, Any], headers: list[Any]) -> None:
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+class GateMiddleware:
+    """What is refused before a request's body is parsed (pure ASGI).
+
+    - **Authentication**: every ``/api/v1`` request must carry a valid ``X-API-Key``; a
+      missing or bad key gets 401 here, so an unauthenticated client cannot make the
+      engine read or parse its body. Roles are still checked per route.
+    - **Size**: a body larger than ``max_body_bytes`` gets 413 — from its Content-Length
+      before a byte is read, or as soon as a chunked body passes the limit.
+    - **NUL**: PostgreSQL refuses a NUL character in text; one in the path, the query or a
+      JSON body (``\\u0000``) gets 422 naming where, never a 500 from the database.
+    - **Request id**: every request carries one (``X-Request-ID``, taken from the client
+      or made here), returned in the response and logged with any error.
+    """
+
+    def __init__(self, app: ASGIApp, services: Services, max_body_bytes: int) -> None:
+        self.app = app
+        self.services = services
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        rid = [(b"x-request-id", request_id.encode("latin-1"))]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *rid]}
+            await send(message)
+
+        await self._gate(scope, receive, send_with_id, headers)
+
+    async def _gate(self, scope: Scope, receive: Receive, send: Send, headers: dict) -> None:
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        for where, raw in (("path", raw_path), ("query", query)):
+            if b"%00" in raw or b"\x00" in raw or "\x00" in scope["path"]:
+                await _reply(
+                    send,
+                    422,
+                    {
+                        "detail": [
+                            {
+                                "loc": [where],
+                                "type": "nul_character",
+                                "msg": "a NUL character is not allowed",
+                            }
+                        ]
+                    },
+                    [],
+                )
+                return
+        if scope["path"].startswith(API_PREFIX):
+            key = headers.get(b"x-api-key", b"").decode("latin-1") or None
+            if await self.services.keys.verify_async(key) is None:
+                await _reply(
+                    send,
+                    401,
+                    {"detail": "missing or invalid API key (X-API-Key)"},
+                    [(b"www-authenticate", b"APIKey")],
+                )
+                return
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await _reply(send, 413, {"detail": f"the body exceeds {self.max_body} bytes"}, [])
+            return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        # The body (at most max_body_bytes) is read once here and replayed to the route.
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:
+                await _reply(send, 413, {"detail": f"the body exceeds {self.max_body} bytes"}, [])
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if b"\\u0000" in body.lower() or b"\x00" in body:
+            await _reply(
+                send,
+                422,
+                {
+                    "detail": [
+                        {
+                            "loc": ["body"],
+                            "type": "nul_character",
+                            "msg": "a NUL character (\\u0000) is not allowed",
+                        }
+                    ]
+                },
+                [],
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
 def _json_safe(value: Any) -> Any:
     """Non-finite floats as strings: JSON has no Infinity or NaN."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -102,6 +234,22 @@ def _handlers(app: FastAPI) -> None:
         # error echoes the input back: without this it would be a 500 instead of a 422.
         detail = _json_safe(jsonable_encoder(exc.errors()))
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        request_id = request.scope.get("state", {}).get("request_id", "-")
+        log.error(
+            "unhandled error on %s %s",
+            request.method,
+            request.url.path,
+            exc_info=exc,
+            extra={"request_id": request_id},
+        )
+        return JSONResponse(
+            {"detail": "internal error", "request_id": request_id},
+            status_code=500,
+            headers={"X-Request-ID": request_id},
+        )
 
     @app.exception_handler(NotFoundError)
     async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
@@ -140,7 +288,7 @@ def _offline_docs(app: FastAPI) -> None:
         )
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, *, max_body_bytes: int = 1_048_576) -> FastAPI:
     app = FastAPI(
         title="VPP engine",
         version="0.1.0",
@@ -151,6 +299,7 @@ def create_app(services: Services) -> FastAPI:
     )
     _offline_docs(app)
     app.state.services = services
+    app.add_middleware(GateMiddleware, services=services, max_body_bytes=max_body_bytes)
     app.add_middleware(LatencyMiddleware)
     _handlers(app)
     app.include_router(health.router)

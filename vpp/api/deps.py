@@ -31,7 +31,7 @@ def require(role: Role) -> Any:
         request: Request, key: Annotated[str | None, Security(api_key_header)]
     ) -> Caller:
         services: Services = request.app.state.services
-        principal = services.keys.verify(key)
+        principal = await services.keys.verify_async(key)
         if principal is None:
             raise HTTPException(
                 status_code=401,

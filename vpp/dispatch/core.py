@@ -172,6 +172,44 @@ class DispatchCore:
             rows.append(d.row(d.status(moment), now))
         return rows
 
+    def cancel(self, dispatch_id: str, now: float) -> Effects:
+        """Drop a target. If it is under way, the sites still holding its commands get a
+        release (0 kW, for as long as an ack takes) that supersedes them; its record closes
+        as ``cancelled`` with what was delivered so far."""
+        d = self.deliveries.pop(dispatch_id)
+        eff = Effects()
+        t = d.target
+        if d.dispatched and t.covers(_utc(now)):
+            store = self.store()
+            s = self.settings
+            until = _utc(now + s.ack_timeout_s * s.max_attempts + 1.0)
+            issued_at = _utc(now)
+            holders = [
+                site
+                for site in (store.ids[i] for i in self._rows(t.group).tolist())
+                if (live := self.tracker.active(site)) is not None
+                and live.command.dispatch_id == dispatch_id
+            ]
+            release = [
+                Command(
+                    v=1,
+                    command_id=cid,
+                    dispatch_id=f"{dispatch_id}:cancelled",
+                    site_id=site,
+                    setpoint_kw=0.0,
+                    valid_from=issued_at,
+                    valid_until=until,
+                    attempt=1,
+                    issued_at=issued_at,
+                )
+                for cid, site in zip(new_command_ids(len(holders), now), holders, strict=True)
+            ]
+            self._record(eff, self.tracker.issue(release, t.group, now), now)
+            eff.commands.extend(release)
+        eff.rows.append(d.row("cancelled", now))
+        self._redispatch.add(t.group)
+        return eff
+
     def restore_target(self, t: GroupTarget, redispatches: int) -> None:
         """A target read back from the dispatch log after a restart."""
         d = self.deliveries.setdefault(t.dispatch_id, Delivery(t))

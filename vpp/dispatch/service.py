@@ -177,6 +177,12 @@ class DispatchService:
         dispatch_log.upsert_many(self.db, rows)
         return changed
 
+    async def cancel_target(self, dispatch_id: str) -> None:
+        """Cancel a target (see :meth:`DispatchCore.cancel`): ledger, release commands and
+        the closed record, in that order."""
+        async with self._lock:
+            await self._carry_out(self.core.cancel(dispatch_id, self.clock()))
+
     def override_targets(self, targets: Sequence[GroupTarget]) -> None:
         """Replace targets whatever their source (see :meth:`DispatchCore.override`)."""
         dispatch_log.upsert_many(self.db, self.core.override(targets, self.clock()))

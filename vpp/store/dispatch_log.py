@@ -15,18 +15,33 @@ def upsert(engine: sa.Engine, row: dict[str, Any]) -> None:
     upsert_many(engine, [row])
 
 
+# A closed interval's record is final: nothing rewrites it.
+FINAL = ("delivered", "short", "cancelled")
+
+
 def upsert_many(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
-    """Insert or update each row by ``dispatch_id``, all in one transaction."""
+    """Insert or update each row by ``dispatch_id``, all in one transaction; a row already
+    in a final state (delivered, short, cancelled) is never overwritten."""
     if not rows:
         return
     with engine.begin() as conn:
         for row in rows:
             done = conn.execute(
                 dispatch_intervals.update()
-                .where(dispatch_intervals.c.dispatch_id == row["dispatch_id"])
+                .where(
+                    dispatch_intervals.c.dispatch_id == row["dispatch_id"],
+                    dispatch_intervals.c.status.not_in(FINAL),
+                )
                 .values(**row)
             ).rowcount
-            if not done:
+            if done:
+                continue
+            exists = conn.execute(
+                sa.select(dispatch_intervals.c.status).where(
+                    dispatch_intervals.c.dispatch_id == row["dispatch_id"]
+                )
+            ).first()
+            if exists is None:
                 conn.execute(dispatch_intervals.insert().values(**row))
 
 

@@ -8,10 +8,13 @@ so a revocation made from another process (``vpp keys revoke``) takes effect wit
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,14 +52,30 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+_KEY_ID = re.compile(r"^[0-9a-f]{12}$")
+
+
 class KeyStore:
+    """API keys: only a hash is stored; verification is a constant-time compare.
+
+    Lookups are cached for ``ttl_s`` (a revocation takes effect within it) in a bounded LRU
+    of ``max_cached`` entries, and only for key ids that exist: a flood of made-up keys can
+    neither grow the cache nor evict the real ones. :meth:`verify_async` answers a cache hit
+    at once and moves a miss's database read off the event loop.
+    """
+
     def __init__(
-        self, engine: sa.Engine, ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic
+        self,
+        engine: sa.Engine,
+        ttl_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_cached: int = 10_000,
     ) -> None:
         self.engine = engine
         self.ttl_s = ttl_s
         self.clock = clock
-        self._cache: dict[str, tuple[float, str, Principal | None]] = {}
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, tuple[float, str, Principal | None]] = OrderedDict()
 
     def create(self, name: str, role: Role) -> tuple[Principal, str]:
         """A new key; the plaintext is returned once and never stored."""
@@ -79,31 +98,65 @@ class KeyStore:
             )
         return Principal(key_id, name, role), plaintext
 
-    def verify(self, presented: str | None) -> Principal | None:
-        """The key's principal, or None for a missing, malformed, unknown or revoked key."""
-        if not presented or not presented.startswith("vpp_"):
+    @staticmethod
+    def _parse(presented: str | None) -> tuple[str, str] | None:
+        """(key id, digest) of a well-formed key, else None (no lookup needed)."""
+        if not presented or not presented.startswith("vpp_") or len(presented) > 200:
             return None
         parts = presented.split("_", 2)
-        if len(parts) != 3:
+        if len(parts) != 3 or not _KEY_ID.match(parts[1]):
             return None
-        key_id = parts[1]
-        digest = _digest(presented)
-        now = self.clock()
+        return parts[1], _digest(presented)
+
+    def _cached(self, key_id: str) -> tuple[float, str, Principal | None] | None:
         hit = self._cache.get(key_id)
-        if hit is None or now - hit[0] > self.ttl_s:
-            with self.engine.connect() as conn:
-                row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
-            principal = (
-                Principal(row.key_id, row.name, row.role)
-                if row is not None and row.revoked_at is None
-                else None
-            )
-            hit = (now, row.key_hash if row is not None else "", principal)
-            self._cache[key_id] = hit
+        if hit is None or self.clock() - hit[0] > self.ttl_s:
+            return None
+        self._cache.move_to_end(key_id)
+        return hit
+
+    def _load(self, key_id: str) -> tuple[float, str, Principal | None] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
+        if row is None:
+            return None  # unknown ids are never cached
+        principal = Principal(row.key_id, row.name, row.role) if row.revoked_at is None else None
+        hit = (self.clock(), row.key_hash, principal)
+        self._cache[key_id] = hit
+        self._cache.move_to_end(key_id)
+        while len(self._cache) > self.max_cached:
+            self._cache.popitem(last=False)
+        return hit
+
+    @staticmethod
+    def _check(hit: tuple[float, str, Principal | None] | None, digest: str) -> Principal | None:
+        if hit is None:
+            hmac.compare_digest(digest, digest)  # the same work whether the id exists or not
+            return None
         _, stored, principal = hit
-        if principal is None or not hmac.compare_digest(stored, digest):
+        if not hmac.compare_digest(stored, digest) or principal is None:
             return None
         return principal
+
+    def verify(self, presented: str | None) -> Principal | None:
+        """The key's principal, or None for a missing, malformed, unknown or revoked key."""
+        parsed = self._parse(presented)
+        if parsed is None:
+            return None
+        key_id, digest = parsed
+        hit = self._cached(key_id) or self._load(key_id)
+        return self._check(hit, digest)
+
+    async def verify_async(self, presented: str | None) -> Principal | None:
+        """:meth:`verify` for the event loop: a miss reads the database in a thread."""
+        parsed = self._parse(presented)
+        if parsed is None:
+            return None
+        key_id, digest = parsed
+        hit = self._cached(key_id)
+        if hit is None:
+            hit = await asyncio.to_thread(self._load, key_id)
+        return self._check(hit, digest)
 
     def list_keys(self) -> list[dict[str, object]]:
         with self.engine.connect() as conn:

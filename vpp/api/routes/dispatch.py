@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -139,6 +140,26 @@ async def create_target(caller: Operator, body: TargetCreate) -> Any:
                 {"loc": ["body", "target_kw"], "type": "beyond_capability", "msg": m} for m in found
             ],
         )
+    overlap = next(
+        (
+            d.target
+            for d in svc.dispatch.deliveries.values()
+            if d.target.group == body.group
+            and d.target.dispatch_id != target.dispatch_id
+            and d.target.interval_start < target.interval_end
+            and target.interval_start < d.target.interval_end
+        ),
+        None,
+    )
+    if overlap is not None:
+        raise HTTPException(
+            409,
+            detail=f"{body.group!r} already has a {overlap.source} target "
+            f"{overlap.dispatch_id} of {overlap.target_kw:g} kW for "
+            f"{overlap.interval_start.isoformat()} .. {overlap.interval_end.isoformat()}, "
+            "which overlaps this one; cancel it first (DELETE /api/v1/dispatch/targets/"
+            f"{overlap.dispatch_id})",
+        )
     existing = svc.dispatch.deliveries.get(target.dispatch_id)
     paused = False
     if existing is not None and existing.target != target:
@@ -204,3 +225,46 @@ def _capability(svc: Any, body: TargetCreate) -> list[str]:
         float(store.p_charge_max_kw[i]),
         f"site {body.group!r}'s rated",
     )
+
+
+@router.delete(
+    "/targets/{dispatch_id}",
+    status_code=204,
+    responses={
+        **AUTH,
+        **UNAVAILABLE,
+        404: {"description": "no such scheduled or active target"},
+        409: {"description": "not an operator's target (an award is owed to the market)"},
+    },
+    summary="Cancel a manual target (audited; commands under way are superseded)",
+)
+async def cancel_target(
+    caller: Operator, dispatch_id: Annotated[str, PathParam(min_length=1, max_length=120)]
+) -> Response:
+    svc = caller.services
+    if svc.dispatch is None:
+        raise HTTPException(503, detail="dispatch is not running")
+    d = svc.dispatch.deliveries.get(dispatch_id)
+    if d is None:
+        raise HTTPException(404, detail=f"no scheduled or active target {dispatch_id}")
+    if d.target.source != "manual":
+        raise HTTPException(
+            409,
+            detail=f"{dispatch_id} is a {d.target.source} target: only an operator's manual "
+            "target can be cancelled (an award is owed to the market; pause a site's peak "
+            "shaving instead of cancelling its plan)",
+        )
+    before = {
+        k: v.isoformat() if isinstance(v, datetime) else v
+        for k, v in d.row(d.status(svc.clock()), svc.clock().timestamp()).items()
+    }
+    await svc.dispatch.cancel_target(dispatch_id)
+
+    def record() -> None:
+        with svc.db.begin() as conn:
+            audit.record(
+                conn, caller.principal, "cancel", "dispatch_target", dispatch_id, before, None
+            )
+
+    await run_in_threadpool(record)
+    return Response(status_code=204)
