@@ -41,7 +41,7 @@ _valid = st.builds(
     st.integers(0, 50),
     st.floats(0, 1),
     st.floats(-7.5, 7.5),
-    st.none() | st.floats(-50, 50),
+    st.none() | st.floats(0, 50),
     st.booleans(),
     st.sampled_from([None, "auto", "fault", "standby"]),
 )
@@ -51,6 +51,7 @@ _bad_value = st.one_of(
     _valid.map(lambda m: {**m, "soc": m["soc"] + 1.01}),
     _valid.map(lambda m: {**m, "p_kw": 7.6 + abs(m["p_kw"])}),
     _valid.map(lambda m: {**m, "site_id": "stranger"}),
+    _valid.map(lambda m: {**m, "site_load_kw": -1.0 - abs(float(m.get("site_load_kw", 0.0)))}),
     _valid.map(lambda m: {**m, "v": 3}),
     _valid.map(lambda m: {**m, "ts": "2026-11-21T12:00:00"}),
     _valid.map(lambda m: {**m, "ts": "2026-12-21T12:00:00Z"}),

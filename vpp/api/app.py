@@ -7,6 +7,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -288,6 +289,40 @@ def _offline_docs(app: FastAPI) -> None:
         )
 
 
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _declare_no_nul(node: Any) -> None:
+    """Every string the API takes refuses NUL (the gate enforces it): say so in the schema,
+    on every string without a pattern of its own (patterns never allow NUL here)."""
+    if isinstance(node, dict):
+        if (
+            node.get("type") == "string"
+            and "pattern" not in node
+            and "enum" not in node
+            and ("format" not in node)
+        ):
+            node["pattern"] = NO_NUL
+        for value in node.values():
+            _declare_no_nul(value)
+    elif isinstance(node, list):
+        for value in node:
+            _declare_no_nul(value)
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = original()
+            _declare_no_nul(spec)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    return openapi
+
+
 def create_app(services: Services, *, max_body_bytes: int = 1_048_576) -> FastAPI:
     app = FastAPI(
         title="VPP engine",
@@ -298,6 +333,7 @@ def create_app(services: Services, *, max_body_bytes: int = 1_048_576) -> FastAP
         redoc_url=None,
     )
     _offline_docs(app)
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
     app.state.services = services
     app.add_middleware(GateMiddleware, services=services, max_body_bytes=max_body_bytes)
     app.add_middleware(LatencyMiddleware)

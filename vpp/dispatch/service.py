@@ -21,7 +21,7 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -95,9 +95,11 @@ class DispatchService:
         self._dlq: DeadLetterWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
-        # One writer thread: a site's events reach the store in the order they happened
-        # (the default pool could write "unresponsive -> acked" before its cause).
-        self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpp-site-events")
+        # One writer thread for the dispatch log and site events: writes reach the database
+        # in the order they were made (a site's "unresponsive -> acked" never before its
+        # cause) and never block the event loop.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpp-dispatch-writer")
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.acks_seen = 0
         self.closed: dict[str, int] = {"delivered": 0, "short": 0}  # intervals closed
         self.expired_while_down = 0
@@ -113,6 +115,7 @@ class DispatchService:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._producer = await self.bus.producer()
         self._dlq = DeadLetterWriter(self._producer, self.topics.deadletter.name)
         self._consumer = await self.bus.consumer(
@@ -132,7 +135,7 @@ class DispatchService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._ledger.stop()
-        await asyncio.to_thread(self._events.shutdown, wait=True)  # drain pending events
+        await asyncio.to_thread(self._writer.shutdown, wait=True)  # drain pending writes
         for closer in (self._consumer, self._producer):
             if closer is not None:
                 with contextlib.suppress(Exception):
@@ -162,10 +165,23 @@ class DispatchService:
 
     # -- inputs ----------------------------------------------------------------------------
 
+    def _persist(self, rows: list[dict[str, Any]]) -> Future[None]:
+        """Write dispatch-log rows on the writer thread (one transaction per call)."""
+        future = self._writer.submit(dispatch_log.upsert_many, self.db, rows)
+        future.add_done_callback(_log_write_failure)
+        return future
+
     def add_targets(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
-        """Schedule targets (persisted, so a restarted engine still knows them)."""
+        """Schedule targets (persisted — on the writer thread — so a restarted engine still
+        knows them). Call from the event loop."""
         added, rows = self.core.add_targets(targets, self.clock())
-        dispatch_log.upsert_many(self.db, rows)  # one transaction for a whole plan
+        self._persist(rows)  # one transaction for a whole plan
+        return added
+
+    async def add_targets_async(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
+        """:meth:`add_targets`, returning once the rows are in the database."""
+        added, rows = self.core.add_targets(targets, self.clock())
+        await asyncio.wrap_future(self._persist(rows))
         return added
 
     def conflicts(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
@@ -174,7 +190,13 @@ class DispatchService:
     def replace_targets(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
         """Add targets, replacing same-source ones (see :meth:`DispatchCore.replace_targets`)."""
         changed, rows = self.core.replace_targets(targets, self.clock())
-        dispatch_log.upsert_many(self.db, rows)
+        self._persist(rows)
+        return changed
+
+    async def replace_targets_async(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
+        """:meth:`replace_targets`, returning once the rows are in the database."""
+        changed, rows = self.core.replace_targets(targets, self.clock())
+        await asyncio.wrap_future(self._persist(rows))
         return changed
 
     async def cancel_target(self, dispatch_id: str) -> None:
@@ -183,9 +205,9 @@ class DispatchService:
         async with self._lock:
             await self._carry_out(self.core.cancel(dispatch_id, self.clock()))
 
-    def override_targets(self, targets: Sequence[GroupTarget]) -> None:
+    async def override_targets(self, targets: Sequence[GroupTarget]) -> None:
         """Replace targets whatever their source (see :meth:`DispatchCore.override`)."""
-        dispatch_log.upsert_many(self.db, self.core.override(targets, self.clock()))
+        await asyncio.wrap_future(self._persist(self.core.override(targets, self.clock())))
 
     def _load_targets(self, now: float) -> None:
         rows, _ = dispatch_log.list_intervals(
@@ -207,7 +229,18 @@ class DispatchService:
                 self.core.restore_target(t, int(r["redispatches"]))
 
     def on_awards(self, awards: Sequence[Award]) -> None:
-        dispatch_log.upsert_many(self.db, self.core.on_awards(awards, self.clock()))
+        """Awards become targets — on the event loop, whatever thread reports them (the
+        bidder collects awards in a worker thread; the core is not thread-safe)."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(self.on_awards, list(awards))
+                return
+        self._persist(self.core.on_awards(awards, self.clock()))
 
     def on_site_events(self, events: Sequence[SiteEvent]) -> None:
         self.core.on_site_events(events)
@@ -236,7 +269,7 @@ class DispatchService:
             if row["status"] in self.closed:
                 self.closed[row["status"]] += 1
         if eff.rows:
-            await asyncio.to_thread(dispatch_log.upsert_many, self.db, eff.rows)
+            self._persist(eff.rows)
         self._record_events(eff.events)
 
     @staticmethod
@@ -354,10 +387,9 @@ class DispatchService:
                 extra=ctx(site_id=e.site_id),
             )
         if self.db is not None:
-            task = asyncio.get_running_loop().run_in_executor(
-                self._events, record_events, self.db, list(events)
+            self._writer.submit(record_events, self.db, list(events)).add_done_callback(
+                _log_write_failure
             )
-            task.add_done_callback(_log_failure)
 
     async def _publish(self, commands: Sequence[Command]) -> None:
         if not commands:
@@ -407,6 +439,6 @@ class DispatchService:
         }
 
 
-def _log_failure(fut: asyncio.Future[Any]) -> None:
+def _log_write_failure(fut: Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
-        log.error("writing site events failed: %r", fut.exception())
+        log.error("a dispatch write failed: %r", fut.exception())

@@ -165,7 +165,7 @@ async def create_target(caller: Operator, body: TargetCreate) -> Any:
     if existing is not None and existing.target != target:
         if existing.target.source == "peak_shaving":
             # an operator's site target outranks the site's own plan for this interval
-            svc.dispatch.override_targets([target])
+            await svc.dispatch.override_targets([target])
             paused = True
         else:
             raise HTTPException(
@@ -175,7 +175,7 @@ async def create_target(caller: Operator, body: TargetCreate) -> Any:
                 f"({existing.target.interval_start.isoformat()} .. "
                 f"{existing.target.interval_end.isoformat()})",
             )
-    added = [] if paused else svc.dispatch.add_targets([target])  # in the event loop
+    added = [] if paused else await svc.dispatch.add_targets_async([target])
 
     def record() -> dict[str, Any]:
         if added or paused:

@@ -325,5 +325,5 @@ async def create_schedule(caller: Operator, body: ScheduleCreate) -> Response:
     )
     # The plan is stored (with its audit record) before dispatch acts on it.
     await run_in_threadpool(peak_schedules.insert, svc.db, row, caller.principal)
-    dispatch.replace_targets(targets)  # in the event loop, like the dispatch ticks
+    await dispatch.replace_targets_async(targets)
     return Response(encode(row), status_code=201, media_type="application/json")
