@@ -149,11 +149,15 @@ def _load_series(
     time_format: str | None,
 ) -> PriceSeries:
     tz = _zone(timezone)
+    if path.is_dir():
+        raise PriceDataError(f"{path}: is a folder, not a CSV file")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise PriceDataError(f"{path}: file not found") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.EmptyDataError:
+        raise PriceDataError(f"{path}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise PriceDataError(f"{path}: not a readable CSV file ({exc})") from None
     for needed in (time_column, column):
         if needed not in frame.columns:

@@ -197,3 +197,123 @@ def test_operators_review_bids_from_the_terminal(tmp_path: Path) -> None:
         proc.communicate()
     gone = vpp("bids", "list", "--url", url, "--key", keys["val"], cwd=tmp_path)
     assert gone.returncode == 2 and "not reachable" in gone.stderr
+
+
+def _one_line_error(res: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout
+    text = " ".join(res.stderr.split())
+    for needle in needles:
+        assert needle in text, (needle, res.stderr)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needles"),
+    [
+        (
+            ["serve", "--duration", "1"],
+            {"VPP_DATABASE__URL": "postgresql+psycopg://postgres@127.0.0.1:1/test"},
+            ["database.url", "cannot connect"],
+        ),
+        (
+            ["db", "upgrade"],
+            {"VPP_DATABASE__URL": "postgresql+psycopg://postgres@127.0.0.1:1/test"},
+            ["database.url", "cannot connect"],
+        ),
+        (
+            ["serve", "--duration", "1"],
+            {"VPP_BUS__KIND": "kafka", "VPP_BUS__KAFKA__BOOTSTRAP_SERVERS": "no-such.invalid:9092"},
+            ["bus.kafka.bootstrap_servers", "unknown host 'no-such.invalid'"],
+        ),
+        (
+            ["simulate", "--duration", "1"],
+            {"VPP_BUS__KIND": "kafka", "VPP_BUS__KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+            ["bus.kafka.bootstrap_servers", "unreachable"],
+        ),
+        (
+            ["serve", "--duration", "1"],
+            {"VPP_INGEST__REGISTRY_FILE": "/no/such/registry.yaml"},
+            ["registry_file", "/no/such/registry.yaml"],
+        ),
+        (
+            ["serve", "--duration", "1"],
+            {
+                "VPP_BUS__KIND": "kafka",
+                "VPP_BUS__KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "VPP_BUS__KAFKA__SASL_MECHANISM": "PLAIN",
+            },
+            ["sasl_plain_username"],
+        ),
+        (
+            ["serve", "--duration", "1"],
+            {"VPP_BUS__KIND": "kafka", "VPP_BUS__KAFKA__SSL_CAFILE": "/no/such/ca.pem"},
+            ["ssl_cafile", "/no/such/ca.pem"],
+        ),
+        (
+            ["run", "--duration", "1", "--quiet"],
+            {"VPP_API__HOST": "203.0.113.7"},  # TEST-NET-3: not an address of this machine
+            ["api.host", "cannot listen"],
+        ),
+    ],
+    ids=[
+        "postgres-unreachable",
+        "db-upgrade-unreachable",
+        "kafka-unknown-host",
+        "kafka-unreachable",
+        "registry-file-missing",
+        "sasl-without-username",
+        "ca-file-missing",
+        "unbindable-host",
+    ],
+)
+def test_a_failure_to_start_is_one_line_naming_the_setting(
+    tmp_path: Path, args: list[str], env: dict[str, str], needles: list[str]
+) -> None:
+    res = vpp(*args, cwd=tmp_path, env=env)
+    _one_line_error(res, *needles)
+    assert not (tmp_path / "vpp-engine" / "vpp.db").exists() or args[0] != "run"
+
+
+@pytest.mark.postgres
+def test_a_missing_postgres_database_is_named(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/vpp_no_such_database"
+    res = vpp("serve", "--duration", "1", cwd=tmp_path, env={"VPP_DATABASE__URL": url})
+    _one_line_error(res, "database.url", "does not exist")
+
+
+def test_the_api_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = vpp("run", "--duration", "1", "--quiet", "--port", str(port), cwd=tmp_path)
+    _one_line_error(res, "api.port", f"{port}: already in use")
+    assert not (tmp_path / "vpp-engine" / "vpp.db").exists()  # nothing started
+
+
+@pytest.mark.parametrize("case", ["empty", "folder", "end-before-start"])
+def test_optimize_refuses_bad_price_files_and_periods(tmp_path: Path, case: str) -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "scenarios"
+    data = yaml.safe_load((root / "de-2019-arbitrage.yaml").read_text())
+    if case == "empty":
+        (tmp_path / "p.csv").write_text("")
+        data["prices"]["file"] = str(tmp_path / "p.csv")
+        needles = ["the file is empty"]
+    elif case == "folder":
+        (tmp_path / "p.csv").mkdir()
+        data["prices"]["file"] = str(tmp_path / "p.csv")
+        needles = ["is a folder"]
+    else:
+        data["prices"]["file"] = str(root / "data" / "entsoe_dayahead_2019_de_dk1.csv")
+        data["prices"]["start"], data["prices"]["end"] = (
+            "2019-03-02T00:00:00Z",
+            "2019-03-01T00:00:00Z",
+        )
+        needles = ["prices", "must be after start"]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    _one_line_error(vpp("optimize", str(path), cwd=tmp_path), *needles)

@@ -114,11 +114,25 @@ class KafkaSettings(_Section):
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
-            raise ValueError(
-                f"security_protocol={self.security_protocol} needs sasl_mechanism "
-                "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
-            )
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism is None:
+                raise ValueError(
+                    f"security_protocol={self.security_protocol} needs sasl_mechanism "
+                    "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+                )
+            if not self.sasl_plain_username:
+                raise ValueError(
+                    f"security_protocol={self.security_protocol} needs sasl_plain_username "
+                    "(and sasl_plain_password)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_files_exist(self) -> KafkaSettings:
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
         return self
 
 
@@ -235,6 +249,12 @@ class IngestSettings(_Section):
     registry_file: Path | None = Field(
         None, description="YAML/CSV site registry published to vpp.sites at start-up"
     )
+
+    @model_validator(mode="after")
+    def _registry_exists(self) -> IngestSettings:
+        if self.registry_file is not None and not Path(self.registry_file).is_file():
+            raise ValueError(f"registry_file: {self.registry_file} is not a readable file")
+        return self
 
     @model_validator(mode="after")
     def _thresholds(self) -> IngestSettings:

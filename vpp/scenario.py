@@ -50,6 +50,14 @@ class PriceSource(_Model):
 
     _aware_start = field_validator("start", "end")(_aware)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> PriceSource:
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(
+                f"end {self.end.isoformat()} must be after start {self.start.isoformat()}"
+            )
+        return self
+
     @field_validator("unit")
     @classmethod
     def _known_unit(cls, v: str) -> str:

@@ -14,7 +14,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from vpp import logs
+from vpp import logs, preflight
 from vpp.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -179,6 +179,7 @@ def run(
     logs.configure(cfg.log.level, cfg.log.json_format)
     clock = WallClock() if speed == 1.0 else ScaledClock(datetime.now(UTC), speed)
     try:
+        preflight.check(cfg, database=True, bus=False, api=True)
         engine = build_engine(cfg, simulate=True, auto_migrate=True, clock=clock)
     except ConfigError as exc:
         fail(str(exc), code=2)
@@ -203,6 +204,7 @@ def serve(
     cfg = settings()
     logs.configure(cfg.log.level, cfg.log.json_format)
     try:
+        preflight.check(cfg, database=True, bus=True, api=True)
         engine = build_engine(cfg, simulate=False, auto_migrate=False)
     except ConfigError as exc:
         fail(str(exc), code=2)
@@ -250,6 +252,10 @@ def db_upgrade(
     from vpp.store import db
 
     cfg = settings()
+    try:
+        preflight.check(cfg, database=True, bus=False)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
     engine = db.create_db_engine(cfg.database)
     try:
         before = db.current_revision(engine)
@@ -539,6 +545,10 @@ def simulate(
 
     cfg = _merge(settings(), _overrides(simulator={"sites": sites, "seed": seed}))
     logs.configure(cfg.log.level, cfg.log.json_format)
+    try:
+        preflight.check(cfg, database=False, bus=True)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
 
     async def main() -> None:
         import signal
