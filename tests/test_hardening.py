@@ -444,3 +444,33 @@ def test_cancelling_a_target_under_way_supersedes_its_commands() -> None:
     assert eff.rows[-1]["status"] == "cancelled"
     assert all(core.tracker.commands[c.command_id].state == "superseded" for c in sent)
     assert target.dispatch_id not in core.deliveries
+
+
+def test_run_every_keeps_a_fixed_cadence() -> None:
+    import contextlib
+    import logging
+
+    from vpp.periodic import run_every
+
+    now = [0.0]
+    starts: list[float] = []
+
+    async def step() -> None:
+        starts.append(now[0])
+        now[0] += 0.3  # each step takes 0.3 s of a 1 s period
+        if len(starts) == 3:
+            now[0] += 2.5  # one overruns two whole periods: those runs are skipped
+        if len(starts) == 6:
+            raise asyncio.CancelledError
+
+    async def fake_sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    async def main() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_every(
+                1.0, step, logging.getLogger("t"), "t", clock=lambda: now[0], sleep=fake_sleep
+            )
+
+    asyncio.run(main())
+    assert starts == pytest.approx([0.0, 1.0, 2.0, 5.0, 6.0, 7.0])
