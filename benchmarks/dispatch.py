@@ -232,7 +232,11 @@ async def round_trip(bootstrap: str, n: int, partitions: int, db_dir: Path) -> d
         service.add_targets(
             [
                 GroupTarget(
-                    dispatch_id("g0", start), "g0", start, start + timedelta(minutes=5), target_kw
+                    dispatch_id=dispatch_id("g0", start),
+                    group="g0",
+                    interval_start=start,
+                    interval_end=start + timedelta(minutes=5),
+                    target_kw=target_kw,
                 )
             ]
         )

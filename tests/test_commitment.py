@@ -158,14 +158,14 @@ def test_a_site_target_outranks_the_sites_peak_shaving_plan(api: Api) -> None:
 
     start = NOW + timedelta(minutes=15)
     plan = GroupTarget(
-        dispatch_id("s0", start),
-        "s0",
-        start,
-        start + timedelta(minutes=15),
-        -20,
-        0,
-        0,
-        "peak_shaving",
+        dispatch_id=dispatch_id("s0", start),
+        group="s0",
+        interval_start=start,
+        interval_end=start + timedelta(minutes=15),
+        target_kw=-20,
+        reserve_up_kw=0,
+        reserve_down_kw=0,
+        source="peak_shaving",
     )
     api.services.dispatch.add_targets([plan])
     r = api.client.post(

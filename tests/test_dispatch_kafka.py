@@ -81,7 +81,17 @@ async def test_lossy_acks_and_sites_dropping_out_still_deliver_the_target(
         target_kw = round(0.4 * nameplate, 1)
         start = datetime.now(UTC) + timedelta(seconds=1)
         end = start + timedelta(seconds=24)
-        dispatch.add_targets([GroupTarget(dispatch_id("g1", start), "g1", start, end, target_kw)])
+        dispatch.add_targets(
+            [
+                GroupTarget(
+                    dispatch_id=dispatch_id("g1", start),
+                    group="g1",
+                    interval_start=start,
+                    interval_end=end,
+                    target_kw=target_kw,
+                )
+            ]
+        )
         # 10 % of the sites drop out a few seconds into the interval.
         dropped = np.arange(0, 40, 10)
         fleet.drop_out(dropped, start.timestamp() + 6)

@@ -131,7 +131,13 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
 
 def target(node: str, kw: float, minutes: int = 5) -> GroupTarget:
-    return GroupTarget(dispatch_id(node, T0), node, T0, T0 + timedelta(minutes=minutes), kw)
+    return GroupTarget(
+        dispatch_id=dispatch_id(node, T0),
+        group=node,
+        interval_start=T0,
+        interval_end=T0 + timedelta(minutes=minutes),
+        target_kw=kw,
+    )
 
 
 async def test_a_site_target_commands_only_that_site(rig: Rig) -> None:
@@ -148,7 +154,13 @@ async def test_a_site_with_its_own_target_leaves_its_groups_split(rig: Rig) -> N
     # first two minutes: it is committed to that, outside the group's award, so s0 and s2
     # cover the group's 6 kW.
     rig.service.add_targets([target("g", 6.0)])
-    own = GroupTarget(dispatch_id("s1", T0), "s1", T0, T0 + timedelta(minutes=2), -2.0)
+    own = GroupTarget(
+        dispatch_id=dispatch_id("s1", T0),
+        group="s1",
+        interval_start=T0,
+        interval_end=T0 + timedelta(minutes=2),
+        target_kw=-2.0,
+    )
     rig.service.add_targets([own])
     await rig.tick(0.5)
     sent = await rig.commands()

@@ -150,7 +150,13 @@ def test_a_site_target_not_followed_is_commanded_again() -> None:
 
     read(t, 1, 0.0)
     core = DispatchCore(DispatchSettings(follow_grace_s=1.0), lambda: store)
-    target = GroupTarget(dispatch_id("s0", T0), "s0", T0, T0 + timedelta(minutes=15), 3.0)
+    target = GroupTarget(
+        dispatch_id=dispatch_id("s0", T0),
+        group="s0",
+        interval_start=T0,
+        interval_end=T0 + timedelta(minutes=15),
+        target_kw=3.0,
+    )
     core.add_targets([target], t)
     first = core.tick(t + 0.1).commands
     assert [c.setpoint_kw for c in first] == [3.0]
@@ -434,7 +440,13 @@ def test_cancelling_a_target_under_way_supersedes_its_commands() -> None:
     store.fold(cols, t)
     store.evaluate(t)
     core = DispatchCore(DispatchSettings(), lambda: store)
-    target = GroupTarget(dispatch_id("g", T0), "g", T0, T0 + timedelta(minutes=15), 6.0)
+    target = GroupTarget(
+        dispatch_id=dispatch_id("g", T0),
+        group="g",
+        interval_start=T0,
+        interval_end=T0 + timedelta(minutes=15),
+        target_kw=6.0,
+    )
     core.add_targets([target], t)
     sent = core.tick(t + 1).commands
     assert len(sent) == 2

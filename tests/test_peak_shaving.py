@@ -388,7 +388,14 @@ async def test_replan_plans_tariffed_sites_and_hands_dispatch_the_next_intervals
     # A manual target in the way: that site is not re-planned (and nothing is stored).
     later = first + timedelta(minutes=30)
     manual = GroupTarget(
-        dispatch_id("p0", later), "p0", later, later + timedelta(minutes=15), 0.0, 0, 0, "manual"
+        dispatch_id=dispatch_id("p0", later),
+        group="p0",
+        interval_start=later,
+        interval_end=later + timedelta(minutes=15),
+        target_kw=0.0,
+        reserve_up_kw=0,
+        reserve_down_kw=0,
+        source="manual",
     )
     dispatch.add_targets([manual])
     now[0] += 15 * 60

@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -57,6 +57,9 @@ from vpp.store.keys import SYSTEM, Principal
 from vpp.twins.registry import Tariff
 from vpp.twins.states import Connectivity
 from vpp.twins.store import FleetStore
+
+if TYPE_CHECKING:  # dispatch imports this module's settings; typed, not imported
+    from vpp.dispatch.service import DispatchService
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,12 @@ class SitePlan:
         step = timedelta(seconds=self.interval_s)
         return [
             GroupTarget(
-                dispatch_id(self.site_id, s), self.site_id, s, s + step, round(p, 3), 0, 0, SOURCE
+                dispatch_id=dispatch_id(self.site_id, s),
+                group=self.site_id,
+                interval_start=s,
+                interval_end=s + step,
+                target_kw=round(p, 3),
+                source=SOURCE,
             )
             for s, p in zip(self.starts, self.plan.p_kw.tolist(), strict=True)
         ]
@@ -262,7 +270,7 @@ class PeakShaver:
         settings: PeakShavingSettings,
         db: sa.Engine | None,
         store: Callable[[], FleetStore | None],
-        dispatch: Any,
+        dispatch: DispatchService | None,
         *,
         clock: Callable[[], float] = time.time,
         principal: Principal = SYSTEM,
@@ -379,7 +387,12 @@ class PeakShaver:
         }
 
     async def replan(self) -> int:
-        """Plan every tariffed, online site; returns how many plans were dispatched."""
+        """Plan every tariffed, online site; returns how many plans were dispatched.
+
+        Needs the dispatch service; a backtest (no service) applies :meth:`plan_all` to its
+        own dispatch core at simulated instants instead."""
+        if self.dispatch is None:
+            raise RuntimeError("replan needs a dispatch service")
         now = self.clock()
         done = 0
         for site_plan, row in await asyncio.to_thread(self.plan_all, now):

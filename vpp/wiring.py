@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +18,11 @@ from vpp.scheduler import Scheduler
 from vpp.store.txlog import DbTxLog
 from vpp.twins.registry import load_registry_file
 from vpp.twins.store import FleetStore
+
+if TYPE_CHECKING:  # imported lazily below: only what is enabled is loaded
+    from vpp.bidding.bidder import Bidder
+    from vpp.dispatch.service import DispatchService
+    from vpp.peak_shaving import PeakShaver
 
 
 class RegistryFile:
@@ -46,7 +52,7 @@ class RegistryFile:
         return {"sites": self.count}
 
 
-def _bidding(engine: Engine, scheduler: Scheduler) -> Any:
+def _bidding(engine: Engine, scheduler: Scheduler) -> Bidder:
     from vpp.bidding.bidder import Bidder, effective_market
     from vpp.bidding.feed import FeedPrices, us_realtime_feed
 
@@ -137,7 +143,12 @@ def build_engine(
     return engine
 
 
-def _peak_shaving(engine: Engine, scheduler: Scheduler, store: Any, dispatch: Any) -> Any:
+def _peak_shaving(
+    engine: Engine,
+    scheduler: Scheduler,
+    store: Callable[[], FleetStore | None],
+    dispatch: DispatchService,
+) -> PeakShaver:
     from vpp.peak_shaving import PeakShaver
 
     cfg = engine.settings.peak_shaving

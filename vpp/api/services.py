@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -14,6 +14,10 @@ from vpp.fleet.hierarchy import FleetSnapshot
 from vpp.store.bids import BidStore
 from vpp.store.keys import KeyStore
 from vpp.twins.store import FleetStore
+
+if TYPE_CHECKING:  # both import the API's stores; typed here, imported where they run
+    from vpp.dispatch.service import DispatchService
+    from vpp.peak_shaving import PeakShaver
 
 
 async def _always_ready() -> dict[str, bool]:
@@ -29,6 +33,6 @@ class Services:
     market: LoggedMarket | None = None  # every exchange goes through the transaction log
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     readiness: Callable[[], Awaitable[dict[str, bool]]] = _always_ready
-    dispatch: Any = None  # vpp.dispatch.service.DispatchService once dispatch runs
-    peak_shaver: Any = None  # vpp.peak_shaving.PeakShaver when peak shaving runs
+    dispatch: DispatchService | None = None  # once dispatch runs
+    peak_shaver: PeakShaver | None = None  # when peak shaving runs
     cache: dict[str, Any] = field(default_factory=dict)  # serialized responses

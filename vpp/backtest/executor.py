@@ -96,7 +96,7 @@ class FleetExecutor:
         self._replan_s = 0.0
         if peak_shaving is not None and self.committed.any():
             self.shaver = PeakShaver(
-                peak_shaving, None, lambda: self.store, self.core, clock=self.clock.time
+                peak_shaving, None, lambda: self.store, None, clock=self.clock.time
             )
             self._replan_s = float(peak_shaving.replan_every_s)
         self.stats = ExecutorStats()

@@ -50,7 +50,7 @@ from vpp.dispatch.follow import FollowState
 from vpp.dispatch.split import SplitInput, split
 from vpp.dispatch.targets import GroupTarget, from_awards
 from vpp.dispatch.tracker import Outcome, Tracker, TrackerSettings
-from vpp.store.ledger import LedgerEntry
+from vpp.store.ledger import CommandStatus, LedgerEntry, LedgerEvent
 from vpp.twins.states import NAMES, CommandState, Connectivity, Operation, SiteEvent
 from vpp.twins.store import FleetStore
 
@@ -58,9 +58,9 @@ I64 = npt.NDArray[np.int64]
 
 # The twin command state each ledger event leaves a site in (others: unchanged).
 _EVENT_STATE = {
-    "issued": int(CommandState.PENDING),
-    "acked": int(CommandState.ACKED),
-    "timeout": int(CommandState.UNRESPONSIVE),
+    LedgerEvent.ISSUED: int(CommandState.PENDING),
+    LedgerEvent.ACKED: int(CommandState.ACKED),
+    LedgerEvent.TIMEOUT: int(CommandState.UNRESPONSIVE),
 }
 
 
@@ -370,7 +370,11 @@ class DispatchCore:
         for i in self.follow.check(store, rows, self.settings.follow_tolerance).tolist():
             site_id = store.ids[i]
             t = self.tracker.active(site_id)
-            if t is None or t.state != "acked" or t.command.dispatch_id != d.target.dispatch_id:
+            if (
+                t is None
+                or t.state != CommandStatus.ACKED
+                or t.command.dispatch_id != d.target.dispatch_id
+            ):
                 continue
             if self._is_site(d.target.group):
                 d.active_at(np.array([i]), store.n)
@@ -462,7 +466,7 @@ class DispatchCore:
         del self.deliveries[d.target.dispatch_id]
         store = self.store()
         followed = [
-            self.tracker.commands[cid].state in ("acked", "completed")
+            self.tracker.commands[cid].state in (CommandStatus.ACKED, CommandStatus.COMPLETED)
             for sid in (store.ids[i] for i in self._rows(d.target.group).tolist())
             if (cid := self.tracker.latest.get(sid)) is not None
             and self.tracker.commands[cid].command.dispatch_id == d.target.dispatch_id
@@ -493,7 +497,7 @@ class DispatchCore:
         latest = self.tracker.latest
         keep: dict[str, LedgerEntry] = {}
         for e in entries:
-            if e.event != "sent" and latest.get(e.site_id) == e.command_id:
+            if e.event != LedgerEvent.SENT and latest.get(e.site_id) == e.command_id:
                 keep[e.site_id] = e
         if not keep:
             return

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import sqlalchemy as sa
 from prometheus_client import Counter, Gauge
 
 from market.clearing import Award
@@ -46,7 +47,7 @@ from vpp.ingest.deadletter import DeadLetterWriter
 from vpp.logs import ctx
 from vpp.periodic import run_every
 from vpp.store import dispatch_log, ledger
-from vpp.store.ledger import LedgerEntry
+from vpp.store.ledger import CommandStatus, LedgerEntry
 from vpp.store.site_events import record_events
 from vpp.twins.states import SiteEvent
 from vpp.twins.store import FleetStore
@@ -76,7 +77,7 @@ class DispatchService:
         bus: Bus,
         topics: TopicsSettings,
         *,
-        db: Any,
+        db: sa.Engine,
         store: Callable[[], FleetStore],
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
@@ -401,16 +402,8 @@ class DispatchService:
         )
 
     def _gauge(self) -> None:
-        for state in (
-            "pending",
-            "acked",
-            "completed",
-            "rejected",
-            "timed_out",
-            "superseded",
-            "expired",
-        ):
-            COMMAND_STATES.labels(state).set(self.tracker.counts[state])
+        for state in CommandStatus:
+            COMMAND_STATES.labels(state.value).set(self.tracker.counts[state])
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -420,7 +413,7 @@ class DispatchService:
 
     def status(self) -> dict[str, Any]:
         active = [d for d in self.deliveries.values() if d.dispatched]
-        counts = {state: n for state, n in self.tracker.counts.items() if n}
+        counts = {state.value: n for state, n in self.tracker.counts.items() if n}
         parts = [
             f"{d.target.group} {d.target.target_kw:.0f}→{(d.delivered_kw or 0):.0f} kW"
             for d in active

@@ -19,7 +19,7 @@ from market.definitions import Product
 KW_PER_MW = 1000.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GroupTarget:
     dispatch_id: str
     group: str
@@ -53,6 +53,14 @@ def from_awards(awards: Iterable[Award]) -> list[GroupTarget]:
         else:
             t[1] += a.discharge_mw * KW_PER_MW
     return [
-        GroupTarget(dispatch_id(g, start), g, start, ends[(g, start)], net, up, down)
+        GroupTarget(
+            dispatch_id=dispatch_id(g, start),
+            group=g,
+            interval_start=start,
+            interval_end=ends[(g, start)],
+            target_kw=net,
+            reserve_up_kw=up,
+            reserve_down_kw=down,
+        )
         for (g, start), (net, up, down) in sorted(acc.items(), key=lambda kv: (kv[0][1], kv[0][0]))
     ]

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from msgspec.structs import replace
 
 from vpp.dispatch.contract import Ack, Command
-from vpp.store.ledger import TERMINAL, LedgerEntry
+from vpp.store.ledger import TERMINAL, CommandStatus, LedgerEntry, LedgerEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class TrackerSettings:
 class Tracked:
     command: Command  # content as issued; ``attempt`` is the last one sent
     group: str
-    state: str
+    state: CommandStatus
     deadline: float  # epoch s: resend or give up when no ack by then
     reason: str | None = None
 
@@ -71,13 +71,31 @@ def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+def _ledger_entry(
+    c: Command, event: LedgerEvent, state: CommandStatus, at: datetime, reason: str | None = None
+) -> LedgerEntry:
+    return LedgerEntry(
+        command_id=c.command_id,
+        dispatch_id=c.dispatch_id,
+        site_id=c.site_id,
+        event=event,
+        state=state,
+        attempt=c.attempt,
+        setpoint_kw=c.setpoint_kw,
+        valid_from=c.valid_from,
+        valid_until=c.valid_until,
+        ts=at,
+        reason=reason,
+    )
+
+
 class Tracker:
     def __init__(self, settings: TrackerSettings | None = None) -> None:
         self.settings = settings or TrackerSettings()
         self.rng = random.Random(self.settings.seed)
         self.commands: dict[str, Tracked] = {}
         self.latest: dict[str, str] = {}  # site -> newest command id
-        self.counts: Counter[str] = Counter()  # commands by state (for the gauges)
+        self.counts: Counter[CommandStatus] = Counter()  # commands by state (for the gauges)
         # Heaps of (when, tiebreak, command ids): ack deadlines of pending commands and
         # validity ends; one entry per batch that shares the instant.
         self._deadlines: list[tuple[float, int, list[str]]] = []
@@ -87,24 +105,11 @@ class Tracker:
     # -- helpers ---------------------------------------------------------------------------
 
     def _entry(
-        self, t: Tracked, event: str, at: datetime, reason: str | None = None
+        self, t: Tracked, event: LedgerEvent, at: datetime, reason: str | None = None
     ) -> LedgerEntry:
-        c = t.command
-        return LedgerEntry(
-            c.command_id,
-            c.dispatch_id,
-            c.site_id,
-            event,
-            t.state,
-            c.attempt,
-            c.setpoint_kw,
-            c.valid_from,
-            c.valid_until,
-            at,
-            reason,
-        )
+        return _ledger_entry(t.command, event, t.state, at, reason)
 
-    def _move(self, t: Tracked, state: str) -> None:
+    def _move(self, t: Tracked, state: CommandStatus) -> None:
         self.counts[t.state] -= 1
         self.counts[state] += 1
         t.state = state
@@ -122,7 +127,7 @@ class Tracker:
             commands[cid] = t
             counts[t.state] += 1
             expiries.setdefault(t.command.valid_until, []).append(cid)
-            if t.state == "pending":
+            if t.state == CommandStatus.PENDING:
                 deadlines.setdefault(t.deadline, []).append(cid)
         for until, ids in expiries.items():
             heapq.heappush(self._expiries, (until.timestamp(), next(self._tiebreak), ids))
@@ -138,7 +143,9 @@ class Tracker:
         """The site's newest command if it is still pending or acked."""
         cid = self.latest.get(site_id)
         t = self.commands.get(cid) if cid else None
-        return t if t is not None and t.state in ("pending", "acked") else None
+        return (
+            t if t is not None and t.state in (CommandStatus.PENDING, CommandStatus.ACKED) else None
+        )
 
     def next_due(self) -> float | None:
         """The earliest pending deadline or validity end (a heap head may be stale: an early
@@ -151,9 +158,11 @@ class Tracker:
         made): for rebuilding state derived from the ledger after a restore."""
         at = _utc(now)
         return [
-            self._entry(t, "acked" if t.state == "acked" else "issued", at)
+            self._entry(
+                t, LedgerEvent.ACKED if t.state == CommandStatus.ACKED else LedgerEvent.ISSUED, at
+            )
             for t in self.commands.values()
-            if t.state in ("pending", "acked")
+            if t.state in (CommandStatus.PENDING, CommandStatus.ACKED)
         ]
 
     # -- transitions -----------------------------------------------------------------------
@@ -168,25 +177,12 @@ class Tracker:
         for cmd in commands:
             prev = self.active(cmd.site_id)
             if prev is not None:
-                self._move(prev, "superseded")
-                entries.append(self._entry(prev, "superseded", at, cmd.command_id))
-            t = Tracked(cmd, group, "pending", deadline)
+                self._move(prev, CommandStatus.SUPERSEDED)
+                entries.append(self._entry(prev, LedgerEvent.SUPERSEDED, at, cmd.command_id))
+            t = Tracked(cmd, group, CommandStatus.PENDING, deadline)
             tracked.append(t)
             latest[cmd.site_id] = cmd.command_id
-            entries.append(
-                LedgerEntry(
-                    cmd.command_id,
-                    cmd.dispatch_id,
-                    cmd.site_id,
-                    "issued",
-                    "pending",
-                    cmd.attempt,
-                    cmd.setpoint_kw,
-                    cmd.valid_from,
-                    cmd.valid_until,
-                    at,
-                )
-            )
+            entries.append(_ledger_entry(cmd, LedgerEvent.ISSUED, CommandStatus.PENDING, at))
         self._track(tracked)
         return entries
 
@@ -202,17 +198,17 @@ class Tracker:
             responsive.append(ack.site_id)
             if t.state in TERMINAL:
                 continue  # late or duplicate: idempotent
-            if ack.status == "accepted" and t.state == "pending":
-                self._move(t, "acked")
-                entries.append(self._entry(t, "acked", at))
+            if ack.status == "accepted" and t.state == CommandStatus.PENDING:
+                self._move(t, CommandStatus.ACKED)
+                entries.append(self._entry(t, LedgerEvent.ACKED, at))
             elif ack.status == "rejected":
-                self._move(t, "rejected")
+                self._move(t, CommandStatus.REJECTED)
                 t.reason = ack.reason or "rejected without a reason"
-                entries.append(self._entry(t, "rejected", at, t.reason))
+                entries.append(self._entry(t, LedgerEvent.REJECTED, at, t.reason))
                 redispatch.add(t.group)
             elif ack.status == "completed":
-                self._move(t, "completed")
-                entries.append(self._entry(t, "completed", at))
+                self._move(t, CommandStatus.COMPLETED)
+                entries.append(self._entry(t, LedgerEvent.COMPLETED, at))
         return entries, Outcome([], [], responsive, redispatch)
 
     def due(self, now: float) -> tuple[list[LedgerEntry], Outcome]:
@@ -228,18 +224,22 @@ class Tracker:
                 t = self.commands.get(cid)
                 if t is None:
                     continue
-                if t.state == "pending":
-                    self._move(t, "expired")
-                    entries.append(self._entry(t, "expired", at, "validity ended unanswered"))
-                elif t.state == "acked":
-                    self._move(t, "completed")
-                    entries.append(self._entry(t, "completed", at, "validity ended (no ack)"))
+                if t.state == CommandStatus.PENDING:
+                    self._move(t, CommandStatus.EXPIRED)
+                    entries.append(
+                        self._entry(t, LedgerEvent.EXPIRED, at, "validity ended unanswered")
+                    )
+                elif t.state == CommandStatus.ACKED:
+                    self._move(t, CommandStatus.COMPLETED)
+                    entries.append(
+                        self._entry(t, LedgerEvent.COMPLETED, at, "validity ended (no ack)")
+                    )
         retried: list[str] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, _, ids = heapq.heappop(self._deadlines)
             for cid in ids:
                 t = self.commands.get(cid)
-                if t is None or t.state != "pending" or t.deadline != deadline:
+                if t is None or t.state != CommandStatus.PENDING or t.deadline != deadline:
                     continue  # answered, or rescheduled by a resend since
                 attempt = t.command.attempt
                 until = t.command.valid_until.timestamp()
@@ -247,12 +247,12 @@ class Tracker:
                     t.command = replace(t.command, attempt=attempt + 1)
                     t.deadline = now + s.ack_timeout_s + self._backoff(attempt)
                     retried.append(cid)
-                    entries.append(self._entry(t, "sent", at, f"retry {attempt + 1}"))
+                    entries.append(self._entry(t, LedgerEvent.SENT, at, f"retry {attempt + 1}"))
                     resend.append(t.command)
                 else:
-                    self._move(t, "timed_out")
+                    self._move(t, CommandStatus.TIMED_OUT)
                     t.reason = f"no ack after {attempt} attempts"
-                    entries.append(self._entry(t, "timeout", at, t.reason))
+                    entries.append(self._entry(t, LedgerEvent.TIMEOUT, at, t.reason))
                     unresponsive.append(t.command.site_id)
                     redispatch.add(t.group)
         for cid in retried:  # jittered deadlines: one heap entry each
@@ -274,21 +274,21 @@ class Tracker:
         }
         for issued, last in rows:
             cmd = Command(
-                1,
-                issued.command_id,
-                issued.dispatch_id,
-                issued.site_id,
-                issued.setpoint_kw,
-                issued.valid_from,
-                issued.valid_until,
-                last.attempt,
-                issued.ts,
+                v=1,
+                command_id=issued.command_id,
+                dispatch_id=issued.dispatch_id,
+                site_id=issued.site_id,
+                setpoint_kw=issued.setpoint_kw,
+                valid_from=issued.valid_from,
+                valid_until=issued.valid_until,
+                attempt=last.attempt,
+                issued_at=issued.ts,
             )
             t = Tracked(cmd, groups.get(issued.site_id, ""), last.state, now)
-            if last.state == "pending":
+            if last.state == CommandStatus.PENDING:
                 t.command = replace(cmd, attempt=last.attempt + 1)
                 t.deadline = now + self.settings.ack_timeout_s
-                entries.append(self._entry(t, "sent", at, "resent after restart"))
+                entries.append(self._entry(t, LedgerEvent.SENT, at, "resent after restart"))
                 resend.append(t.command)
             tracked.append(t)
             current = self.latest.get(cmd.site_id)

@@ -96,6 +96,25 @@ class Capacity:
     p_charge_rated_p50_kw: float
     p_charge_rated_p90_kw: float
 
+    @classmethod
+    def empty(cls) -> Capacity:
+        zero = Bounds(0.0, 0.0, 0.0)
+        return cls(
+            sites=0,
+            e_discharge_kwh=zero,
+            e_charge_kwh=zero,
+            p_discharge_kw=zero,
+            p_charge_kw=zero,
+            p_discharge_p50_kw=0.0,
+            p_discharge_p90_kw=0.0,
+            p_charge_p50_kw=0.0,
+            p_charge_p90_kw=0.0,
+            p_discharge_rated_p50_kw=0.0,
+            p_discharge_rated_p90_kw=0.0,
+            p_charge_rated_p50_kw=0.0,
+            p_charge_rated_p90_kw=0.0,
+        )
+
 
 _QUANTITIES = ("e_discharge_kwh", "e_charge_kwh", "p_discharge_kw", "p_charge_kw", "p_net_kw")
 _QUANTILES = (
@@ -182,19 +201,26 @@ class FleetSnapshot:
             )
 
         p_dis, p_chg = b(est.p_discharge_kw), b(est.p_charge_kw)
+        dis50, dis90 = quantiles(est.p_discharge_kw)
+        chg50, chg90 = quantiles(est.p_charge_kw)
+        rdis50, rdis90 = quantiles(est.p_discharge_rated_kw)
+        rchg50, rchg90 = quantiles(est.p_charge_rated_kw)
         mine = Capacity(
-            1,
-            b(est.e_discharge_kwh),
-            b(est.e_charge_kwh),
-            p_dis,
-            p_chg,
-            *quantiles(est.p_discharge_kw),
-            *quantiles(est.p_charge_kw),
-            *quantiles(est.p_discharge_rated_kw),
-            *quantiles(est.p_charge_rated_kw),
+            sites=1,
+            e_discharge_kwh=b(est.e_discharge_kwh),
+            e_charge_kwh=b(est.e_charge_kwh),
+            p_discharge_kw=p_dis,
+            p_charge_kw=p_chg,
+            p_discharge_p50_kw=dis50,
+            p_discharge_p90_kw=dis90,
+            p_charge_p50_kw=chg50,
+            p_charge_p90_kw=chg90,
+            p_discharge_rated_p50_kw=rdis50,
+            p_discharge_rated_p90_kw=rdis90,
+            p_charge_rated_p50_kw=rchg50,
+            p_charge_rated_p90_kw=rchg90,
         )
-        zero = Bounds(0.0, 0.0, 0.0)
-        none = Capacity(0, zero, zero, zero, zero, *(0.0,) * 8)
+        none = Capacity.empty()
         held = bool(self._committed[i]) if i < self._committed.size else False
         offerable = not held and bool(est.dispatchable[i])
         counts = {
@@ -205,23 +231,23 @@ class FleetSnapshot:
             for fam in STATE_FAMILIES
         }
         return NodeAggregate(
-            "site",
-            site_id,
-            self._group_names[int(self._group_of[i])],
-            1,
-            counts,
-            mine.e_discharge_kwh,
-            mine.e_charge_kwh,
-            p_dis,
-            p_chg,
-            b(est.p_net_kw),
-            mine.p_discharge_p50_kw,
-            mine.p_discharge_p90_kw,
-            mine.p_charge_p50_kw,
-            mine.p_charge_p90_kw,
-            self.as_of,
-            mine if held else none,
-            mine if offerable else none,
+            level="site",
+            node_id=site_id,
+            parent=self._group_names[int(self._group_of[i])],
+            sites=1,
+            counts=counts,
+            e_discharge_kwh=mine.e_discharge_kwh,
+            e_charge_kwh=mine.e_charge_kwh,
+            p_discharge_kw=p_dis,
+            p_charge_kw=p_chg,
+            p_net_kw=b(est.p_net_kw),
+            p_discharge_p50_kw=mine.p_discharge_p50_kw,
+            p_discharge_p90_kw=mine.p_discharge_p90_kw,
+            p_charge_p50_kw=mine.p_charge_p50_kw,
+            p_charge_p90_kw=mine.p_charge_p90_kw,
+            as_of=self.as_of,
+            committed=mine if held else none,
+            free=mine if offerable else none,
         )
 
 
@@ -350,21 +376,21 @@ class FleetHierarchy:
             for fam in STATE_FAMILIES
         }
         return NodeAggregate(
-            level,
-            node_id,
-            parent,
-            int(total["sites"][k]),
-            named,
-            b("e_discharge_kwh"),
-            b("e_charge_kwh"),
-            b("p_discharge_kw"),
-            b("p_charge_kw"),
-            b("p_net_kw"),
-            float(total["p_discharge_p50_kw"][k]),
-            float(total["p_discharge_p90_kw"][k]),
-            float(total["p_charge_p50_kw"][k]),
-            float(total["p_charge_p90_kw"][k]),
-            as_of,
-            _capacity(held, k),
-            _capacity(free, k),
+            level=level,
+            node_id=node_id,
+            parent=parent,
+            sites=int(total["sites"][k]),
+            counts=named,
+            e_discharge_kwh=b("e_discharge_kwh"),
+            e_charge_kwh=b("e_charge_kwh"),
+            p_discharge_kw=b("p_discharge_kw"),
+            p_charge_kw=b("p_charge_kw"),
+            p_net_kw=b("p_net_kw"),
+            p_discharge_p50_kw=float(total["p_discharge_p50_kw"][k]),
+            p_discharge_p90_kw=float(total["p_discharge_p90_kw"][k]),
+            p_charge_p50_kw=float(total["p_charge_p50_kw"][k]),
+            p_charge_p90_kw=float(total["p_charge_p90_kw"][k]),
+            as_of=as_of,
+            committed=_capacity(held, k),
+            free=_capacity(free, k),
         )

@@ -13,6 +13,7 @@ import contextlib
 import functools
 from collections.abc import Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -21,7 +22,46 @@ import sqlalchemy as sa
 from vpp.store.paging import paged
 from vpp.store.tables import command_ledger
 
-TERMINAL = frozenset({"completed", "rejected", "timed_out", "superseded", "expired", "failed"})
+
+class CommandStatus(StrEnum):
+    """Where a command is in its life (the tracker's state machine; see its docstring).
+
+    A ``StrEnum``: a status compares equal to, and is stored as, its lower-case name.
+    """
+
+    PENDING = "pending"
+    ACKED = "acked"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+    SUPERSEDED = "superseded"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+class LedgerEvent(StrEnum):
+    """What one ledger row records happened to a command."""
+
+    ISSUED = "issued"
+    SENT = "sent"  # resent: a retry, or after a restart
+    ACKED = "acked"
+    REJECTED = "rejected"
+    COMPLETED = "completed"
+    TIMEOUT = "timeout"
+    SUPERSEDED = "superseded"
+    EXPIRED = "expired"
+
+
+TERMINAL = frozenset(
+    {
+        CommandStatus.COMPLETED,
+        CommandStatus.REJECTED,
+        CommandStatus.TIMED_OUT,
+        CommandStatus.SUPERSEDED,
+        CommandStatus.EXPIRED,
+        CommandStatus.FAILED,
+    }
+)
 
 
 class LedgerEntry(msgspec.Struct, frozen=True, gc=False):
@@ -30,8 +70,8 @@ class LedgerEntry(msgspec.Struct, frozen=True, gc=False):
     command_id: str
     dispatch_id: str
     site_id: str
-    event: str  # issued | sent | acked | rejected | completed | timeout | superseded | expired
-    state: str  # pending | acked | completed | rejected | timed_out | superseded | expired
+    event: LedgerEvent
+    state: CommandStatus
     attempt: int
     setpoint_kw: float
     valid_from: datetime
@@ -158,7 +198,8 @@ def open_commands(engine: sa.Engine, now: datetime) -> list[tuple[LedgerEntry, L
                 r.command_id: r
                 for r in conn.execute(
                     sa.select(command_ledger).where(
-                        command_ledger.c.command_id.in_(ids), command_ledger.c.event == "issued"
+                        command_ledger.c.command_id.in_(ids),
+                        command_ledger.c.event == LedgerEvent.ISSUED,
                     )
                 )
             }
@@ -196,8 +237,8 @@ def close_expired_while_down(engine: sa.Engine, now: datetime) -> list[LedgerEnt
             command_id=r.command_id,
             dispatch_id=r.dispatch_id,
             site_id=r.site_id,
-            event="expired",
-            state="expired",
+            event=LedgerEvent.EXPIRED,
+            state=CommandStatus.EXPIRED,
             attempt=r.attempt,
             setpoint_kw=r.setpoint_kw,
             valid_from=r.valid_from,
@@ -214,17 +255,17 @@ def close_expired_while_down(engine: sa.Engine, now: datetime) -> list[LedgerEnt
 
 def _entry(r: Any) -> LedgerEntry:
     return LedgerEntry(
-        r.command_id,
-        r.dispatch_id,
-        r.site_id,
-        r.event,
-        r.state,
-        r.attempt,
-        r.setpoint_kw,
-        r.valid_from,
-        r.valid_until,
-        r.ts,
-        r.reason,
+        command_id=r.command_id,
+        dispatch_id=r.dispatch_id,
+        site_id=r.site_id,
+        event=LedgerEvent(r.event),
+        state=CommandStatus(r.state),
+        attempt=r.attempt,
+        setpoint_kw=r.setpoint_kw,
+        valid_from=r.valid_from,
+        valid_until=r.valid_until,
+        ts=r.ts,
+        reason=r.reason,
     )
 
 

@@ -26,6 +26,7 @@ from vpp.api.models import (
     SubmitRequest,
 )
 from vpp.api.responses import AUTH, CONFLICT, NOT_FOUND, Responses
+from vpp.api.services import Services
 from vpp.bidding.physics import curve_problems
 from vpp.logs import ctx
 from vpp.store import audit
@@ -186,7 +187,7 @@ def edit_bid(caller: Operator, bid_id: BidId, body: BidEdit) -> Any:
     return public(row)
 
 
-def _physics(svc: Any, row: BidRow, curve: BidCurve) -> list[str]:
+def _physics(svc: Services, row: BidRow, curve: BidCurve) -> list[str]:
     """The group's curves around this interval, this one edited, against its free
     capability now (:mod:`vpp.bidding.physics`); nothing to check without a fleet view."""
     snap, _ = svc.fleet()

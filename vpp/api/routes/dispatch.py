@@ -15,6 +15,7 @@ from vpp.api.deps import Operator, Viewer
 from vpp.api.models import Page
 from vpp.api.responses import AUTH, UNAVAILABLE
 from vpp.api.routes.bids import encode
+from vpp.api.services import Services
 from vpp.bidding.physics import target_problems
 from vpp.dispatch.service import TARGET_HORIZON
 from vpp.dispatch.targets import GroupTarget, dispatch_id
@@ -123,14 +124,14 @@ async def create_target(caller: Operator, body: TargetCreate) -> Any:
             409, detail="the interval (interval_start + duration_s) is already over"
         )
     target = GroupTarget(
-        dispatch_id(body.group, body.interval_start),
-        body.group,
-        body.interval_start,
-        body.interval_end,
-        body.target_kw,
-        body.reserve_up_kw,
-        body.reserve_down_kw,
-        "manual",
+        dispatch_id=dispatch_id(body.group, body.interval_start),
+        group=body.group,
+        interval_start=body.interval_start,
+        interval_end=body.interval_end,
+        target_kw=body.target_kw,
+        reserve_up_kw=body.reserve_up_kw,
+        reserve_down_kw=body.reserve_down_kw,
+        source="manual",
     )
     found = _capability(svc, body)
     if found:
@@ -201,7 +202,7 @@ async def create_target(caller: Operator, body: TargetCreate) -> Any:
     return await run_in_threadpool(record)
 
 
-def _capability(svc: Any, body: TargetCreate) -> list[str]:
+def _capability(svc: Services, body: TargetCreate) -> list[str]:
     """Unknown nodes and targets beyond what the node can do (422)."""
     snap, store = svc.fleet()
     if store is None:
