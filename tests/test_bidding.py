@@ -120,3 +120,36 @@ def test_auto_approve_only_unedited_bids(tmp_path: Path) -> None:
     assert reviews[0]["actor"].startswith("engine policy bidding.auto_approve")
     assert "auto-approved" in reviews[0]["comment"]
     assert store.row(same_gate[1].bid_id).approved_by == reviews[0]["actor"]
+
+
+def test_bidder_reads_one_snapshot_never_the_live_store(tmp_path: Path) -> None:
+    """Bids come from the snapshot the hierarchy made: efficiencies included (the store
+    changing underneath a worker-thread solve must not leak in), and the live store is not
+    needed at all."""
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/b.db"))
+    db.upgrade(engine)
+    clock = Clock()
+    store = BidStore(engine, clock=clock)
+    feed = us_realtime_feed()
+    sim = SimulatedMarket(load_market("caiso"), FeedPrices(feed, Product.ENERGY_RT))
+    fleet_store, hier = make_fleet()
+    snap = hier.latest
+    assert snap is not None
+    north = snap.groups["north"]
+    assert north.eta_charge == pytest.approx(0.95) and north.eta_discharge == pytest.approx(0.95)
+    # The live store changes after the snapshot: a worse battery everywhere.
+    fleet_store.column("eff_discharge")[:] = 0.5
+    assert snap.groups["north"].eta_discharge == pytest.approx(0.95)
+    assert snap.site("s0") is not None and snap.site("s0").eta_discharge == pytest.approx(0.95)  # type: ignore[union-attr]
+    bidder = Bidder(
+        BiddingSettings(),
+        store,
+        LoggedMarket(sim, DbTxLog(engine)),
+        feed,
+        lambda: (snap, None),
+        clock=clock,
+    )
+    assert bidder.make_bids() > 0
+    rows, _ = store.list_bids(BidFilter(), 0, 100)
+    battery = store.get(rows[0].bid_id).solve_report["battery"]  # type: ignore[index]
+    assert battery["eff_discharge"] == pytest.approx(0.95)

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from optimizer.inputs import BatteryAggregate
 from vpp.fleet.hierarchy import NodeAggregate
 from vpp.scenario import FleetEntry
-from vpp.twins.store import FleetStore
 
 KW_PER_MW = 1000.0
 
@@ -78,17 +75,3 @@ def battery_from_node(
         eff_charge=eff_charge,
         eff_discharge=eff_discharge,
     )
-
-
-def group_efficiencies(store: FleetStore, group: str) -> tuple[float, float]:
-    """Capacity-weighted charge and discharge efficiencies of a group's counted sites."""
-    gid = store.group_index.get(group)
-    if gid is None:
-        return 0.95, 0.95
-    mask = (store.column("group") == gid) & store.column("active") & store.column("owned")
-    cap = store.column("capacity_kwh")[mask]
-    if not cap.size or cap.sum() <= 0:
-        return 0.95, 0.95
-    eta_c = float(np.average(store.column("eff_charge")[mask], weights=cap))
-    eta_d = float(np.average(store.column("eff_discharge")[mask], weights=cap))
-    return eta_c, eta_d

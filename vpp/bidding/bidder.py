@@ -47,7 +47,7 @@ from market.definitions import MarketDefinition, Product, load_market
 from market.forecasts import ForecastError
 from market.lifecycle import BidAction, BidStatus
 from optimizer.report import InfeasibleInputError
-from vpp.aggregate import battery_from_node, group_efficiencies
+from vpp.aggregate import battery_from_node
 from vpp.bidding.feed import PriceFeed
 from vpp.bidding.strategies import PriceView, ScenarioStrategy
 from vpp.config import BiddingSettings, ConfigError
@@ -200,8 +200,8 @@ class Bidder:
     def make_bids(self, now: datetime | None = None) -> int:
         """One bidding cycle (blocking: solves run here); returns the new bids stored."""
         now = now or self.clock()
-        snap, store = self.fleet()
-        if snap is None or store is None or not snap.groups:
+        snap, _ = self.fleet()  # one immutable snapshot: never the live store from here
+        if snap is None or not snap.groups:
             return 0
         starts = self.next_intervals(now)
         index = pd.DatetimeIndex(starts)
@@ -222,7 +222,7 @@ class Bidder:
             fresh = set(wanted) - self.bids.existing(list(wanted))
             if not fresh:
                 continue
-            made += self._bid_group(group, node, store, starts, view, fresh)
+            made += self._bid_group(group, node, starts, view, fresh)
         self.made += made
         return made
 
@@ -230,12 +230,11 @@ class Bidder:
         self,
         group: str,
         node: NodeAggregate,
-        store: FleetStore,
         starts: list[datetime],
         view: PriceView,
         fresh: set[str],
     ) -> int:
-        eta_c, eta_d = group_efficiencies(store, group)
+        eta_c, eta_d = node.eta_charge, node.eta_discharge
         reserve_kwh = self.settings.backup_reserve_fraction * (
             node.free.e_discharge_kwh.lower / eta_d
         )

@@ -63,6 +63,8 @@ class NodeAggregate:
     p_discharge_p90_kw: float
     p_charge_p50_kw: float
     p_charge_p90_kw: float
+    eta_charge: float  # capacity-weighted one-way efficiencies of the node's counted sites
+    eta_discharge: float
     as_of: datetime
     committed: Capacity  # sites committed elsewhere now (peak shaving, site targets)
     free: Capacity  # what the market may be offered
@@ -126,7 +128,14 @@ _QUANTILES = (
 
 
 class FleetSnapshot:
-    """The hierarchy at one instant (immutable; safe to share with the API)."""
+    """The hierarchy at one instant (immutable; safe to share with the API and the bidder's
+    worker thread).
+
+    Everything a reader needs is copied at refresh; the only live structures read later
+    are the store's id and group indexes, which only grow (a site is registered, never
+    removed) and are guarded by the snapshot's own size, so a site registered after the
+    snapshot is simply not in it.
+    """
 
     def __init__(
         self,
@@ -149,6 +158,8 @@ class FleetSnapshot:
         self._group_of = store.column("group").copy()
         self._counted = est.counted.copy()
         self._group_names = list(store.groups)
+        self._eta_charge = store.column("eff_charge").copy()
+        self._eta_discharge = store.column("eff_discharge").copy()
         self._states = {
             fam: store.column(col).copy()
             for fam, col in (("connectivity", "conn"), ("operation", "op"), ("command", "cmd"))
@@ -245,6 +256,8 @@ class FleetSnapshot:
             p_discharge_p90_kw=mine.p_discharge_p90_kw,
             p_charge_p50_kw=mine.p_charge_p50_kw,
             p_charge_p90_kw=mine.p_charge_p90_kw,
+            eta_charge=float(self._eta_charge[i]),
+            eta_discharge=float(self._eta_discharge[i]),
             as_of=self.as_of,
             committed=mine if held else none,
             free=mine if offerable else none,
@@ -261,6 +274,28 @@ def _sums(est: SiteEstimates, gid: npt.NDArray[np.int64], size: int) -> dict[str
     for name, q in _QUANTILES:
         p50, p90 = quantile_sums(getattr(est, q), est.availability, gid, size)
         out[f"{name}_p50_kw"], out[f"{name}_p90_kw"] = p50, p90
+    return out
+
+
+DEFAULT_ETA = 0.95  # a node without capacity (none counted) reports this efficiency
+
+
+def _efficiencies(
+    store: FleetStore, gid: npt.NDArray[np.int64], size: int, fleet_id: int
+) -> dict[str, F64]:
+    """Capacity-weighted one-way efficiencies per group id, and for the fleet.
+
+    A node's energy model uses one η for all its sites; weighting by capacity keeps the
+    energy each site can shift counted at its own loss.
+    """
+    cap = store.column("capacity_kwh").astype(np.float64)
+    weight = np.bincount(gid, weights=cap, minlength=size)
+    out: dict[str, F64] = {}
+    for key, col in (("eta_charge", "eff_charge"), ("eta_discharge", "eff_discharge")):
+        num = np.bincount(gid, weights=cap * store.column(col), minlength=size)
+        num[fleet_id], w = num[:fleet_id].sum(), weight.copy()
+        w[fleet_id] = weight[:fleet_id].sum()
+        out[key] = np.divide(num, w, out=np.full(size, DEFAULT_ETA), where=w > 0)
     return out
 
 
@@ -328,6 +363,7 @@ class FleetHierarchy:
             }
 
         total = by_group(counted)
+        total.update(_efficiencies(store, np.where(counted, group_col, drop), size, fleet_id))
         offerable = counted & ~mask & est.dispatchable
         free = total if offerable.sum() == counted.sum() else by_group(offerable)
         held = by_group(mask) if mask.any() else {k: np.zeros(size) for k in total}
@@ -390,6 +426,8 @@ class FleetHierarchy:
             p_discharge_p90_kw=float(total["p_discharge_p90_kw"][k]),
             p_charge_p50_kw=float(total["p_charge_p50_kw"][k]),
             p_charge_p90_kw=float(total["p_charge_p90_kw"][k]),
+            eta_charge=float(total["eta_charge"][k]),
+            eta_discharge=float(total["eta_discharge"][k]),
             as_of=as_of,
             committed=_capacity(held, k),
             free=_capacity(free, k),
