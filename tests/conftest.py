@@ -10,16 +10,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from vpp.clock import Clock
 from vpp.config import BusSettings, KafkaSettings, TopicSpec, TopicsSettings
 
 PG_BASE_URL = os.environ.get("VPP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -35,6 +37,24 @@ def _private_data_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         os.environ.pop("XDG_DATA_HOME", None)
     else:
         os.environ["XDG_DATA_HOME"] = old
+
+
+async def wait_until(clock: Clock, t: float, poll_s: float = 0.02) -> None:
+    """Wait until the services' injected ``clock`` reads ``t`` (not a wall-clock duration:
+    the same test runs under a scaled clock)."""
+    while clock.time() < t:  # noqa: ASYNC110 - a clock is polled; nothing to set an Event
+        await asyncio.sleep(poll_s)
+
+
+async def wait_for(
+    condition: Callable[[], bool], what: str, timeout_s: float = 30.0, poll_s: float = 0.05
+) -> None:
+    """Wait until ``condition()`` holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(poll_s)
 
 
 def free_port() -> int:

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import kafka_bus_settings
+from tests.conftest import kafka_bus_settings, wait_until
 from vpp.bus.kafka import KafkaBus
+from vpp.clock import ScaledClock
 from vpp.config import DatabaseSettings, DispatchSettings, IngestSettings, SimulatorSettings
 from vpp.dispatch.service import DispatchService
 from vpp.dispatch.targets import GroupTarget, dispatch_id
@@ -44,7 +45,11 @@ async def test_lossy_acks_and_sites_dropping_out_still_deliver_the_target(
     fleet.soc[:] = 0.6
     bus = KafkaBus(settings)
     await bus.start()
-    sim = Simulator(bus, settings.topics, SimulatorSettings(tick_s=0.1), fleet=fleet)
+    # One injected clock for the fleet, ingest and dispatch; the test waits on it.
+    clock = ScaledClock(datetime.now(UTC), speed=1.0)
+    sim = Simulator(
+        bus, settings.topics, SimulatorSettings(tick_s=0.1), fleet=fleet, clock=clock.time
+    )
     ingest = Ingest(
         bus,
         IngestSettings(
@@ -53,6 +58,7 @@ async def test_lossy_acks_and_sites_dropping_out_still_deliver_the_target(
         settings.topics,
         db=engine,
         evaluate_every_s=0.2,
+        clock=clock.time,
     )
     dispatch = DispatchService(
         DispatchSettings(
@@ -62,6 +68,7 @@ async def test_lossy_acks_and_sites_dropping_out_still_deliver_the_target(
         settings.topics,
         db=engine,
         store=lambda: ingest.store,
+        clock=clock.time,
         seed=1,
     )
     ingest.event_listeners.append(dispatch.on_site_events)
@@ -79,7 +86,7 @@ async def test_lossy_acks_and_sites_dropping_out_still_deliver_the_target(
             raise AssertionError("the twins never came online")
         nameplate = sum(s.p_discharge_max_kw for s in sites)
         target_kw = round(0.4 * nameplate, 1)
-        start = datetime.now(UTC) + timedelta(seconds=1)
+        start = clock.now() + timedelta(seconds=1)
         end = start + timedelta(seconds=24)
         dispatch.add_targets(
             [
@@ -95,12 +102,11 @@ async def test_lossy_acks_and_sites_dropping_out_still_deliver_the_target(
         # 10 % of the sites drop out a few seconds into the interval.
         dropped = np.arange(0, 40, 10)
         fleet.drop_out(dropped, start.timestamp() + 6)
-        await asyncio.sleep((end - datetime.now(UTC)).total_seconds() - 6)
         delivered = []
-        for _ in range(10):  # the last seconds, measured at the sites themselves
+        for k in range(10):  # the last 6 s, measured at the sites themselves
+            await wait_until(clock, end.timestamp() - 6 + 0.3 * k)
             delivered.append(float(fleet.p_kw.sum()))
-            await asyncio.sleep(0.3)
-        await asyncio.sleep((end - datetime.now(UTC)).total_seconds() + 2)
+        await wait_until(clock, end.timestamp() + 2)
     finally:
         sim_task.cancel()
         for component in (dispatch, ingest, sim):

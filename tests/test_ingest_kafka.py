@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import kafka_bus_settings
+from tests.conftest import kafka_bus_settings, wait_for
 from vpp.bus.kafka import KafkaBus
 from vpp.config import BusSettings, DatabaseSettings, IngestSettings, SimulatorSettings
 from vpp.ingest.loop import Ingest
@@ -146,6 +146,11 @@ async def _stop(bus: KafkaBus, ing: Ingest) -> None:
     await bus.stop()
 
 
+def _snapshots(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("select count(*) from fleet_snapshots")).scalar() or 0)
+
+
 def _sqlite(tmp_path: Path) -> sa.Engine:
     engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/vpp.db"))
     db.upgrade(engine)
@@ -201,7 +206,7 @@ async def test_ingest_killed_mid_stream_and_restarted_reaches_the_same_state(
     try:
         await drive(sim, clock, 3.0)
         await settle([first], sim.fleet.sent // 2)
-        await asyncio.sleep(0.8)  # let at least one snapshot land
+        await wait_for(lambda: _snapshots(engine) > 0, "a snapshot to land")
         # Kill: the task dies mid-stream, no final snapshot, no goodbye commit.
         assert first._task is not None
         first._task.cancel()
@@ -211,10 +216,7 @@ async def test_ingest_killed_mid_stream_and_restarted_reaches_the_same_state(
             assert c is not None
             await c.stop()
         await bus.stop()
-        snapshots = (
-            engine.connect().execute(sa.text("select count(*) from fleet_snapshots")).scalar()
-        )
-        assert snapshots and snapshots > 0
+        assert _snapshots(engine) > 0
 
         await drive(sim, clock, 3.0)
         await _publish_rest(sim)
