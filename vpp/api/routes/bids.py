@@ -61,12 +61,13 @@ def _json_default(obj: Any) -> Any:
 def _tidy(value: Any) -> Any:
     """Numbers at their resolution: floats rounded to 6 decimals (kW to the mW, prices to a
     millionth) so binary noise (0.30000000000000004) and negative zero never reach a client."""
-    if isinstance(value, float):
+    kind = type(value)  # exact types: the input is msgspec builtins (hot on big pages)
+    if kind is float:
         r = round(value, 6)
         return 0.0 if r == 0 else r
-    if isinstance(value, dict):
+    if kind is dict:
         return {k: _tidy(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if kind is list:
         return [_tidy(v) for v in value]
     return value
 
