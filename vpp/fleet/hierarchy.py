@@ -30,6 +30,7 @@ from vpp.fleet.estimates import (
     quantile_sums,
     wsum,
 )
+from vpp.records import plain
 from vpp.twins.states import STATE_FAMILIES
 from vpp.twins.store import FleetStore
 
@@ -70,9 +71,8 @@ class NodeAggregate:
     free: Capacity  # what the market may be offered
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data (``dataclasses.asdict`` deep-copies every leaf: a page of
-        100 sites spent 27 ms there; this walk takes a tenth of that)."""
-        out = _plain(self)
+        """Plain JSON-ready data (:func:`vpp.records.plain`: no deep copies)."""
+        out = plain(self)
         out["as_of"] = self.as_of.isoformat()
         return out
 
@@ -273,22 +273,6 @@ def _sums(est: SiteEstimates, gid: npt.NDArray[np.int64], size: int) -> dict[str
     for name, q in _QUANTILES:
         p50, p90 = quantile_sums(getattr(est, q), est.availability, gid, size)
         out[f"{name}_p50_kw"], out[f"{name}_p90_kw"] = p50, p90
-    return out
-
-
-def _plain(obj: Any) -> dict[str, Any]:
-    """A frozen record (Bounds, Capacity, NodeAggregate) as nested dicts, no copies of leaves
-    (they are immutable floats, ints and strings; ``counts`` is copied one level down)."""
-    out: dict[str, Any] = {}
-    for name in obj.__dataclass_fields__:
-        v = getattr(obj, name)
-        if isinstance(v, Bounds):
-            v = {"expected": v.expected, "lower": v.lower, "upper": v.upper}
-        elif isinstance(v, Capacity):
-            v = _plain(v)
-        elif isinstance(v, dict):
-            v = {k: dict(x) if isinstance(x, dict) else x for k, x in v.items()}
-        out[name] = v
     return out
 
 

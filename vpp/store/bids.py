@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from market.bids import Bid, BidCurve, Segment, problems
 from market.clearing import Award
 from market.definitions import MarketDefinition, Product, load_market
 from market.lifecycle import BidAction, BidStatus, LifecycleError, next_status
+from vpp.records import plain
 from vpp.store.audit import record
 from vpp.store.keys import SYSTEM, Principal
 from vpp.store.paging import group_interval_conds, paged
@@ -82,7 +83,7 @@ class BidRow:
     # engine's auto-approval policy)
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = plain(self)
         for k in ("interval_start", "interval_end", "gate_closure", "created_at", "updated_at"):
             out[k] = getattr(self, k).isoformat()
         return out

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from vpp.records import plain
 from vpp.telemetry.contract import MODES
 from vpp.twins.states import CommandState, Connectivity, Operation, state_name
 from vpp.twins.store import FleetStore
@@ -45,7 +46,7 @@ class SiteView:
         return None if self.soc is None else self.soc * self.capacity_kwh
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = plain(self)
         out["last_ts"] = self.last_ts.isoformat() if self.last_ts else None
         out["e_kwh"] = self.e_kwh
         return out

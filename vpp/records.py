@@ -1,0 +1,28 @@
+"""Frozen records as plain data for JSON responses.
+
+``dataclasses.asdict`` deep-copies every leaf; for API pages of 50 bids or 100 site
+aggregates that copy was three quarters of the request (8 ms of 10 per bid page). The
+records served are frozen and their leaves immutable (numbers, strings, datetimes), so a
+walk that rebuilds only the containers gives the same data without the copies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LEAVES = (float, int, str, bool, type(None))
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every dataclass a dict, lists and tuples lists, dicts new dicts."""
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
+    fields = getattr(kind, "__dataclass_fields__", None)
+    if fields is not None:
+        return {name: plain(getattr(value, name)) for name in fields}
+    if kind is list or kind is tuple:
+        return [plain(v) for v in value]
+    if kind is dict:
+        return {k: plain(v) for k, v in value.items()}
+    return value  # datetimes, enums, numpy scalars: immutable, left to the encoder
