@@ -153,3 +153,35 @@ def test_bidder_reads_one_snapshot_never_the_live_store(tmp_path: Path) -> None:
     rows, _ = store.list_bids(BidFilter(), 0, 100)
     battery = store.get(rows[0].bid_id).solve_report["battery"]  # type: ignore[index]
     assert battery["eff_discharge"] == pytest.approx(0.95)
+
+
+def test_standing_bids_leave_new_bids_only_the_energy_not_yet_promised(tmp_path: Path) -> None:
+    """A megawatt-hour is promised once: a later cycle's battery window is shrunk by what
+    the standing bids of earlier cycles could take out (or put in) if they all cleared."""
+    from vpp.aggregate import battery_from_node
+
+    bidder, store, _, _ = setup(tmp_path)
+    assert bidder.promised_mwh("north", NOW + timedelta(days=1)) == (0.0, 0.0)
+    assert bidder.make_bids() > 0
+    out, inn = bidder.promised_mwh("north", NOW + timedelta(days=1))
+    rows, _ = store.list_bids(BidFilter(group="north"), 0, 100)
+    hours = 5 / 60
+    assert out == pytest.approx(sum(s["quantity_mw"] for r in rows for s in r.discharge) * hours)
+    assert inn == pytest.approx(sum(s["quantity_mw"] for r in rows for s in r.charge) * hours)
+    assert out > 0
+    snap, _ = bidder.fleet()
+    assert snap is not None
+    node = snap.groups["north"]
+    free = battery_from_node(node, eff_charge=0.95, eff_discharge=0.95)
+    left = battery_from_node(
+        node, eff_charge=0.95, eff_discharge=0.95, promised_out_mwh=out, promised_in_mwh=inn
+    )
+    assert left.e_initial_mwh == pytest.approx(max(free.e_initial_mwh - out / 0.95, 0.0))
+    assert left.e_max_mwh - left.e_initial_mwh == pytest.approx(
+        max(free.e_max_mwh - free.e_initial_mwh - inn * 0.95, 0.0)
+    )
+    # Rejected bids promise nothing.
+    operator = Principal("k1", "alice", "operator")
+    for r in rows:
+        store.review(r.bid_id, r.version, BidAction.REJECT, operator, "test")
+    assert bidder.promised_mwh("north", NOW + timedelta(days=1)) == (0.0, 0.0)

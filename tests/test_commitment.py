@@ -17,6 +17,8 @@ from market.bids import Bid, BidCurve, Segment
 from market.definitions import Product, load_market
 from tests.api_support import FIRST, NOW, Api, build_api, engine_for, make_bids
 from vpp.config import DatabaseSettings
+from vpp.dispatch.split import SplitInput, split
+from vpp.fleet.estimates import EstimateSettings
 from vpp.fleet.hierarchy import FleetHierarchy, NodeAggregate
 from vpp.store import db
 from vpp.store.bids import BidFilter, BidStore
@@ -304,3 +306,72 @@ def test_vpp_run_closes_the_loop_within_two_minutes_at_speed(tmp_path: Path) -> 
     if result["intervals_awarded"]:
         assert result["allocated_share_min"] >= 0.99
         assert result["delivered_share_min"] >= 0.95
+
+
+def _uneven_fleet(bid_horizon_h: float | None) -> tuple[FleetStore, FleetHierarchy]:
+    """Ten 5 kW sites, half with 13.5 kWh, half with 4 kWh, all at 60 % SoC."""
+    store = FleetStore()
+    for i in range(10):
+        store.register(
+            SiteConfig(
+                site_id=f"u{i}",
+                group="g",
+                capacity_kwh=13.5 if i % 2 else 4.0,
+                p_charge_max_kw=5.0,
+                p_discharge_max_kw=5.0,
+            )
+        )
+    now = NOW.timestamp()
+    cols, _ = decode_batch(
+        [encode_telemetry(f"u{i}", NOW - timedelta(seconds=1), 1, 0.6, 0.0) for i in range(10)]
+    )
+    store.fold(cols, now)
+    store.evaluate(now)
+    hier = FleetHierarchy(store, EstimateSettings(bid_horizon_h=bid_horizon_h))
+    hier.refresh(now)
+    return store, hier
+
+
+def _hold(store: FleetStore, target_kw: float, hours: float, steps: int) -> float:
+    """Hold ``target_kw`` for ``hours`` through the production split (SoC moves each
+    step); returns the worst share of the target allocated."""
+    rows = np.arange(store.n)
+    soc = store.column("soc")[rows].copy()
+    worst = 1.0
+    dt = hours / steps
+    for k in range(steps):
+        inp = SplitInput(
+            eligible=np.ones(rows.size, dtype=bool),
+            soc=soc,
+            capacity_kwh=store.column("capacity_kwh")[rows],
+            soc_min=store.column("soc_min")[rows],
+            soc_max=store.column("soc_max")[rows],
+            p_charge_max_kw=store.column("p_charge_max_kw")[rows],
+            p_discharge_max_kw=store.column("p_discharge_max_kw")[rows],
+            eff_charge=store.column("eff_charge")[rows],
+            eff_discharge=store.column("eff_discharge")[rows],
+        )
+        out = split(inp, target_kw, hours - k * dt)
+        worst = min(worst, out.allocated_kw / target_kw)
+        soc = soc - out.setpoint_kw * dt / store.column("eff_discharge")[rows] / inp.capacity_kwh
+    return worst
+
+
+def test_bids_are_sized_on_power_every_site_holds_over_the_horizon() -> None:
+    """Sites of unequal energy do not empty together at full power: an aggregate sized on
+    the rating (50 kW) is short once the small ones run out; sized on Σ min(P, E/H) it is
+    allocated in full for the whole horizon."""
+    from vpp.aggregate import battery_from_node
+
+    rated_store, rated = _uneven_fleet(None)
+    bid_store, sized = _uneven_fleet(1.0)
+    assert rated.latest is not None and sized.latest is not None
+    b_rated = battery_from_node(rated.latest.groups["g"], eff_charge=0.95, eff_discharge=0.95)
+    b_sized = battery_from_node(sized.latest.groups["g"], eff_charge=0.95, eff_discharge=0.95)
+    assert b_rated.p_discharge_max_mw == pytest.approx(0.05)
+    # The small sites hold (0.6 - 0.1)·4 kWh·0.95 = 1.9 kWh over an hour: 1.9 kW each.
+    assert b_sized.p_discharge_max_mw == pytest.approx((5 * 5 + 5 * 1.9) / 1000, rel=1e-6)
+    # Pooled energy would allow an hour at the rated power's share the sized one offers...
+    assert _hold(bid_store, b_sized.p_discharge_max_mw * 1000, 1.0, 12) >= 0.999
+    # ...while the rated aggregate cannot be held (the small sites empty first).
+    assert _hold(rated_store, b_rated.p_discharge_max_mw * 1000, 1.0, 12) < 0.9

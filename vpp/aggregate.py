@@ -44,28 +44,40 @@ def battery_from_node(
     eff_discharge: float,
     quantile: float = 0.9,
     backup_reserve_kwh: float = 0.0,
+    promised_out_mwh: float = 0.0,
+    promised_in_mwh: float = 0.0,
 ) -> BatteryAggregate:
     """A live group (from the fleet hierarchy) as one battery: its *free* capacity (what is
     not committed to peak shaving or site targets), sized to an availability quantile.
 
-    Powers are the free sites' ratings at the quantile (P90: the rating of the sites that
-    will be there nine times out of ten; the optimizer's SoC constraints limit energy).
+    Powers are the free sites' bid powers at the quantile (P90: of the sites that will be
+    there nine times out of ten): each site's rating, limited to what it can hold over the
+    hierarchy's bid horizon when one is set (:mod:`vpp.fleet.estimates` says why pooled
+    energy alone over-promises); the optimizer's SoC constraints limit energy.
     Energies are stored energy relative to the floor: ``E_min = backup``,
     ``E₀ = E_min + E_dis/η_d`` (the hierarchy reports energy at the grid),
     ``E_max = E₀ + E_chg·η_c``; the lower bound of available energy is used, so bids never
     count on energy a stale site might no longer have.
+
+    ``promised_out_mwh`` / ``promised_in_mwh`` (at the grid) are what standing bids for
+    intervals not yet over could still take out or put in if every offer (charge bid)
+    cleared. New bids get the window that leaves: ``E₀`` lowered by ``out/η_d`` (not below
+    the floor) and the headroom by ``in·η_c`` — so a megawatt-hour is promised once, even
+    when the intervals it was promised for were bid in earlier cycles.
     """
     free = node.free
     if quantile == 0.9:
-        p_dis, p_chg = free.p_discharge_rated_p90_kw, free.p_charge_rated_p90_kw
+        p_dis, p_chg = free.p_discharge_bid_p90_kw, free.p_charge_bid_p90_kw
     elif quantile == 0.5:
-        p_dis, p_chg = free.p_discharge_rated_p50_kw, free.p_charge_rated_p50_kw
+        p_dis, p_chg = free.p_discharge_bid_p50_kw, free.p_charge_bid_p50_kw
     else:
         raise ValueError(f"the hierarchy reports P50 and P90 availability, not P{quantile:.0%}")
     e_min = backup_reserve_kwh / KW_PER_MW
     above_floor = max(free.e_discharge_kwh.lower / eff_discharge - backup_reserve_kwh, 0.0)
-    e0 = e_min + above_floor / KW_PER_MW
-    headroom = free.e_charge_kwh.lower * eff_charge / KW_PER_MW
+    e0 = e_min + max(above_floor / KW_PER_MW - promised_out_mwh / eff_discharge, 0.0)
+    headroom = max(
+        free.e_charge_kwh.lower * eff_charge / KW_PER_MW - promised_in_mwh * eff_charge, 0.0
+    )
     return BatteryAggregate(
         e_min_mwh=e_min,
         e_max_mwh=e0 + headroom,

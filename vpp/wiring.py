@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -121,6 +122,9 @@ def build_engine(
     if settings.bidding.enabled:
         bidder = _bidding(engine, scheduler)
         bidder.award_listeners.append(dispatch.on_awards)
+        # Bids are sized on power every free site can hold over the whole bid horizon.
+        bid_h = settings.bidding.horizon_intervals * bidder.step.total_seconds() / 3600
+        ingest.hierarchy.settings = replace(ingest.hierarchy.settings, bid_horizon_h=bid_h)
     engine.add(dispatch)
     shaver = None
     if settings.peak_shaving.enabled:

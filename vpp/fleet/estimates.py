@@ -15,8 +15,13 @@ Uncertainty by connectivity:
 
 Power a site can offer is energy-limited: ``P_dis = min(P_dis_max, E_dis / h)`` where ``h``
 (``sustain_h``) is how long an offer must be held; likewise for charging. Its rated power
-(``P_dis_max`` of a usable site, whatever its SoC) is reported too: a bid over a horizon of
-hours limits energy through the optimizer's SoC constraints and needs only the rating.
+(``P_dis_max`` of a usable site, whatever its SoC) is reported too, and the power a site
+holds over a whole bid horizon ``H`` (``bid_horizon_h``): ``min(P_dis_max, E_dis/H)``.
+The bidder sizes an aggregate's power on the latter: the aggregate's SoC constraints pool
+the sites' energy, but sites of unequal energy-to-power ratios do not empty together at
+full power — the small ones run out first and the group's power falls although energy is
+left. An aggregate power of ``Σ min(P_i, E_i/H)`` can be held every interval of ``H`` by
+every site at its share, so what the bid offers, the split can allocate.
 
 Availability (for P50/P90). Site ``i`` delivers ``B_i·X_i``: ``B_i ~ Bernoulli(a_i)`` with
 ``a_i`` the site's availability health (an EWMA of being online, discounted for stale
@@ -46,6 +51,7 @@ Z90 = 1.2815515655446004
 class EstimateSettings:
     sustain_h: float = 0.25  # an offered power must be held this long (h)
     stale_availability: float = 0.5  # a stale site's availability relative to an online one
+    bid_horizon_h: float | None = None  # bids cover this long: ``p_*_bid_kw`` hold for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,8 @@ class SiteEstimates:
     p_net_kw: Triple
     p_discharge_rated_kw: Triple  # rating of a usable site, whatever its SoC
     p_charge_rated_kw: Triple
+    p_discharge_bid_kw: Triple  # rating, limited to what the site holds over a bid horizon
+    p_charge_bid_kw: Triple
     availability: F64
     dispatchable: npt.NDArray[np.bool_]  # usable and not unresponsive: can take a command
 
@@ -139,22 +147,44 @@ def estimate(store: FleetStore, now_s: float, settings: EstimateSettings) -> Sit
         np.where(usable, p_ch_max, 0.0),
         np.where(usable | never, p_ch_max, 0.0),
     )
+    if settings.bid_horizon_h is None:
+        p_dis_bid, p_chg_bid = p_dis_rated, p_chg_rated
+    else:
+        hb = settings.bid_horizon_h
+        p_dis_bid = Triple(
+            *(
+                np.minimum(r, x / hb)
+                for r, x in zip(_parts(p_dis_rated), _parts(e_dis), strict=True)
+            )
+        )
+        p_chg_bid = Triple(
+            *(
+                np.minimum(r, x / hb)
+                for r, x in zip(_parts(p_chg_rated), _parts(e_chg), strict=True)
+            )
+        )
     dispatchable = usable & (cmd != CommandState.UNRESPONSIVE)
     factor = np.where(online, 1.0, np.where(stale, settings.stale_availability, 0.0))
     availability = np.where(dispatchable, col("health") * factor, 0.0)
     del n
     return SiteEstimates(
-        counted,
-        e_dis,
-        e_chg,
-        p_dis,
-        p_chg,
-        p_net,
-        p_dis_rated,
-        p_chg_rated,
-        availability,
-        dispatchable,
+        counted=counted,
+        e_discharge_kwh=e_dis,
+        e_charge_kwh=e_chg,
+        p_discharge_kw=p_dis,
+        p_charge_kw=p_chg,
+        p_net_kw=p_net,
+        p_discharge_rated_kw=p_dis_rated,
+        p_charge_rated_kw=p_chg_rated,
+        p_discharge_bid_kw=p_dis_bid,
+        p_charge_bid_kw=p_chg_bid,
+        availability=availability,
+        dispatchable=dispatchable,
     )
+
+
+def _parts(t: Triple) -> tuple[F64, F64, F64]:
+    return t.expected, t.lower, t.upper
 
 
 def _silence(

@@ -99,6 +99,10 @@ class Capacity:
     p_discharge_rated_p90_kw: float
     p_charge_rated_p50_kw: float
     p_charge_rated_p90_kw: float
+    p_discharge_bid_p50_kw: float  # held over the bid horizon (see vpp.fleet.estimates)
+    p_discharge_bid_p90_kw: float
+    p_charge_bid_p50_kw: float
+    p_charge_bid_p90_kw: float
 
     @classmethod
     def empty(cls) -> Capacity:
@@ -117,6 +121,10 @@ class Capacity:
             p_discharge_rated_p90_kw=0.0,
             p_charge_rated_p50_kw=0.0,
             p_charge_rated_p90_kw=0.0,
+            p_discharge_bid_p50_kw=0.0,
+            p_discharge_bid_p90_kw=0.0,
+            p_charge_bid_p50_kw=0.0,
+            p_charge_bid_p90_kw=0.0,
         )
 
 
@@ -126,6 +134,8 @@ _QUANTILES = (
     ("p_charge", "p_charge_kw"),
     ("p_discharge_rated", "p_discharge_rated_kw"),
     ("p_charge_rated", "p_charge_rated_kw"),
+    ("p_discharge_bid", "p_discharge_bid_kw"),
+    ("p_charge_bid", "p_charge_bid_kw"),
 )
 
 
@@ -218,6 +228,8 @@ class FleetSnapshot:
         chg50, chg90 = quantiles(est.p_charge_kw)
         rdis50, rdis90 = quantiles(est.p_discharge_rated_kw)
         rchg50, rchg90 = quantiles(est.p_charge_rated_kw)
+        bdis50, bdis90 = quantiles(est.p_discharge_bid_kw)
+        bchg50, bchg90 = quantiles(est.p_charge_bid_kw)
         mine = Capacity(
             sites=1,
             e_discharge_kwh=b(est.e_discharge_kwh),
@@ -232,6 +244,10 @@ class FleetSnapshot:
             p_discharge_rated_p90_kw=rdis90,
             p_charge_rated_p50_kw=rchg50,
             p_charge_rated_p90_kw=rchg90,
+            p_discharge_bid_p50_kw=bdis50,
+            p_discharge_bid_p90_kw=bdis90,
+            p_charge_bid_p50_kw=bchg50,
+            p_charge_bid_p90_kw=bchg90,
         )
         none = Capacity.empty()
         held = bool(self._committed[i]) if i < self._committed.size else False
@@ -331,6 +347,10 @@ def _capacity(sums: dict[str, F64], k: int) -> Capacity:
         p_discharge_rated_p90_kw=q["p_discharge_rated_p90"],
         p_charge_rated_p50_kw=q["p_charge_rated_p50"],
         p_charge_rated_p90_kw=q["p_charge_rated_p90"],
+        p_discharge_bid_p50_kw=q["p_discharge_bid_p50"],
+        p_discharge_bid_p90_kw=q["p_discharge_bid_p90"],
+        p_charge_bid_p50_kw=q["p_charge_bid_p50"],
+        p_charge_bid_p90_kw=q["p_charge_bid_p90"],
     )
 
 
