@@ -82,6 +82,7 @@ def test_masked_hides_every_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VPP_DATABASE__URL", "postgresql+psycopg://vpp:hunter2@db:5432/vpp")
     monkeypatch.setenv("VPP_BUS__KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("VPP_BUS__KAFKA__SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("VPP_BUS__KAFKA__SASL_PLAIN_USERNAME", "vpp")
     monkeypatch.setenv("VPP_BUS__KAFKA__SASL_PLAIN_PASSWORD", "s3cret")
     shown = str(load_settings().masked())
     assert "hunter2" not in shown and "s3cret" not in shown
