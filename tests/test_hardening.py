@@ -300,6 +300,16 @@ def test_nul_characters_are_422_wherever_they_come(tmp_path: Path) -> None:
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
 
 
+@given(st.text(alphabet=st.sampled_from(["\\", "u", "0", "\x00", "a", '"']), max_size=12))
+def test_a_body_is_refused_for_a_nul_exactly_when_its_text_holds_one(text: str) -> None:
+    """Schemathesis found a text holding a literal backslash before u0000 refused: the
+    body check must decode JSON escapes, not look for the six bytes."""
+    from vpp.api.app import _has_nul
+
+    for body in (json.dumps({"reason": text}), json.dumps({"reason": text}, ensure_ascii=False)):
+        assert _has_nul(body.encode()) == ("\x00" in text)
+
+
 def test_bodies_are_limited_and_keys_checked_before_they_are_read(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -189,7 +190,7 @@ class GateMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if b"\\u0000" in body.lower() or b"\x00" in body:
+        if _has_nul(body):
             await _reply(
                 send,
                 422,
@@ -290,6 +291,15 @@ def _offline_docs(app: FastAPI) -> None:
 
 
 NO_NUL = "^[^\\u0000]*$"
+
+# A JSON escape \u0000 preceded by an even number of backslashes (an odd number makes the
+# first backslash an escaped one, so the text is a literal "\u0000", which is allowed).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+
+
+def _has_nul(body: bytes) -> bool:
+    """True if a JSON body holds a NUL character, raw or escaped (PostgreSQL refuses it)."""
+    return b"\x00" in body or (b"u0000" in body.lower() and _NUL_ESCAPE.search(body) is not None)
 
 
 def _declare_no_nul(node: Any) -> None:
