@@ -31,7 +31,15 @@ UNITS: dict[str, tuple[str, float]] = {
     "EUR/MW/h": ("EUR", 1.0),
     "USD/MW/h": ("USD", 1.0),
     "AUD/MW/h": ("AUD", 1.0),
+    # capacity prices quoted per kW per hour (some ISOs and most aggregator contracts)
+    "EUR/kW/h": ("EUR", 1000.0),
+    "USD/kW/h": ("USD", 1000.0),
+    "AUD/kW/h": ("AUD", 1000.0),
 }
+
+
+ENERGY_UNITS = tuple(u for u in UNITS if u.endswith("Wh"))  # per MWh or kWh delivered
+CAPACITY_UNITS = tuple(u for u in UNITS if u.endswith("W/h"))  # per MW or kW held an hour
 
 
 class PriceDataError(ValueError):

@@ -26,7 +26,7 @@ from market.definitions import Product
 from optimizer.blocks import UP
 from optimizer.inputs import BatteryAggregate, Terminal
 from optimizer.report import InfeasibleInputError
-from optimizer.solver import PersistentHighs, RunResult
+from optimizer.solver import MIP_REL_GAP, PersistentHighs, RunResult
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -67,7 +67,11 @@ class DispatchModel:
         blocks: list[pyo.Block],
         reserves: tuple[Product, ...],
         build_started: float,
+        mip_rel_gap: float = MIP_REL_GAP,
     ) -> None:
+        if not 0 <= mip_rel_gap < 1:
+            raise ValueError(f"mip_rel_gap must be in [0, 1), got {mip_rel_gap}")
+        self.mip_rel_gap = mip_rel_gap
         self.model = model
         self.blocks = blocks
         self.reserves = reserves
@@ -86,7 +90,7 @@ class DispatchModel:
         hold that solve's values, so no second pass over them is needed."""
         if self._solver is None:
             started = time.perf_counter()
-            solver = PersistentHighs(self.model)
+            solver = PersistentHighs(self.model, mip_rel_gap=self.mip_rel_gap)
             T = list(self.model.T)  # noqa: N806 - the model's interval set
             self.columns = [
                 BlockColumns(
@@ -194,12 +198,13 @@ class DispatchModel:
         interval_h: float,
         degradation_per_mwh: float,
         end_value: float,
+        vom_per_mwh: float = 0.0,
     ) -> None:
         """One block's coefficients (equations in :func:`optimizer.blocks.add_objective_costs`),
         written into the block's Pyomo cost parameters and, weighted, into ``costs``."""
         b, cols = self.blocks[block], self.columns[block]
         dt, deg = interval_h, degradation_per_mwh
-        c_dis = (price - deg) * dt
+        c_dis = (price - deg - vom_per_mwh) * dt
         c_ch = -(price + deg) * dt
         b.cost_dis.store_values(dict(enumerate(c_dis.tolist())))
         b.cost_ch.store_values(dict(enumerate(c_ch.tolist())))

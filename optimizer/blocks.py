@@ -105,19 +105,25 @@ def add_soc_balance(b: pyo.Block, m: pyo.ConcreteModel) -> None:
 
 
 def add_reserve_headroom(b: pyo.Block, m: pyo.ConcreteModel) -> None:
-    """``P⁺_t + R^up_t + R^spin_t ≤ P⁺_max`` and ``P⁻_t + R^down_t ≤ P⁻_max``.
+    """``P⁺_t − P⁻_t + R^up_t + R^spin_t ≤ P⁺_max`` and ``P⁻_t − P⁺_t + R^down_t ≤ P⁻_max``.
 
-    Reserve capacity is headroom kept free in the same direction as the scheduled power
-    (the conservative reading: a battery charging at full rate offers no up-reserve).
+    Headroom as markets count it for a battery: up-reserve is the ability to raise net
+    injection, so charging less counts as well as discharging more — a 1 MW battery charging
+    at 1 MW can offer 2 MW of regulation up (stop charging, then discharge), and one
+    discharging at 1 MW can offer 2 MW down. Only the net power enters, so the exactness
+    argument of :func:`add_no_simultaneous` is untouched (a simultaneous pair and its net
+    replacement have the same headroom). What is offered must still be sustainable from the
+    stored energy (:func:`add_sustain_duration`, which counts the whole offer as discharge or
+    charge: conservative when part of it is reduced charging or discharging).
     """
     names = set(m.K)
     if names & _UP:
         b.headroom_up = pyo.Constraint(
-            m.T, rule=lambda b, t: b.p_dis[t] + _up(b, m, t) <= m.p_dis_max
+            m.T, rule=lambda b, t: b.p_dis[t] - b.p_ch[t] + _up(b, m, t) <= m.p_dis_max
         )
     if names & _DOWN:
         b.headroom_down = pyo.Constraint(
-            m.T, rule=lambda b, t: b.p_ch[t] + _down(b, m, t) <= m.p_ch_max
+            m.T, rule=lambda b, t: b.p_ch[t] - b.p_dis[t] + _down(b, m, t) <= m.p_ch_max
         )
 
 
@@ -172,9 +178,10 @@ def add_objective_costs(b: pyo.Block, m: pyo.ConcreteModel) -> None:
     - reserves: ``Σ_k Σ_t ρ^k_t·Δt·R^k_t``
     - deployment: ``Σ_t π_t·Δt·(Σ_up δ_k R^k_t − δ_down R^down_t)`` (energy settled at ``π``)
     - degradation: ``− c_deg·Σ_t Δt·(P⁺_t + P⁻_t + Σ_k δ_k R^k_t)`` (per MWh of throughput)
+    - variable O&M: ``− c_vom·Σ_t Δt·P⁺_t`` (per MWh discharged, as plant O&M is quoted)
     - terminal: ``+ v_end·E_{T-1}``
 
-    so the coefficients are ``(π_t − c_deg)Δt`` for ``P⁺_t``, ``−(π_t + c_deg)Δt`` for
+    so the coefficients are ``(π_t − c_deg − c_vom)Δt`` for ``P⁺_t``, ``−(π_t + c_deg)Δt`` for
     ``P⁻_t``, ``(ρ^k_t ± δ_k π_t − c_deg δ_k)Δt`` for ``R^k_t`` (+ for up, − for down) and
     ``v_end`` for ``E_{T-1}`` — computed from the prices in NumPy by
     :func:`optimizer.base.objective_costs`, which also feeds them to HiGHS directly.

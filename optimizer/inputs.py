@@ -56,6 +56,7 @@ class MarketInputs:
     deployment: Mapping[Product, float] = field(default_factory=dict)  # expected fraction
     sustain_h: float = 1.0  # reserves must be sustainable this long
     degradation_per_mwh: float = 0.0  # currency per MWh of throughput
+    vom_per_mwh: float = 0.0  # variable O&M, currency per MWh discharged
     terminal: Terminal = Terminal()
 
     @property
@@ -70,6 +71,7 @@ class ScenarioInputs:
     interval_h: float
     energy_price: F64  # (S, T)
     degradation_per_mwh: float = 0.0
+    vom_per_mwh: float = 0.0  # variable O&M, currency per MWh discharged
     terminal: Terminal = Terminal()
     probabilities: F64 | None = None  # (S,), default uniform
 

@@ -9,7 +9,7 @@ Objective (maximize expected net revenue)::
 
     Σ_t π_t Δt (P⁺_t − P⁻_t) + Σ_k Σ_t ρ^k_t Δt R^k_t
       + Σ_t π_t Δt (Σ_up δ_k R^k_t − δ_down R^down_t)
-      − c_deg Δt Σ_t (P⁺_t + P⁻_t + Σ_k δ_k R^k_t) + v_end E_{T−1}
+      − c_deg Δt Σ_t (P⁺_t + P⁻_t + Σ_k δ_k R^k_t) − c_vom Δt Σ_t P⁺_t + v_end E_{T−1}
 
 subject to the families in :mod:`optimizer.blocks` (SoC balance with separate
 efficiencies, energy limits, reserve headroom, sustain duration, terminal target, no
@@ -36,6 +36,7 @@ from optimizer.report import (
     binding_families,
     check_inputs,
 )
+from optimizer.solver import MIP_REL_GAP
 
 F64 = npt.NDArray[np.float64]
 
@@ -59,7 +60,9 @@ class MarketSchedule:
 class MarketModel(DispatchModel):
     """Built once per (horizon, reserve products); solved many times."""
 
-    def __init__(self, horizon: int, reserves: Sequence[Product] = ()) -> None:
+    def __init__(
+        self, horizon: int, reserves: Sequence[Product] = (), *, mip_rel_gap: float = MIP_REL_GAP
+    ) -> None:
         started = time.perf_counter()
         unknown = [p for p in reserves if Product(p) not in RESERVES]
         if unknown:
@@ -70,7 +73,7 @@ class MarketModel(DispatchModel):
         m.d = pyo.Block()
         build_dispatch_block(m.d, m)
         m.obj = pyo.Objective(expr=m.d.net, sense=pyo.maximize)
-        super().__init__(m, [m.d], products, started)
+        super().__init__(m, [m.d], products, started, mip_rel_gap)
 
     def solve(self, battery: BatteryAggregate, inputs: MarketInputs) -> MarketSchedule:
         if inputs.horizon != self.horizon:
@@ -112,6 +115,7 @@ class MarketModel(DispatchModel):
             inputs.interval_h,
             inputs.degradation_per_mwh,
             inputs.terminal.value_per_mwh,
+            inputs.vom_per_mwh,
         )
         update_s = time.perf_counter() - started
         result = self.run(battery, costs, "market model")
@@ -164,6 +168,7 @@ class MarketModel(DispatchModel):
         split["degradation"] = -float(
             inputs.degradation_per_mwh * dt * np.sum(p_dis + p_ch + dep_up + dep_down)
         )
+        split["variable_om"] = -float(inputs.vom_per_mwh * dt * np.sum(p_dis))
         split["terminal_value"] = float(inputs.terminal.value_per_mwh * e[-1])
         tol = 1e-6 * max(1.0, battery.p_discharge_max_mw, battery.p_charge_max_mw)
         return SolveReport(

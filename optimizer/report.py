@@ -73,9 +73,23 @@ def binding_families(
     checks: list[tuple[str, npt.NDArray[np.bool_]]] = [
         ("soc-max", e >= battery.e_max_mwh - tol),
         ("soc-min", e <= battery.e_min_mwh + tol),
-        ("power-discharge", (p_dis + up >= battery.p_discharge_max_mw - tol) & (p_dis + up > tol)),
-        ("power-charge", (p_ch + down >= battery.p_charge_max_mw - tol) & (p_ch + down > tol)),
+        ("power-discharge", p_dis >= battery.p_discharge_max_mw - tol),
+        ("power-charge", p_ch >= battery.p_charge_max_mw - tol),
     ]
+    if has_up:  # net-power headroom (optimizer.blocks.add_reserve_headroom)
+        checks.append(
+            (
+                "headroom-up",
+                (p_dis - p_ch + up >= battery.p_discharge_max_mw - tol) & (up > tol),
+            )
+        )
+    if has_down:
+        checks.append(
+            (
+                "headroom-down",
+                (p_ch - p_dis + down >= battery.p_charge_max_mw - tol) & (down > tol),
+            )
+        )
     if has_up:
         checks.append(
             (

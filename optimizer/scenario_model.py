@@ -7,7 +7,8 @@ price scenario, sharing the battery and its initial state, linked by
     max  Σ_s w_s·net_s      s.t. every block's families, and for adjacent scenarios
          P⁺_{s+1,t} ≥ P⁺_{s,t},  P⁻_{s+1,t} ≤ P⁻_{s,t}
 
-where ``net_s`` is scenario ``s``'s energy revenue minus degradation plus terminal value
+where ``net_s`` is scenario ``s``'s energy revenue minus degradation and variable O&M
+(per MWh discharged) plus terminal value
 and ``w_s`` its probability. Scenarios must be comonotone (each interval's prices
 ascending in ``s``; :func:`market.forecasts.price_scenarios` builds them so): then the
 linking constraints are fixed, and a new forecast changes parameters only.
@@ -35,6 +36,7 @@ from optimizer.blocks import add_battery_params, add_monotone_dispatch, build_di
 from optimizer.curves import curve_for_interval
 from optimizer.inputs import BatteryAggregate, ScenarioInputs
 from optimizer.report import InfeasibleInputError, SolveReport, binding_families, check_inputs
+from optimizer.solver import MIP_REL_GAP
 
 F64 = npt.NDArray[np.float64]
 
@@ -64,7 +66,7 @@ class ScenarioSolution:
 class ScenarioBidModel(DispatchModel):
     """Built once per (horizon, scenario count); solved with each new set of scenarios."""
 
-    def __init__(self, horizon: int, scenarios: int) -> None:
+    def __init__(self, horizon: int, scenarios: int, *, mip_rel_gap: float = MIP_REL_GAP) -> None:
         started = time.perf_counter()
         if scenarios < 1:
             raise ValueError("need at least one scenario")
@@ -78,7 +80,7 @@ class ScenarioBidModel(DispatchModel):
         m.prob = pyo.Param(m.S, initialize=1.0 / scenarios, mutable=True, within=pyo.Reals)
         m.obj = pyo.Objective(expr=sum(m.prob[s] * m.scen[s].net for s in m.S), sense=pyo.maximize)
         self.scenarios = scenarios
-        super().__init__(m, [m.scen[s] for s in m.S], (), started)
+        super().__init__(m, [m.scen[s] for s in m.S], (), started, mip_rel_gap)
 
     def solve(self, battery: BatteryAggregate, inputs: ScenarioInputs) -> ScenarioSolution:
         if (inputs.scenarios, inputs.horizon) != (self.scenarios, self.horizon):
@@ -118,6 +120,7 @@ class ScenarioBidModel(DispatchModel):
                 inputs.interval_h,
                 inputs.degradation_per_mwh,
                 inputs.terminal.value_per_mwh,
+                inputs.vom_per_mwh,
             )
         update_s = time.perf_counter() - started
         result = self.run(battery, costs, "scenario bidding model")
@@ -161,6 +164,7 @@ class ScenarioBidModel(DispatchModel):
             objective_split={
                 "energy": energy,
                 "degradation": degradation,
+                "variable_om": -float(inputs.vom_per_mwh * dt * np.sum(probs[:, None] * p_dis)),
                 "terminal_value": terminal,
             },
             binding=binding,

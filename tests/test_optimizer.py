@@ -3,9 +3,9 @@ infeasible inputs, and monotone bid curves."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-import highspy
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -19,6 +19,7 @@ from optimizer.inputs import BatteryAggregate, MarketInputs, ScenarioInputs, Ter
 from optimizer.market_model import MarketModel
 from optimizer.report import InfeasibleInputError
 from optimizer.scenario_model import ScenarioBidModel
+from tests.milp_reference import ReferenceBattery, solve_reference
 
 DATA = Path(__file__).resolve().parents[1] / "scenarios" / "data"
 
@@ -108,6 +109,87 @@ def test_reserve_headroom_and_sustain_duration() -> None:
     assert sched2.p_discharge_mw[0] == pytest.approx(1.0)  # energy at 50 beats reg up at 10
 
 
+def test_a_battery_charging_at_full_rate_offers_twice_its_rating_as_regulation_up() -> None:
+    # Paid 5/MWh to charge and 10/MW/h for reg up: charging at 1 MW and offering 2 MW up
+    # (stop charging, then discharge 1 MW) earns 5 + 20; the old same-direction rule
+    # (P⁺ + R↑ <= P⁺_max) allowed 1 MW up only.
+    model = MarketModel(1, [Product.REG_UP])
+    b = battery(e_initial_mwh=0.0, e_max_mwh=10.0)
+    sched = model.solve(
+        b,
+        MarketInputs(
+            interval_h=1.0,
+            energy_price=np.array([-5.0]),
+            reserve_price={Product.REG_UP: np.array([10.0])},
+            sustain_h=0.1,
+        ),
+    )
+    assert sched.p_charge_mw[0] == pytest.approx(1.0)
+    assert sched.reserves_mw[Product.REG_UP][0] == pytest.approx(2.0)
+    assert sched.report is not None
+    assert sched.report.objective == pytest.approx(25.0)
+    assert "headroom-up" in {x.family for x in sched.report.binding}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    e0=st.floats(0.0, 1.0),
+    eta=st.floats(0.8, 1.0),
+    p_ch=st.floats(0.2, 2.0),
+    deploy_up=st.floats(0.0, 0.3),
+    deploy_down=st.floats(0.0, 0.3),
+    deg=st.floats(0.0, 5.0),
+    sustain_h=st.floats(0.25, 2.0),
+)
+def test_energy_and_regulation_optimum_equals_the_independent_milp(
+    seed: int,
+    e0: float,
+    eta: float,
+    p_ch: float,
+    deploy_up: float,
+    deploy_down: float,
+    deg: float,
+    sustain_h: float,
+) -> None:
+    """Co-optimized energy, regulation up and down (net-power headroom, sustain duration,
+    deployed energy settled at the energy price, degradation) against the NumPy MILP."""
+    rng = np.random.default_rng(seed)
+    n = 24
+    price = rng.normal(40.0, 30.0, n)  # some negative: binaries where they matter
+    up = rng.uniform(0.0, 20.0, n)
+    down = rng.uniform(0.0, 20.0, n)
+    b = battery(e_max_mwh=2.0, e_initial_mwh=2.0 * e0, eff_charge=eta, eff_discharge=eta)
+    b = dataclasses.replace(b, p_charge_max_mw=p_ch)
+    sched = MarketModel(n, [Product.REG_UP, Product.REG_DOWN]).solve(
+        b,
+        MarketInputs(
+            interval_h=0.5,
+            energy_price=price,
+            reserve_price={Product.REG_UP: up, Product.REG_DOWN: down},
+            deployment={Product.REG_UP: deploy_up, Product.REG_DOWN: deploy_down},
+            sustain_h=sustain_h,
+            degradation_per_mwh=deg,
+        ),
+    )
+    ref = solve_reference(
+        _ref_battery(b),
+        price,
+        0.5,
+        up_price=up,
+        down_price=down,
+        deploy_up=deploy_up,
+        deploy_down=deploy_down,
+        sustain_h=sustain_h,
+        degradation_per_mwh=deg,
+    )
+    assert sched.report is not None
+    assert sched.report.objective == pytest.approx(ref.objective, rel=1e-6, abs=1e-6)
+    assert sum(sched.report.objective_split.values()) == pytest.approx(
+        ref.objective, rel=1e-6, abs=1e-6
+    )
+
+
 def test_reserve_deployment_moves_energy_and_is_settled_at_the_energy_price() -> None:
     model = MarketModel(1, [Product.REG_DOWN])
     b = battery(e_initial_mwh=0.0, e_max_mwh=10.0, eff_charge=1.0, eff_discharge=1.0)
@@ -120,14 +202,17 @@ def test_reserve_deployment_moves_energy_and_is_settled_at_the_energy_price() ->
     )
     sched = model.solve(b, inputs)
     r = sched.reserves_mw[Product.REG_DOWN][0]
-    assert r == pytest.approx(1.0)
+    # Discharging at 1 MW leaves 2 MW of down headroom (stop, then charge at 1 MW); the
+    # battery sells the deployed energy as it arrives.
+    assert r == pytest.approx(2.0)
+    assert sched.p_discharge_mw[0] == pytest.approx(1.0)
     assert sched.report is not None
-    assert sched.report.objective_split["deployment"] == pytest.approx(-10.0)  # bought at 20
+    assert sched.report.objective_split["deployment"] == pytest.approx(-20.0)  # bought at 20
     # The balance counts the deployed half: E = E0 + 0.5 R + P⁻ − P⁺ (eff 1).
     expected = 0.5 * r + sched.p_charge_mw[0] - sched.p_discharge_mw[0]
     assert sched.e_mwh[0] == pytest.approx(expected)
-    # With energy worth nothing (and cycling costing something) nothing is sold against
-    # the deployed energy: it charges the battery.
+    # With energy worth nothing and cycling costing 1/MWh, discharging 1 MW still pays:
+    # it opens a second megawatt of down headroom worth 30.
     free = model.solve(
         b,
         MarketInputs(
@@ -139,7 +224,11 @@ def test_reserve_deployment_moves_energy_and_is_settled_at_the_energy_price() ->
             degradation_per_mwh=1.0,
         ),
     )
-    assert free.e_mwh[0] == pytest.approx(0.5 * free.reserves_mw[Product.REG_DOWN][0])
+    r_free = free.reserves_mw[Product.REG_DOWN][0]
+    assert r_free == pytest.approx(2.0)
+    assert free.e_mwh[0] == pytest.approx(
+        0.5 * r_free + free.p_charge_mw[0] - free.p_discharge_mw[0]
+    )
 
 
 def test_soc_floor_limits_discharge() -> None:
@@ -201,73 +290,23 @@ def test_model_is_built_once_and_resolved_with_new_prices_and_state() -> None:
     assert model.solves == 3
 
 
-def _reference(prices: np.ndarray, b: BatteryAggregate, dt: float, exact: bool) -> float:
-    """Energy-only arbitrage as a sparse matrix, solved by highspy directly.
-
-    Columns: P⁺_t, P⁻_t, E_t, u_t (t = 0..T-1). Rows: E_t − E_{t−1} − Δt η_c P⁻_t + Δt/η_d P⁺_t
-    = 0 (E_{−1} = E₀ on the right-hand side of row 0); with ``exact``, P⁺_t − P⁺_max u_t ≤ 0
-    and P⁻_t + P⁻_max u_t ≤ P⁻_max with every u_t binary (no simultaneous charge and
-    discharge); without, the plain LP.
-    """
-    n = len(prices)
-    dis, ch, e, u = (k * n + np.arange(n) for k in range(4))
-    entries: list[tuple[int, int, float]] = []  # (row, col, value)
-    for t in range(n):
-        entries += [
-            (t, e[t], 1.0),
-            (t, ch[t], -dt * b.eff_charge),
-            (t, dis[t], dt / b.eff_discharge),
-        ]
-        if t:
-            entries.append((t, e[t - 1], -1.0))
-        if exact:
-            entries += [
-                (n + t, dis[t], 1.0),
-                (n + t, u[t], -b.p_discharge_max_mw),
-                (2 * n + t, ch[t], 1.0),
-                (2 * n + t, u[t], b.p_charge_max_mw),
-            ]
-    rows = np.array([r for r, _, _ in entries])
-    cols = np.array([c for _, c, _ in entries])
-    vals = np.array([v for _, _, v in entries])
-    order = np.lexsort((rows, cols))
-    n_rows = 3 * n if exact else n
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = 4 * n, n_rows
-    lp.col_cost_ = np.concatenate([prices * dt, -prices * dt, np.zeros(2 * n)])
-    lp.col_lower_ = np.concatenate([np.zeros(2 * n), np.full(n, b.e_min_mwh), np.zeros(n)])
-    lp.col_upper_ = np.concatenate(
-        [
-            np.full(n, b.p_discharge_max_mw),
-            np.full(n, b.p_charge_max_mw),
-            np.full(n, b.e_max_mwh),
-            np.ones(n),
-        ]
+def _ref_battery(b: BatteryAggregate) -> ReferenceBattery:
+    return ReferenceBattery(
+        e_min_mwh=b.e_min_mwh,
+        e_max_mwh=b.e_max_mwh,
+        e0_mwh=b.e_initial_mwh,
+        p_dis_max_mw=b.p_discharge_max_mw,
+        p_ch_max_mw=b.p_charge_max_mw,
+        eta_c=b.eff_charge,
+        eta_d=b.eff_discharge,
     )
-    lower = np.zeros(n_rows)
-    lower[0] = b.e_initial_mwh
-    upper = lower.copy()
-    if exact:
-        lower[n:] = -highspy.kHighsInf
-        upper[n : 2 * n] = 0.0
-        upper[2 * n :] = b.p_charge_max_mw
-    lp.row_lower_, lp.row_upper_ = lower, upper
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = np.searchsorted(cols[order], np.arange(4 * n + 1)).astype(np.int32)
-    lp.a_matrix_.index_ = rows[order].astype(np.int32)
-    lp.a_matrix_.value_ = vals[order]
-    lp.sense_ = highspy.ObjSense.kMaximize
-    if exact:
-        lp.integrality_ = [highspy.HighsVarType.kContinuous] * (3 * n) + [
-            highspy.HighsVarType.kInteger
-        ] * n
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("mip_rel_gap", 1e-9)
-    h.passModel(lp)
-    h.run()
-    assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
-    return float(h.getInfo().objective_function_value)
+
+
+def _reference(prices: np.ndarray, b: BatteryAggregate, dt: float, exact: bool) -> float:
+    """The independent MILP (:mod:`tests.milp_reference`): every ``u_t`` binary with
+    ``exact`` (no simultaneous charge and discharge), all continuous without."""
+    binary = np.full(len(prices), exact)
+    return solve_reference(_ref_battery(b), prices, dt, binary=binary).objective
 
 
 def _de_prices() -> np.ndarray:

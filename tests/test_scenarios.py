@@ -46,7 +46,10 @@ def test_shipped_scenarios_validate_and_read_only_repository_data(path: Path) ->
     [
         ({"fleet__0__capacity_kwh": -5}, "fleet.0.capacity_kwh: Input should be greater than 0"),
         ({"market": "nordpool"}, "market: unknown market 'nordpool'"),
-        ({"prices__unit": "EUR/GWh"}, "prices.unit: unknown unit 'EUR/GWh'"),
+        ({"prices__unit": "EUR/GWh"}, "prices.unit: unknown energy price unit 'EUR/GWh'"),
+        ({"prices__unit": "EUR/MW/h"}, "prices.unit: unknown energy price unit 'EUR/MW/h'"),
+        ({"strategy__mip_rel_gap": 0.5}, "strategy.mip_rel_gap"),
+        ({"strategy__vom_per_mwh": -1}, "strategy.vom_per_mwh"),
         ({"fleet__0__soc_initial": 1.5}, "fleet.0.soc_initial"),
         ({"strategy__products": ["energy", "reg_up"]}, "need reserve_prices columns"),
         ({"strategy__horizon": "tomorrow"}, "strategy.horizon"),
@@ -76,6 +79,55 @@ def test_optimize_a_week_reports_revenue_cycles_and_the_solve(tmp_path: Path) ->
     group = result["groups"][0]
     assert group["full_cycles"] > 1
     assert group["solve"]["status"] == "optimal"
+
+
+def test_variable_om_is_charged_on_discharge_only_and_the_optimum_is_exact(
+    tmp_path: Path,
+) -> None:
+    """``strategy.vom_per_mwh`` and ``strategy.mip_rel_gap`` are honoured: the week's optimum
+    with 8 EUR/MWh of variable O&M on discharge (and 2 of degradation on throughput) equals
+    the independent NumPy MILP to 1e-6, and the O&M line is 8 x the discharged MWh."""
+    from tests.milp_reference import ReferenceBattery, solve_reference
+    from vpp.scenario import load_prices
+
+    path = week_scenario(
+        tmp_path,
+        strategy__vom_per_mwh=8.0,
+        strategy__degradation_per_mwh=2.0,
+        strategy__mip_rel_gap=1e-9,
+    )
+    sc = load_scenario(path)
+    result = optimize(sc)
+    group = result.groups[0]
+    assert group.variable_om == pytest.approx(8.0 * group.discharged_mwh, rel=1e-9)
+    f = sc.fleet[0]
+    usable_kwh = f.count * f.capacity_kwh
+    b = ReferenceBattery(
+        e_min_mwh=usable_kwh * f.soc_min / 1000,
+        e_max_mwh=usable_kwh * f.soc_max / 1000,
+        e0_mwh=usable_kwh * f.soc_initial / 1000,
+        p_dis_max_mw=f.count * f.p_discharge_max_kw / 1000,
+        p_ch_max_mw=f.count * f.p_charge_max_kw / 1000,
+        eta_c=f.eff_charge,
+        eta_d=f.eff_discharge,
+    )
+    window = load_prices(sc)[0].values
+    ref = solve_reference(b, window, 1.0, degradation_per_mwh=2.0, vom_per_mwh=8.0)
+    assert result.net_revenue == pytest.approx(ref.objective, rel=1e-6)
+    plain = optimize(load_scenario(week_scenario(tmp_path, strategy__degradation_per_mwh=2.0)))
+    assert plain.groups[0].discharged_mwh > group.discharged_mwh  # O&M trims thin spreads
+    assert result.to_dict()["variable_om"] == pytest.approx(group.variable_om)
+
+
+def test_capacity_prices_per_kw_per_hour_convert_to_per_mw(tmp_path: Path) -> None:
+    from market.prices import load_price_csv
+
+    csv = tmp_path / "reg.csv"
+    csv.write_text("t,up\n2019-01-01T00:00:00Z,0.012\n2019-01-01T01:00:00Z,0.004\n")
+    kw = dict(time_column="t", column="up", interval="start", timezone="UTC")
+    assert load_price_csv(csv, unit="USD/kW/h", **kw).values.tolist() == pytest.approx(
+        [12.0, 4.0]
+    )
 
 
 def test_rolling_windows_stay_close_to_the_single_model(tmp_path: Path) -> None:

@@ -307,6 +307,7 @@ class BiddingSettings(_Section):
     forecast: Literal["persistence_day", "persistence_week", "seasonal"] = "persistence_day"
     history_days: PositiveInt = Field(14, le=120, description="forecast-error history (days)")
     degradation_per_mwh: float = Field(5.0, ge=0, description="currency per MWh throughput")
+    vom_per_mwh: float = Field(0.0, ge=0, description="variable O&M, currency per MWh discharged")
     quantile: float = Field(0.9, description="size bids to P50 (0.5) or P90 (0.9) power")
     backup_reserve_fraction: float = Field(
         0.0, ge=0, lt=1, description="share of each group's energy kept back (backup)"

@@ -48,6 +48,7 @@ class GroupResult:
     battery: BatteryAggregate
     revenue: dict[str, float] = field(default_factory=dict)  # by product
     degradation: float = 0.0
+    variable_om: float = 0.0  # per MWh discharged
     net: float = 0.0
     discharged_mwh: float = 0.0
     charged_mwh: float = 0.0
@@ -68,6 +69,7 @@ class GroupResult:
             "group": self.group,
             "revenue": self.revenue,
             "degradation": self.degradation,
+            "variable_om": self.variable_om,
             "net_revenue": self.net,
             "discharged_mwh": self.discharged_mwh,
             "charged_mwh": self.charged_mwh,
@@ -119,6 +121,7 @@ class OptimizeResult:
             "net_revenue": self.net_revenue,
             "revenue": revenue,
             "degradation": sum(g.degradation for g in self.groups),
+            "variable_om": sum(g.variable_om for g in self.groups),
             "full_cycles": {g.group: g.full_cycles for g in self.groups},
             "groups": [g.to_dict() for g in self.groups],
         }
@@ -215,7 +218,9 @@ def optimize(
             horizon = end - start
             model = models.get(horizon)
             if model is None:
-                model = models[horizon] = MarketModel(horizon, strategy.reserves)
+                model = models[horizon] = MarketModel(
+                    horizon, strategy.reserves, mip_rel_gap=strategy.mip_rel_gap
+                )
             current = BatteryAggregate(
                 e_min_mwh=battery.e_min_mwh,
                 e_max_mwh=battery.e_max_mwh,
@@ -233,6 +238,7 @@ def optimize(
                 deployment=dict(strategy.reserve_deployment),
                 sustain_h=strategy.sustain_h,
                 degradation_per_mwh=strategy.degradation_per_mwh,
+                vom_per_mwh=strategy.vom_per_mwh,
                 terminal=terminal_for(strategy.terminal, current, prices)
                 if rolling or strategy.terminal != "free"
                 else Terminal(),
@@ -282,7 +288,12 @@ def _account(
         out.revenue["deployment"] = out.revenue.get("deployment", 0.0) + dep
         deployed = deployed + delta * r
     degradation = float(inputs.degradation_per_mwh * dt * np.sum(throughput + deployed))
-    per = price * dt * (p_dis - p_ch) - inputs.degradation_per_mwh * dt * (throughput + deployed)
+    variable_om = float(inputs.vom_per_mwh * dt * np.sum(p_dis))
+    per = (
+        price * dt * (p_dis - p_ch)
+        - inputs.degradation_per_mwh * dt * (throughput + deployed)
+        - inputs.vom_per_mwh * dt * p_dis
+    )
     for k, r in sched.reserves_mw.items():
         delta = inputs.deployment.get(k, 0.0)
         sign = 1.0 if k != Product.REG_DOWN else -1.0
@@ -293,6 +304,7 @@ def _account(
     out.net_by_interval.append(per)
     out.p_net_mw.append(p_dis - p_ch)
     out.degradation += degradation
+    out.variable_om += variable_om
     out.discharged_mwh += float(np.sum(p_dis) * dt)
     out.charged_mwh += float(np.sum(p_ch) * dt)
-    out.net = sum(out.revenue.values()) - out.degradation
+    out.net = sum(out.revenue.values()) - out.degradation - out.variable_om

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from market.definitions import MARKETS, RESERVES, MarketDefinition, Product, load_market
-from market.prices import UNITS, PriceDataError, PriceSeries, load_price_csv
+from market.prices import CAPACITY_UNITS, ENERGY_UNITS, PriceDataError, PriceSeries, load_price_csv
 from vpp.twins.registry import Tariff
 
 
@@ -41,7 +41,7 @@ class PriceSource(_Model):
     file: Path = Field(description="CSV file, relative to the scenario file's folder")
     time_column: str = Field(description="column holding the interval label")
     column: str = Field(description="column holding the price")
-    unit: str = Field(description=f"one of {', '.join(UNITS)}")
+    unit: str = Field(description=f"one of {', '.join(ENERGY_UNITS)}")
     interval: Literal["start", "end"] = Field(description="the label names the start or end")
     timezone: str = Field("UTC", description="IANA zone of naive labels (Etc/GMT+8 = UTC-8)")
     time_format: str | None = Field(None, description="strptime format, if not ISO 8601")
@@ -61,8 +61,10 @@ class PriceSource(_Model):
     @field_validator("unit")
     @classmethod
     def _known_unit(cls, v: str) -> str:
-        if v not in UNITS:
-            raise ValueError(f"unknown unit {v!r}; use one of {', '.join(UNITS)}")
+        if v not in ENERGY_UNITS:
+            raise ValueError(
+                f"unknown energy price unit {v!r}; use one of {', '.join(ENERGY_UNITS)}"
+            )
         return v
 
 
@@ -70,7 +72,7 @@ class ReservePriceSource(_Model):
     file: Path
     time_column: str
     columns: dict[Product, str] = Field(description="reserve product -> column")
-    unit: str = Field(description="capacity price unit, e.g. USD/MW/h")
+    unit: str = Field(description=f"capacity price unit, one of {', '.join(CAPACITY_UNITS)}")
     interval: Literal["start", "end"] = "start"
     timezone: str = "UTC"
     time_format: str | None = None
@@ -81,6 +83,15 @@ class ReservePriceSource(_Model):
         bad = [p.value for p in v if p not in RESERVES]
         if bad:
             raise ValueError(f"{bad} are not reserve products (reg_up, reg_down, spinning)")
+        return v
+
+    @field_validator("unit")
+    @classmethod
+    def _capacity_unit(cls, v: str) -> str:
+        if v not in CAPACITY_UNITS:
+            raise ValueError(
+                f"unknown capacity price unit {v!r}; use one of {', '.join(CAPACITY_UNITS)}"
+            )
         return v
 
 
@@ -166,6 +177,15 @@ class Strategy(_Model):
         "free", description="state at the end of each optimization window"
     )
     degradation_per_mwh: float = Field(0.0, ge=0, description="currency per MWh throughput")
+    vom_per_mwh: float = Field(
+        0.0, ge=0, description="variable O&M, currency per MWh discharged (on top of degradation)"
+    )
+    mip_rel_gap: float = Field(
+        1e-7,
+        ge=0,
+        le=1e-2,
+        description="HiGHS relative MIP gap (binaries only where prices are negative)",
+    )
     reserve_deployment: dict[Product, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict, description="expected deployed fraction of each reserve offer"
     )

@@ -18,7 +18,7 @@ For each strategy the runner plays the scenario's period on one simulated clock:
 5. **Settle**: what the market sites really delivered (their meters) settles at the actual
    price: the award at the clearing price, any shortfall or excess at the imbalance price
    (``price + spread`` for a shortfall, ``price − spread`` for an excess), degradation on
-   the delivered throughput.
+   the delivered throughput and variable O&M on the delivered discharge.
 
 The perfect-foresight optimum of the whole period (one model, :func:`vpp.optimize.optimize`)
 is the bound each strategy's net revenue is scored against. Tariffed site classes
@@ -353,6 +353,8 @@ def run_strategy(
         market,
         product,
         degradation_per_mwh=st.degradation_per_mwh,
+        vom_per_mwh=st.vom_per_mwh,
+        mip_rel_gap=st.mip_rel_gap,
         terminal=st.terminal,
         scenarios=st.scenarios,
         history_days=st.history_days,
@@ -642,6 +644,7 @@ def run_strategy(
         "energy": 0.0,
         "imbalance": 0.0,
         "degradation": 0.0,
+        "variable_om": 0.0,
         "award_mwh": 0.0,
         "dev_mwh": 0.0,
         "discharged_mwh": 0.0,
@@ -654,13 +657,15 @@ def run_strategy(
         dev = delivered - aw_mwh
         energy = aw_mwh * price
         imbalance = dev * price - inputs.spread_per_mwh * np.abs(dev)
-        degradation = st.degradation_per_mwh * thru
+        discharged = (thru + delivered) / 2  # throughput = out + in, delivered = out − in
+        degradation = st.degradation_per_mwh * thru + st.vom_per_mwh * discharged
+        totals["variable_om"] += float((st.vom_per_mwh * discharged).sum())
         totals["energy"] += float(energy.sum())
         totals["imbalance"] += float(imbalance.sum())
         totals["degradation"] += float(degradation.sum())
         totals["award_mwh"] += float(np.abs(aw_mwh).sum())
         totals["dev_mwh"] += float(np.abs(dev).sum())
-        totals["discharged_mwh"] += float((thru + delivered).sum() / 2)
+        totals["discharged_mwh"] += float(discharged.sum())
         lowest_offer = np.array(
             [
                 c.discharge[0].price_per_mwh if c is not None and c.discharge else np.nan
@@ -714,7 +719,8 @@ def run_strategy(
     summary: dict[str, Any] = {
         "revenue": {product.value: totals["energy"]},
         "imbalance": totals["imbalance"],
-        "degradation": -totals["degradation"],
+        "degradation": -(totals["degradation"] - totals["variable_om"]),
+        "variable_om": -totals["variable_om"],
         "net": net,
         "full_cycles": totals["discharged_mwh"] / usable_mwh if usable_mwh > 0 else 0.0,
         "delivery": {
@@ -843,6 +849,7 @@ def bound(inputs: Inputs) -> tuple[dict[str, Any], F64]:
             "net": result.net_revenue,
             "revenue": data["revenue"],
             "degradation": -data["degradation"],
+            "variable_om": -data["variable_om"],
             "full_cycles": data["full_cycles"],
             "windows": result.windows,
             "timing": {"bound_wall_s": time.perf_counter() - started},

@@ -147,6 +147,7 @@ class Bidder:
             scenarios=settings.scenarios,
             history_days=settings.history_days,
             degradation_per_mwh=settings.degradation_per_mwh,
+            vom_per_mwh=settings.vom_per_mwh,
             terminal="value",
         )
         self._collected: set[datetime] = set()

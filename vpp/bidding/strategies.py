@@ -49,6 +49,7 @@ from optimizer.curves import curve_for_interval, self_schedule
 from optimizer.inputs import BatteryAggregate, MarketInputs, ScenarioInputs, Terminal
 from optimizer.market_model import MarketModel
 from optimizer.scenario_model import ScenarioBidModel
+from optimizer.solver import MIP_REL_GAP
 
 F64 = npt.NDArray[np.float64]
 StrategyName = Literal[
@@ -130,11 +131,15 @@ class Strategy:
         product: Product,
         *,
         degradation_per_mwh: float = 0.0,
+        vom_per_mwh: float = 0.0,
         terminal: TerminalRule = "free",
+        mip_rel_gap: float = MIP_REL_GAP,
     ) -> None:
+        self.mip_rel_gap = mip_rel_gap
         self.market = market
         self.product = product
         self.degradation_per_mwh = degradation_per_mwh
+        self.vom_per_mwh = vom_per_mwh
         self.terminal = terminal
         self._market_models: dict[int, MarketModel] = {}
         self._scenario_models: dict[tuple[int, int], ScenarioBidModel] = {}
@@ -159,7 +164,9 @@ class Strategy:
         horizon = view.forecast.size
         model = self._market_models.get(horizon)
         if model is None:
-            model = self._market_models[horizon] = MarketModel(horizon)
+            model = self._market_models[horizon] = MarketModel(
+                horizon, mip_rel_gap=self.mip_rel_gap
+            )
         started = time.perf_counter()
         sched = model.solve(
             battery,
@@ -167,6 +174,7 @@ class Strategy:
                 interval_h=interval_h,
                 energy_price=view.forecast,
                 degradation_per_mwh=self.degradation_per_mwh,
+                vom_per_mwh=self.vom_per_mwh,
                 terminal=terminal_for(self.terminal, battery, view.forecast),
             ),
         )
@@ -191,7 +199,9 @@ class Strategy:
         n, horizon = view.scenarios.shape
         model = self._scenario_models.get((horizon, n))
         if model is None:
-            model = self._scenario_models[(horizon, n)] = ScenarioBidModel(horizon, n)
+            model = self._scenario_models[(horizon, n)] = ScenarioBidModel(
+                horizon, n, mip_rel_gap=self.mip_rel_gap
+            )
         started = time.perf_counter()
         solution = model.solve(
             battery,
@@ -199,6 +209,7 @@ class Strategy:
                 interval_h=interval_h,
                 energy_price=view.scenarios,
                 degradation_per_mwh=self.degradation_per_mwh,
+                vom_per_mwh=self.vom_per_mwh,
                 terminal=terminal_for(self.terminal, battery, view.forecast),
             ),
         )
@@ -336,6 +347,8 @@ def make_strategy(
     *,
     degradation_per_mwh: float,
     terminal: TerminalRule,
+    vom_per_mwh: float = 0.0,
+    mip_rel_gap: float = MIP_REL_GAP,
     scenarios: int,
     history_days: int,
     base: Method,
@@ -344,7 +357,12 @@ def make_strategy(
     retrain_every: timedelta,
     seed: int,
 ) -> Strategy:
-    common: dict[str, Any] = {"degradation_per_mwh": degradation_per_mwh, "terminal": terminal}
+    common: dict[str, Any] = {
+        "degradation_per_mwh": degradation_per_mwh,
+        "vom_per_mwh": vom_per_mwh,
+        "terminal": terminal,
+        "mip_rel_gap": mip_rel_gap,
+    }
     if name == "scenarios":
         return ScenarioStrategy(
             market, product, base=base, scenarios=scenarios, history_days=history_days, **common
