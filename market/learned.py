@@ -33,11 +33,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -147,6 +150,8 @@ class QuantileForecaster:
         train = [w for w in past if w.end <= cutoff and w.cutoff >= lo]
         x = np.vstack([features(values, starts, self.per_day, w) for w in train])
         y = np.concatenate([values[w.first : w.end] for w in train])
+        import lightgbm as lgb  # here, not at import: 1 s that `vpp optimize` never needs
+
         data = lgb.Dataset(x, label=y, params={"verbose": -1}, free_raw_data=False)
         self._models = [
             lgb.train(

@@ -118,7 +118,7 @@ class MarketModel(DispatchModel):
             inputs.vom_per_mwh,
         )
         update_s = time.perf_counter() - started
-        result = self.run(battery, costs, "market model")
+        result = self.run(battery, costs, "market model", [price])
         integer = self.integer_intervals
         loaded = time.perf_counter()
         sched = self.schedule(result, 0)

@@ -123,7 +123,7 @@ class ScenarioBidModel(DispatchModel):
                 inputs.vom_per_mwh,
             )
         update_s = time.perf_counter() - started
-        result = self.run(battery, costs, "scenario bidding model")
+        result = self.run(battery, costs, "scenario bidding model", list(prices))
         integer = self.integer_intervals
         loaded = time.perf_counter()
         scheds = [self.schedule(result, s) for s in range(self.scenarios)]

@@ -115,6 +115,7 @@ class PersistentHighs:
         self._col_map: dict[int, int] = self.opt._pyomo_var_to_solver_var_map
         self._row_map: dict[Any, int] = self.opt._pyomo_con_to_solver_con_map
         self.n_cols = len(self._col_map)
+        self.integer = False  # any integer column now (set by the model)
 
     # -- structure lookups -----------------------------------------------------------------
 
@@ -148,8 +149,9 @@ class PersistentHighs:
 
     def run(self) -> RunResult:
         highs = self.highs
-        if self._warm:
-            highs.setOptionValue("presolve", "off")
+        # A cold first solve gains from presolve, and so does every MILP (branch and bound
+        # on the presolved model); a warm LP re-solve does better from its last basis.
+        highs.setOptionValue("presolve", "off" if self._warm and not self.integer else "choose")
         self._warm = True
         before = highs.getRunTime()
         started = time.perf_counter()

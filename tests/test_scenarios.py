@@ -149,6 +149,7 @@ def test_cli_optimize_writes_json_with_net_revenue(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "net revenue" in res.stdout
+    assert "-0.00" not in res.stdout  # no degradation cost printed as a negative zero
     assert json.loads(out.read_text())["net_revenue"] > 0
 
 

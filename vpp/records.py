@@ -26,3 +26,10 @@ def plain(value: Any) -> Any:
     if kind is dict:
         return {k: plain(v) for k, v in value.items()}
     return value  # datetimes, enums, numpy scalars: immutable, left to the encoder
+
+
+def amount(x: float, digits: int = 2) -> str:
+    """``x`` with thousands separators and ``digits`` decimals, never ``-0.00``: a value
+    that rounds to zero prints as zero (a cost of -0.001 is no cost)."""
+    text = f"{x:,.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text[1:].replace(",", "")) == 0 else text

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from vpp.backtest.runner import BacktestResult, StrategyResult
+from vpp.records import amount
 
 COLORS = ["#1b6ca8", "#d1495b", "#00a6a6", "#edae49", "#66a182", "#8d6a9f", "#444444"]
 
@@ -183,9 +184,7 @@ def monthly_plot(result: BacktestResult) -> tuple[str, pd.DataFrame]:
 
 
 def _money(x: Any) -> str:
-    return (
-        "" if x is None else f"{x + 0.0:,.0f}".replace("-0", "0") if abs(x) < 0.5 else f"{x:,.0f}"
-    )
+    return "" if x is None else amount(x, 0)
 
 
 def _pct(x: Any) -> str:

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from vpp import logs, preflight
 from vpp.config import ConfigError, Settings, load_settings
+from vpp.records import amount
 
 app = typer.Typer(
     name="vpp",
@@ -318,7 +319,7 @@ def optimize(
     for col in (
         "group",
         *data["revenue"],
-        "degradation",
+        "degradation + O&M",
         "net",
         "full cycles",
         "solve s",
@@ -330,9 +331,9 @@ def optimize(
         solve = g["solve"]
         table.add_row(
             g["group"],
-            *(f"{g['revenue'].get(k, 0.0):,.2f}" for k in data["revenue"]),
-            f"{-g['degradation']:,.2f}",
-            f"{g['net_revenue']:,.2f}",
+            *(amount(g["revenue"].get(k, 0.0)) for k in data["revenue"]),
+            amount(-g["degradation"] - g["variable_om"]),
+            amount(g["net_revenue"]),
             f"{g['full_cycles']:,.1f}",
             f"{solve['solve_s']:.2f}",
             f"{solve['highs_s']:.2f}",
@@ -340,7 +341,7 @@ def optimize(
         )
     console.print(table)
     console.print(
-        f"net revenue: {result.net_revenue:,.2f} {cur} (perfect foresight, {result.windows})"
+        f"net revenue: {amount(result.net_revenue)} {cur} (perfect foresight, {result.windows})"
     )
     if result.committed_classes:
         console.print(
