@@ -358,6 +358,67 @@ def optimize(
         console.print(f"wrote {json_out}")
 
 
+@app.command()
+def bill(
+    spec: Annotated[Path, typer.Argument(help="bill what-if YAML file (docs/scenarios.md)")],
+    start: Annotated[
+        str | None, typer.Option("--from", help="first interval start (ISO 8601, aware)")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="end of the range (exclusive)")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the result as JSON here")
+    ] = None,
+) -> None:
+    """A site's bill without and with its battery over a range, planned as one model with
+    perfect foresight; nothing is dispatched."""
+    from rich.table import Table
+
+    from optimizer.report import InfeasibleInputError
+    from vpp.bill import load_bill_spec, run_bill
+    from vpp.scenario import ScenarioError
+
+    try:
+        loaded = load_bill_spec(spec)
+        changes = {
+            k: v for k, v in (("start", _when(start, "--from")), ("end", _when(end, "--to"))) if v
+        }
+        result = run_bill(loaded.model_copy(update=changes))
+    except ScenarioError as exc:
+        fail(
+            f"bill file {spec}: {exc}" if not str(exc).startswith("scenario") else str(exc), code=2
+        )
+        return
+    except InfeasibleInputError as exc:
+        fail(f"bill file {spec}: {exc}")
+        return
+    table = Table(
+        title=f"{result.name}: {result.start[:16]} .. {result.end[:16]} "
+        f"({result.intervals} intervals)",
+        title_justify="left",
+    )
+    for col in ("month", "energy without", "energy with", "demand without", "demand with", "saved"):
+        table.add_column(col, justify="left" if col == "month" else "right")
+    for m in result.months:
+        saved = m["energy_before"] + m["demand_before"] - m["energy_after"] - m["demand_after"]
+        table.add_row(
+            m["month"],
+            amount(m["energy_before"]),
+            amount(m["energy_after"]),
+            amount(m["demand_before"]),
+            amount(m["demand_after"]),
+            amount(saved),
+        )
+    console.print(table)
+    t = result.totals()
+    console.print(
+        f"avoided demand charge: {amount(t['avoided_demand_charge'])}; energy charge change: "
+        f"{amount(t['energy_change'])}; bill change: {amount(t['bill_change'])}"
+    )
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+        console.print(f"wrote {json_out}")
+
+
 def _when(value: str | None, option: str) -> Any:
     """An aware instant from the command line (a plain date is UTC midnight)."""
     from datetime import UTC, date, datetime

@@ -1,0 +1,280 @@
+"""`vpp bill`: what a site's battery (and PV) would do to its electricity bill over a range.
+
+A what-if for analysts and site owners: a YAML file names the site's load (and PV) series,
+its tariff (the DER-VET format, :mod:`market.tariffs`), the battery and the grid limits;
+the whole range (up to a year of 15-minute data) is planned as one model with perfect
+foresight (:mod:`optimizer.bill_model`) and nothing is dispatched. The answer is the bill
+month by month without and with the battery: energy charge, demand charge, and their
+changes. Every key is validated with its path in the error, like a scenario file.
+
+Example (the DER-VET bill-reduction case, ``scenarios/bills/dervet-bill-reduction.yaml``)::
+
+    name: dervet-bill-reduction
+    load: {file: data/....csv, time_column: Datetime (he), column: Site Load (kW),
+           interval: end, timezone: Etc/GMT+8, time_format: "%m/%d/%Y %H:%M"}
+    pv: {... same file ..., column: PV Gen (kW/rated kW)/..., scale: 1000}
+    tariff: {dervet: data/dervet_billreduction_tariff.csv, timezone: Etc/GMT+8}
+    export_price: import          # net metering; or none (no credit), or a price per kWh
+    battery: {capacity_kwh: 9450, p_charge_max_kw: 1575, p_discharge_max_kw: 1575,
+              eff_charge: 0.91, eff_discharge: 1.0, soc_initial: 0.5}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from market.prices import PriceDataError, PriceSeries, load_power_csv
+from market.tariffs import TariffError, load_dervet_tariff
+from optimizer.bill_model import (
+    BillBattery,
+    BillInputs,
+    BillPlan,
+    DemandCharge,
+    monthly_bill,
+    plan_bill,
+)
+from vpp.scenario import ScenarioError, SeriesSource, _aware, _format_errors, _Model
+
+MAX_INTERVALS = 366 * 96  # a leap year of 15-minute intervals
+
+
+class DervetTariffSource(_Model):
+    dervet: Path = Field(description="DER-VET tariff CSV, relative to this file's folder")
+    timezone: str = Field("UTC", description="IANA zone of the tariff's clock (hours, months)")
+
+
+class BillBatterySpec(_Model):
+    capacity_kwh: float = Field(gt=0)
+    p_charge_max_kw: float = Field(gt=0)
+    p_discharge_max_kw: float = Field(gt=0)
+    eff_charge: float = Field(0.95, gt=0, le=1)
+    eff_discharge: float = Field(0.95, gt=0, le=1)
+    soc_min: float = Field(0.0, ge=0, lt=1)
+    soc_max: float = Field(1.0, gt=0, le=1)
+    soc_initial: float = Field(0.5, ge=0, le=1)
+    soc_end: float | None = Field(None, ge=0, le=1, description="at least this at the end")
+
+    @model_validator(mode="after")
+    def _window(self) -> BillBatterySpec:
+        end = self.soc_initial if self.soc_end is None else self.soc_end
+        if (
+            not self.soc_min <= self.soc_initial <= self.soc_max
+            or not self.soc_min <= end <= self.soc_max
+        ):
+            raise ValueError(
+                f"soc_initial {self.soc_initial} and soc_end {end} must lie in "
+                f"[soc_min {self.soc_min}, soc_max {self.soc_max}]"
+            )
+        return self
+
+
+class BillSpec(_Model):
+    name: str
+    load: SeriesSource
+    pv: SeriesSource | None = None
+    tariff: DervetTariffSource
+    export_price: Literal["import", "none"] | Annotated[float, Field(ge=0)] = Field(
+        "import", description="import (net metering), none (no credit) or currency/kWh"
+    )
+    battery: BillBatterySpec
+    import_max_kw: float | None = Field(None, gt=0)
+    export_max_kw: float | None = Field(None, ge=0)
+    curtail_pv: bool = False
+    degradation_per_kwh: float = Field(0.0, ge=0)
+    start: datetime | None = None
+    end: datetime | None = None
+
+    pv_in_baseline: bool = Field(
+        False,
+        description="the PV is there already: the bill without the battery counts it "
+        "(default: the bill without is the load alone, as DER-VET reports it)",
+    )
+
+    _aware_range = field_validator("start", "end")(_aware)
+
+    @model_validator(mode="after")
+    def _range(self) -> BillSpec:
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+@dataclass
+class BillResult:
+    name: str
+    start: str
+    end: str
+    intervals: int
+    months: list[dict[str, Any]] = field(default_factory=list)
+    plan: BillPlan | None = None
+
+    def totals(self) -> dict[str, float]:
+        keys = ("energy_before", "energy_after", "demand_before", "demand_after")
+        out = {k: sum(m[k] for m in self.months) for k in keys}
+        out["energy_change"] = out["energy_after"] - out["energy_before"]
+        out["avoided_demand_charge"] = out["demand_before"] - out["demand_after"]
+        out["bill_change"] = out["energy_change"] - out["avoided_demand_charge"]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            "name": self.name,
+            "start": self.start,
+            "end": self.end,
+            "intervals": self.intervals,
+            "months": self.months,
+            "totals": self.totals(),
+            "solve": {
+                "build_s": plan.build_s if plan else None,
+                "solve_s": plan.solve_s if plan else None,
+                "highs_s": plan.highs_s if plan else None,
+            },
+        }
+
+
+def load_bill_spec(path: Path) -> BillSpec:
+    """Read and validate a bill what-if file, resolving relative data paths."""
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScenarioError(f"bill file {path}: not found") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"bill file {path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"bill file {path}: the top level must be a mapping")
+    try:
+        spec = BillSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(_format_errors(path, exc)) from None
+    base = path.resolve().parent
+    update: dict[str, Any] = {
+        "load": spec.load.model_copy(update={"file": base / spec.load.file}),
+        "tariff": spec.tariff.model_copy(update={"dervet": base / spec.tariff.dervet}),
+    }
+    if spec.pv is not None:
+        update["pv"] = spec.pv.model_copy(update={"file": base / spec.pv.file})
+    return spec.model_copy(update=update)
+
+
+def _series(src: SeriesSource, key: str) -> PriceSeries:
+    try:
+        s = load_power_csv(
+            src.file,
+            time_column=src.time_column,
+            column=src.column,
+            unit=src.unit,
+            interval=src.interval,
+            timezone=src.timezone,
+            time_format=src.time_format,
+        )
+    except (PriceDataError, FileNotFoundError) as exc:
+        raise ScenarioError(f"{key}: {exc}") from None
+    return PriceSeries(s.name, s.currency, s.interval, s.starts, s.values * src.scale)
+
+
+def run_bill(spec: BillSpec) -> BillResult:
+    """Plan the range as one model and bill it month by month, without and with the battery."""
+    load = _series(spec.load, "load")
+    starts = load.starts
+    keep = np.ones(len(starts), dtype=bool)
+    if spec.start is not None:
+        keep &= starts >= pd.Timestamp(spec.start)
+    if spec.end is not None:
+        keep &= starts < pd.Timestamp(spec.end)
+    starts, load_kw = starts[keep], load.values[keep]
+    if len(starts) == 0:
+        raise ScenarioError("start/end: the load series has no interval in that range")
+    if len(starts) > MAX_INTERVALS:
+        raise ScenarioError(
+            f"start/end: {len(starts)} intervals; a what-if plans at most {MAX_INTERVALS} "
+            "(a year of 15-minute data) as one model"
+        )
+    pv_kw = None
+    if spec.pv is not None:
+        pv = _series(spec.pv, "pv")
+        if pv.interval != load.interval:
+            raise ScenarioError(
+                f"pv: interval {pv.interval} differs from the load's {load.interval}"
+            )
+        aligned = pd.Series(pv.values, index=pv.starts).reindex(starts)
+        if aligned.isna().any():
+            first = starts[np.flatnonzero(aligned.isna().to_numpy())[0]]
+            raise ScenarioError(f"pv: no value for the interval starting {first.isoformat()}")
+        pv_kw = aligned.to_numpy(dtype=np.float64)
+    try:
+        tariff = load_dervet_tariff(spec.tariff.dervet)
+    except (TariffError, FileNotFoundError) as exc:
+        raise ScenarioError(f"tariff.dervet: {exc}") from None
+    try:
+        local = starts.tz_convert(spec.tariff.timezone).tz_localize(None)
+    except Exception as exc:  # pytz/zoneinfo raise several kinds for an unknown zone
+        raise ScenarioError(f"tariff.timezone: {exc}") from None
+    uncovered = tariff.uncovered(local)
+    if uncovered:
+        raise ScenarioError(f"tariff.dervet: {uncovered} intervals have no energy price")
+    price = tariff.energy_price(local)
+    export = (
+        price
+        if spec.export_price == "import"
+        else np.zeros_like(price)
+        if spec.export_price == "none"
+        else np.minimum(price, float(spec.export_price))
+    )
+    month = (local.year * 100 + local.month).to_numpy()
+    interval_h = load.interval.total_seconds() / 3600
+    inputs = BillInputs(
+        interval_h=interval_h,
+        load_kw=load_kw,
+        import_price_per_kwh=price,
+        export_price_per_kwh=export,
+        month=month,
+        demand=[DemandCharge(p.name, p.value, p.covers(local)) for p in tariff.demand],
+        pv_kw=pv_kw,
+        curtail_pv=spec.curtail_pv,
+        import_max_kw=spec.import_max_kw if spec.import_max_kw is not None else float("inf"),
+        export_max_kw=spec.export_max_kw if spec.export_max_kw is not None else float("inf"),
+        degradation_per_kwh=spec.degradation_per_kwh,
+    )
+    b = spec.battery
+    soc_end = b.soc_initial if b.soc_end is None else b.soc_end
+    battery = BillBattery(
+        e_min_kwh=b.capacity_kwh * b.soc_min,
+        e_max_kwh=b.capacity_kwh * b.soc_max,
+        e0_kwh=b.capacity_kwh * b.soc_initial,
+        e_end_kwh=b.capacity_kwh * soc_end,
+        p_charge_max_kw=b.p_charge_max_kw,
+        p_discharge_max_kw=b.p_discharge_max_kw,
+        eff_charge=b.eff_charge,
+        eff_discharge=b.eff_discharge,
+    )
+    plan = plan_bill(inputs, battery)
+    # "without": the load alone (DER-VET's "original"), or less its PV if that exists already
+    site_kw = load_kw - (pv_kw if pv_kw is not None and spec.pv_in_baseline else 0.0)
+    before, after = monthly_bill(site_kw, inputs), monthly_bill(plan.grid_kw, inputs)
+    months = [
+        {
+            "month": f"{m // 100:04d}-{m % 100:02d}",
+            "energy_before": before[m]["energy"],
+            "energy_after": after[m]["energy"],
+            "demand_before": before[m]["demand"],
+            "demand_after": after[m]["demand"],
+        }
+        for m in sorted(before)
+    ]
+    return BillResult(
+        name=spec.name,
+        start=starts[0].isoformat(),
+        end=(starts[-1] + load.interval).isoformat(),
+        intervals=len(starts),
+        months=months,
+        plan=plan,
+    )
