@@ -22,9 +22,11 @@ from tests.api_support import Api, build_api, engine_for
 # them even when the body matches the schema: a plan's start on its interval boundary, a
 # tariff's IANA time zone existing, the plan being feasible for the battery; a target's
 # group or site existing and the target within its capability; a curve within the
-# group's capability.
+# group's capability; a what-if's one tariff of two kinds, PV as long as the load, a SoC
+# window holding the start and end.
 SEMANTIC_422 = {
     ("POST", "/api/v1/schedules"),
+    ("POST", "/api/v1/schedules/what-if"),
     ("POST", "/api/v1/dispatch/targets"),
     ("PUT", "/api/v1/bids/{bid_id}/curve"),
 }

@@ -150,7 +150,9 @@ def test_cli_bill_prints_the_reference_and_refuses_a_bad_key(tmp_path: Path) -> 
 
     import yaml
 
-    spec = Path(__file__).resolve().parents[1] / "scenarios" / "bills" / "dervet-bill-reduction.yaml"
+    spec = (
+        Path(__file__).resolve().parents[1] / "scenarios" / "bills" / "dervet-bill-reduction.yaml"
+    )
     out = tmp_path / "bill.json"
     res = subprocess.run(
         [sys.executable, "-m", "vpp", "bill", str(spec), "--json", str(out)],
@@ -172,3 +174,88 @@ def test_cli_bill_prints_the_reference_and_refuses_a_bad_key(tmp_path: Path) -> 
     )
     assert res.returncode == 2
     assert "battery.soc_initial" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_api_what_if_plans_the_reference_year_without_dispatching(tmp_path: Path) -> None:
+    """POST /api/v1/schedules/what-if with the DER-VET case's year as JSON (load, PV and the
+    tariff's billing periods inline): the same totals as the CLI, nothing stored."""
+    from market.tariffs import load_dervet_tariff as load_tariff
+    from tests.api_support import build_api, engine_for
+
+    inputs, _, _ = _case()
+    api = build_api(next(engine_for("sqlite", tmp_path, None)))  # type: ignore[arg-type]
+    periods = [
+        {
+            "start_month": p.start_month,
+            "end_month": p.end_month,
+            "start_he": p.start_he,
+            "end_he": p.end_he,
+            "weekday": p.weekday,
+            "value": p.value,
+            "charge": p.charge,
+            "name": p.name,
+        }
+        for p in load_tariff(DATA / "dervet_billreduction_tariff.csv").periods
+    ]
+    assert inputs.pv_kw is not None
+    body = {
+        "interval_start": "2017-01-01T00:00:00Z",  # the case's clock, read as UTC here
+        "interval_s": 3600,
+        "load_kw": inputs.load_kw.tolist(),
+        "pv_kw": inputs.pv_kw.tolist(),
+        "dervet_periods": periods,
+        "battery": {
+            "capacity_kwh": 9450,
+            "p_charge_max_kw": 1575,
+            "p_discharge_max_kw": 1575,
+            "eff_charge": 0.91,
+            "eff_discharge": 1.0,
+            "soc_initial": 0.5,
+        },
+    }
+    r = api.client.post("/api/v1/schedules/what-if", json=body, headers=api.h("alice"))
+    assert r.status_code == 200, r.text[:500]
+    totals = r.json()["totals"]
+    assert totals["avoided_demand_charge"] == pytest.approx(173_252.97, rel=1e-3)
+    assert totals["energy_change"] == pytest.approx(-293_762.04, rel=1e-3)
+    assert len(r.json()["months"]) == 12
+    assert api.client.get("/api/v1/schedules", headers=api.h("alice")).json()["count"] == 0
+    # viewers may not run it; inconsistent bodies are 422 naming the problem
+    assert (
+        api.client.post("/api/v1/schedules/what-if", json=body, headers=api.h("viewer")).status_code
+        == 403
+    )
+    both = {**body, "tariff": {"demand_charge_per_kw": 5.0}}
+    r = api.client.post("/api/v1/schedules/what-if", json=both, headers=api.h("alice"))
+    assert r.status_code == 422 and "exactly one of tariff and dervet_periods" in r.text
+    short = {**body, "pv_kw": body["pv_kw"][:10]}  # type: ignore[index]
+    r = api.client.post("/api/v1/schedules/what-if", json=short, headers=api.h("alice"))
+    assert r.status_code == 422 and "pv_kw has 10 values" in r.text
+
+
+def test_api_what_if_with_a_registry_tariff_returns_the_plan_per_interval(tmp_path: Path) -> None:
+    from tests.api_support import build_api, engine_for
+
+    api = build_api(next(engine_for("sqlite", tmp_path, None)))  # type: ignore[arg-type]
+    load = [40.0] * 16 + [120.0] * 4 + [40.0] * 4
+    body = {
+        "interval_start": "2026-01-05T00:00:00Z",
+        "interval_s": 3600,
+        "load_kw": load,
+        "tariff": {
+            "demand_charge_per_kw": 12.0,
+            "tou": [
+                {"hours": [16, 17, 18, 19], "price_per_kwh": 0.30},
+                {"hours": list(range(24)), "price_per_kwh": 0.10},
+            ],
+        },
+        "battery": {"capacity_kwh": 200, "p_charge_max_kw": 50, "p_discharge_max_kw": 50},
+        "include_intervals": True,
+    }
+    r = api.client.post("/api/v1/schedules/what-if", json=body, headers=api.h("alice"))
+    assert r.status_code == 200, r.text
+    data = r.json()
+    grid = np.array(data["intervals"]["grid_kw"])
+    assert grid.max() == pytest.approx(data["months"][0]["demand_after"] / 12.0, rel=1e-6)
+    assert grid.max() < 120.0  # the evening peak is shaved
+    assert data["totals"]["avoided_demand_charge"] > 0

@@ -22,11 +22,13 @@ Example (the DER-VET bill-reduction case, ``scenarios/bills/dervet-bill-reductio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -43,12 +45,24 @@ from optimizer.bill_model import (
 )
 from vpp.scenario import ScenarioError, SeriesSource, _aware, _format_errors, _Model
 
+F64 = npt.NDArray[np.float64]
 MAX_INTERVALS = 366 * 96  # a leap year of 15-minute intervals
+
+
+def known_zone(value: str) -> str:
+    """An IANA zone name, or ValueError naming it."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {value!r}") from None
+    return value
 
 
 class DervetTariffSource(_Model):
     dervet: Path = Field(description="DER-VET tariff CSV, relative to this file's folder")
     timezone: str = Field("UTC", description="IANA zone of the tariff's clock (hours, months)")
+
+    _zone = field_validator("timezone")(known_zone)
 
 
 class BillBatterySpec(_Model):
@@ -76,27 +90,31 @@ class BillBatterySpec(_Model):
         return self
 
 
-class BillSpec(_Model):
-    name: str
-    load: SeriesSource
-    pv: SeriesSource | None = None
-    tariff: DervetTariffSource
-    export_price: Literal["import", "none"] | Annotated[float, Field(ge=0)] = Field(
+class BillOptions(_Model):
+    """What a what-if plans with, whatever the load and tariff come from (file or API)."""
+
+    export_price: Literal["import", "none"] | Annotated[float, Field(ge=0, le=100)] = Field(
         "import", description="import (net metering), none (no credit) or currency/kWh"
     )
     battery: BillBatterySpec
-    import_max_kw: float | None = Field(None, gt=0)
-    export_max_kw: float | None = Field(None, ge=0)
+    import_max_kw: float | None = Field(None, gt=0, le=1e7)
+    export_max_kw: float | None = Field(None, ge=0, le=1e7)
     curtail_pv: bool = False
-    degradation_per_kwh: float = Field(0.0, ge=0)
-    start: datetime | None = None
-    end: datetime | None = None
-
+    degradation_per_kwh: float = Field(0.0, ge=0, le=100)
     pv_in_baseline: bool = Field(
         False,
         description="the PV is there already: the bill without the battery counts it "
         "(default: the bill without is the load alone, as DER-VET reports it)",
     )
+
+
+class BillSpec(BillOptions):
+    name: str
+    load: SeriesSource
+    pv: SeriesSource | None = None
+    tariff: DervetTariffSource
+    start: datetime | None = None
+    end: datetime | None = None
 
     _aware_range = field_validator("start", "end")(_aware)
 
@@ -214,14 +232,39 @@ def run_bill(spec: BillSpec) -> BillResult:
         tariff = load_dervet_tariff(spec.tariff.dervet)
     except (TariffError, FileNotFoundError) as exc:
         raise ScenarioError(f"tariff.dervet: {exc}") from None
-    try:
-        local = starts.tz_convert(spec.tariff.timezone).tz_localize(None)
-    except Exception as exc:  # pytz/zoneinfo raise several kinds for an unknown zone
-        raise ScenarioError(f"tariff.timezone: {exc}") from None
+    local = starts.tz_convert(spec.tariff.timezone).tz_localize(None)
     uncovered = tariff.uncovered(local)
     if uncovered:
         raise ScenarioError(f"tariff.dervet: {uncovered} intervals have no energy price")
-    price = tariff.energy_price(local)
+    return what_if(
+        spec,
+        name=spec.name,
+        starts=starts,
+        local=local,
+        interval=load.interval,
+        load_kw=load_kw,
+        pv_kw=pv_kw,
+        price_per_kwh=tariff.energy_price(local),
+        demand=[DemandCharge(p.name, p.value, p.covers(local)) for p in tariff.demand],
+    )
+
+
+def what_if(
+    options: BillOptions,
+    *,
+    name: str,
+    starts: pd.DatetimeIndex,
+    local: pd.DatetimeIndex,
+    interval: timedelta,
+    load_kw: F64,
+    pv_kw: F64 | None,
+    price_per_kwh: F64,
+    demand: list[DemandCharge],
+) -> BillResult:
+    """Plan and bill one site: ``starts`` (UTC) and ``local`` (the tariff's wall clock, naive)
+    label the same intervals; billing months are the local months."""
+    spec = options
+    price = price_per_kwh
     export = (
         price
         if spec.export_price == "import"
@@ -230,14 +273,13 @@ def run_bill(spec: BillSpec) -> BillResult:
         else np.minimum(price, float(spec.export_price))
     )
     month = (local.year * 100 + local.month).to_numpy()
-    interval_h = load.interval.total_seconds() / 3600
     inputs = BillInputs(
-        interval_h=interval_h,
+        interval_h=interval.total_seconds() / 3600,
         load_kw=load_kw,
         import_price_per_kwh=price,
         export_price_per_kwh=export,
         month=month,
-        demand=[DemandCharge(p.name, p.value, p.covers(local)) for p in tariff.demand],
+        demand=demand,
         pv_kw=pv_kw,
         curtail_pv=spec.curtail_pv,
         import_max_kw=spec.import_max_kw if spec.import_max_kw is not None else float("inf"),
@@ -271,9 +313,9 @@ def run_bill(spec: BillSpec) -> BillResult:
         for m in sorted(before)
     ]
     return BillResult(
-        name=spec.name,
+        name=name,
         start=starts[0].isoformat(),
-        end=(starts[-1] + load.interval).isoformat(),
+        end=(starts[-1] + interval).isoformat(),
         intervals=len(starts),
         months=months,
         plan=plan,

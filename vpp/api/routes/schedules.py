@@ -10,28 +10,36 @@ overrides an award or a manual target (409).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pandas as pd
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from market.tariffs import BillingPeriod
+from market.tariffs import Tariff as TariffTable
+from optimizer.bill_model import DemandCharge
 from optimizer.report import InfeasibleInputError
 from vpp.api.deps import Operator, Viewer
 from vpp.api.models import Page
 from vpp.api.responses import AUTH, NOT_FOUND, UNAVAILABLE
 from vpp.api.routes.bids import encode
+from vpp.bill import MAX_INTERVALS as BILL_MAX_INTERVALS
+from vpp.bill import BillOptions, known_zone, what_if
 from vpp.dispatch.service import TARGET_HORIZON
-from vpp.peak_shaving import battery_of, plan_site, schedule_row
+from vpp.peak_shaving import battery_of, plan_site, schedule_row, tou_prices
 from vpp.store import audit, peak_schedules
 from vpp.twins.registry import SiteIdStr, Tariff
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
 
 MAX_INTERVALS = 7 * 96  # a week of 15-minute intervals
+MAX_WHAT_IF = BILL_MAX_INTERVALS  # a year of 15-minute intervals
 _Kw = Annotated[float, Field(ge=-1e7, le=1e7, allow_inf_nan=False)]
+_KwPv = Annotated[float, Field(ge=0, le=1e7, allow_inf_nan=False)]
 
 
 class ScheduleCreate(BaseModel):
@@ -102,6 +110,152 @@ class SchedulePublic(ScheduleSummary):
     p_kw: list[float] = Field(description="battery power per interval, + discharge")
     grid_kw: list[float] = Field(description="grid power per interval, + import")
     import_price_per_kwh: list[float]
+
+
+class BillingPeriodIn(BaseModel):
+    """One DER-VET billing period (:mod:`market.tariffs`): months and hour-ending ranges."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_month: int = Field(ge=1, le=12)
+    end_month: int = Field(ge=1, le=12)
+    start_he: int = Field(ge=1, le=24, description="first hour-ending (1 = 00:00-01:00)")
+    end_he: int = Field(ge=1, le=24)
+    exclude_start_he: int | None = Field(None, ge=1, le=24)
+    exclude_end_he: int | None = Field(None, ge=1, le=24)
+    weekday: Literal[0, 1, 2] = Field(2, description="1 weekdays, 0 weekends, 2 every day")
+    value: float = Field(ge=0, le=10_000, allow_inf_nan=False)
+    charge: Literal["energy", "demand"]
+    name: str = Field("", max_length=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BillingPeriodIn:
+        if self.start_month > self.end_month or self.start_he > self.end_he:
+            raise ValueError("start after end (months or hours)")
+        return self
+
+
+class WhatIfCreate(BillOptions):
+    """A site's load (and PV) over a past or long range, its tariff and a battery: the bill
+    without and with the battery, planned as one model; nothing is stored or dispatched."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "interval_start": "2026-01-01T00:00:00Z",
+                "interval_s": 3600,
+                "load_kw": [40.0, 38.0, 90.0, 85.0, 42.0, 41.0],
+                "tariff": {
+                    "currency": "USD",
+                    "demand_charge_per_kw": 12.0,
+                    "tou": [{"hours": [2, 3], "price_per_kwh": 0.3}],
+                },
+                "battery": {
+                    "capacity_kwh": 100,
+                    "p_charge_max_kw": 50,
+                    "p_discharge_max_kw": 50,
+                },
+            }
+        },
+    )
+
+    interval_start: AwareDatetime = Field(description="UTC start of the first interval")
+    interval_s: int = Field(900, ge=60, le=3600, description="interval length (s)")
+    load_kw: list[_Kw] = Field(min_length=1, max_length=MAX_WHAT_IF, description="site load")
+    pv_kw: list[_KwPv] | None = Field(None, description="PV output, one value per interval")
+    tariff: Tariff | None = Field(None, description="TOU prices and a monthly demand charge")
+    dervet_periods: list[BillingPeriodIn] | None = Field(
+        None, max_length=500, description="or a DER-VET tariff's billing periods"
+    )
+    tariff_timezone: str = Field("UTC", description="the clock dervet_periods are read in")
+    include_intervals: bool = Field(False, description="also return the plan per interval")
+
+    _zone = field_validator("tariff_timezone")(known_zone)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WhatIfCreate:
+        if (self.tariff is None) == (self.dervet_periods is None):
+            raise ValueError("give exactly one of tariff and dervet_periods")
+        if self.pv_kw is not None and len(self.pv_kw) != len(self.load_kw):
+            raise ValueError(f"pv_kw has {len(self.pv_kw)} values, load_kw {len(self.load_kw)}")
+        if (
+            int(self.interval_start.timestamp()) % self.interval_s
+            or self.interval_start.microsecond
+        ):
+            raise ValueError(
+                f"interval_start {self.interval_start.isoformat()} is not on a "
+                f"{self.interval_s}-second boundary"
+            )
+        return self
+
+
+def _what_if(body: WhatIfCreate) -> dict[str, Any]:
+    step = timedelta(seconds=body.interval_s)
+    first = pd.Timestamp(body.interval_start).tz_convert("UTC")
+    starts = pd.date_range(first, periods=len(body.load_kw), freq=step)
+    demand: list[DemandCharge]
+    if body.tariff is not None:
+        local = starts.tz_convert(body.tariff.timezone).tz_localize(None)
+        price = tou_prices(body.tariff, starts.to_pydatetime().tolist())
+        demand = (
+            [DemandCharge("demand", body.tariff.demand_charge_per_kw, np.ones(len(starts), bool))]
+            if body.tariff.demand_charge_per_kw > 0
+            else []
+        )
+    else:
+        assert body.dervet_periods is not None
+        local = starts.tz_convert(body.tariff_timezone).tz_localize(None)
+        tariff = TariffTable(
+            tuple(
+                BillingPeriod(period=k + 1, **p.model_dump())
+                for k, p in enumerate(body.dervet_periods)
+            )
+        )
+        price = tariff.energy_price(local)
+        demand = [
+            DemandCharge(p.name or f"demand {p.period}", p.value, p.covers(local))
+            for p in tariff.demand
+        ]
+    result = what_if(
+        body,
+        name="what-if",
+        starts=starts,
+        local=local,
+        interval=step,
+        load_kw=np.asarray(body.load_kw, dtype=np.float64),
+        pv_kw=None if body.pv_kw is None else np.asarray(body.pv_kw, dtype=np.float64),
+        price_per_kwh=price,
+        demand=demand,
+    )
+    out = result.to_dict()
+    if body.include_intervals and result.plan is not None:
+        out["intervals"] = {
+            "p_kw": result.plan.p_kw.tolist(),
+            "grid_kw": result.plan.grid_kw.tolist(),
+            "e_kwh": result.plan.e_kwh.tolist(),
+            "curtailed_kw": result.plan.curtailed_kw.tolist(),
+            "import_price_per_kwh": price.tolist(),
+        }
+    return out
+
+
+@router.post(
+    "/what-if",
+    status_code=200,
+    responses={**AUTH, 422: {"description": "invalid body or infeasible plan"}},
+    summary="Plan a site's bill without and with a battery over up to a year (no dispatch)",
+)
+async def what_if_schedule(caller: Operator, body: WhatIfCreate) -> Response:
+    """One LP over the whole range (:mod:`optimizer.bill_model`): a year of hourly data
+    takes a few seconds, so it runs in a worker thread; operators only (it is not free)."""
+    try:
+        out = await run_in_threadpool(_what_if, body)
+    except InfeasibleInputError as exc:
+        raise HTTPException(
+            422, detail=[{"loc": ["body"], "msg": str(exc), "type": "infeasible"}]
+        ) from None
+    return Response(encode(out), media_type="application/json")
 
 
 @router.get(
