@@ -486,3 +486,61 @@ def test_fixed_day_bands_keep_curves_valid_monotone_and_conservative(
             dis_a, ch_a = after.cleared(price)
             dis_b, ch_b = before.cleared(price)
             assert dis_a <= dis_b + 1e-9 and ch_a <= ch_b + 1e-9
+
+
+_REUSED: dict[int, MarketModel] = {}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    e_max=st.floats(0.5, 4.0),
+    soc0=st.floats(0.0, 1.0),
+    p_dis=st.floats(0.2, 2.0),
+    p_ch=st.floats(0.2, 2.0),
+    eta=st.floats(0.8, 1.0),
+    deg=st.floats(0.0, 5.0),
+    dt=st.sampled_from([0.25, 1.0]),
+    reserves=st.booleans(),
+)
+def test_a_reused_model_solves_like_a_fresh_one(
+    seed: int,
+    e_max: float,
+    soc0: float,
+    p_dis: float,
+    p_ch: float,
+    eta: float,
+    deg: float,
+    dt: float,
+    reserves: bool,
+) -> None:
+    """The hot path (costs and the initial energy pushed straight to HiGHS, a full push
+    only when the battery changes, binaries kept from the last solve) must not leak state:
+    one model re-solved over random prices, states and batteries gives the optimum a model
+    built for each gives."""
+    rng = np.random.default_rng(seed)
+    n = 12
+    products = [Product.REG_UP, Product.REG_DOWN] if reserves else []
+    key = 1 if reserves else 0
+    model = _REUSED.get(key)
+    if model is None:
+        model = _REUSED[key] = MarketModel(n, products)
+    b = battery(
+        e_max_mwh=e_max,
+        e_initial_mwh=e_max * soc0,
+        p_discharge_max_mw=p_dis,
+        p_charge_max_mw=p_ch,
+        eff_charge=eta,
+        eff_discharge=eta,
+    )
+    inputs = MarketInputs(
+        interval_h=dt,
+        energy_price=rng.normal(30.0, 40.0, n),
+        reserve_price={p: rng.uniform(0, 15, n) for p in products},
+        deployment={p: 0.1 for p in products},
+        degradation_per_mwh=deg,
+    )
+    reused = model.solve(b, inputs)
+    fresh = MarketModel(n, products).solve(b, inputs)
+    assert reused.report is not None and fresh.report is not None
+    assert reused.report.objective == pytest.approx(fresh.report.objective, rel=1e-6, abs=1e-6)

@@ -405,3 +405,26 @@ async def test_replan_plans_tariffed_sites_and_hands_dispatch_the_next_intervals
     assert peak.skipped["p0"] == "manual target in the way"
     assert peak_schedules.list_schedules(peak.db)[1] == 1
     assert "1 sites planned" in peak.status()["line"]
+
+
+def test_seasonal_tou_periods_match_by_month_weekday_and_hour() -> None:
+    from vpp.peak_shaving import tou_prices
+    from vpp.twins.registry import Tariff, TouPeriod
+
+    tariff = Tariff(
+        timezone="America/Los_Angeles",
+        tou=[
+            TouPeriod(
+                hours=[16, 17], weekdays=[0, 1, 2, 3, 4], months=[6, 7, 8, 9], price_per_kwh=0.5
+            ),
+            TouPeriod(hours=[16, 17], months=[1, 2, 3, 4, 5, 10, 11, 12], price_per_kwh=0.2),
+            TouPeriod(hours=list(range(24)), price_per_kwh=0.1),
+        ],
+    )
+    starts = [
+        datetime(2026, 7, 15, 23, tzinfo=UTC),  # Wed 16:00 PDT, summer on-peak
+        datetime(2026, 7, 18, 23, tzinfo=UTC),  # Sat 16:00 PDT: summer weekend, off-peak
+        datetime(2026, 1, 14, 0, tzinfo=UTC),  # Tue 16:00 PST, winter peak
+        datetime(2026, 1, 14, 3, tzinfo=UTC),  # 19:00 PST
+    ]
+    assert tou_prices(tariff, starts).tolist() == [0.5, 0.1, 0.2, 0.1]

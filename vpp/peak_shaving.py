@@ -75,7 +75,11 @@ def tou_prices(tariff: Tariff, starts: list[datetime]) -> F64:
     for i, start in enumerate(starts):
         local = start.astimezone(zone)
         for period in tariff.tou:
-            if local.hour in period.hours and local.weekday() in period.weekdays:
+            if (
+                local.hour in period.hours
+                and local.weekday() in period.weekdays
+                and local.month in period.months
+            ):
                 prices[i] = period.price_per_kwh
                 break
     return prices

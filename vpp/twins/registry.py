@@ -38,13 +38,17 @@ GroupIdStr = Annotated[
 
 
 class TouPeriod(BaseModel):
-    """A time-of-use energy price applying on the given local hours and weekdays."""
+    """A time-of-use energy price applying on the given local months, weekdays and hours
+    (seasonal tariffs: list a summer and a winter period for the same hours)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     hours: list[Annotated[int, Field(ge=0, le=23)]] = Field(description="local hours (0-23)")
     weekdays: list[Annotated[int, Field(ge=0, le=6)]] = Field(
         [0, 1, 2, 3, 4, 5, 6], description="0 = Monday"
+    )
+    months: list[Annotated[int, Field(ge=1, le=12)]] = Field(
+        list(range(1, 13)), description="local months (1-12)"
     )
     price_per_kwh: float = Field(
         ge=0, le=100, allow_inf_nan=False, description="energy import price (currency/kWh)"
