@@ -12,6 +12,9 @@ shipped in the package (vpp/sim/profiles/profiles.npz) and is kept so it can be 
 - vpp/bidding/data/us_rt_2019_5min.npz: a year of five-minute US real-time prices
   (USD/MWh, float32) from DER-VET's 000-004-timeseries_5min_negprices.csv, with the UTC
   start of its first interval; the engine's simulated market replays them by time of year.
+- vpp/bidding/data/de_da_2019_hourly.npz: the 2019 German day-ahead prices (EUR/MWh,
+  float32, hourly, UTC), from the ENTSO-E data in ../shared/data; the EU day-ahead market's
+  replayed prices.
 
     python scripts/build_profiles.py [--data ../shared/data]
 """
@@ -26,6 +29,7 @@ import pandas as pd
 
 OUT = Path(__file__).resolve().parents[1] / "vpp" / "sim" / "profiles" / "profiles.npz"
 PRICES = Path(__file__).resolve().parents[1] / "vpp" / "bidding" / "data" / "us_rt_2019_5min.npz"
+DE_PRICES = PRICES.with_name("de_da_2019_hourly.npz")
 
 
 def main(data: Path) -> None:
@@ -60,6 +64,18 @@ def main(data: Path) -> None:
         interval_s=np.array([300]),
     )
     print(f"wrote {PRICES} ({PRICES.stat().st_size:,} bytes)")
+
+    da = pd.read_csv(data / "entsoe_dayahead_price_eur_mwh_2019_hourly.csv")
+    if len(da) != 8760:
+        raise SystemExit(f"expected 8,760 hourly day-ahead rows, got {len(da)}")
+    # Interval-starting UTC labels; the first hour starts 2019-01-01 00:00 UTC.
+    np.savez_compressed(
+        DE_PRICES,
+        price_eur_mwh=da["DE"].to_numpy(dtype=np.float32),
+        first_start_utc=np.array([np.datetime64("2019-01-01T00:00:00", "s").astype(np.int64)]),
+        interval_s=np.array([3600]),
+    )
+    print(f"wrote {DE_PRICES} ({DE_PRICES.stat().st_size:,} bytes)")
 
 
 if __name__ == "__main__":

@@ -185,3 +185,89 @@ def test_standing_bids_leave_new_bids_only_the_energy_not_yet_promised(tmp_path:
     for r in rows:
         store.review(r.bid_id, r.version, BidAction.REJECT, operator, "test")
     assert bidder.promised_mwh("north", NOW + timedelta(days=1)) == (0.0, 0.0)
+
+
+def test_the_engine_bids_the_eu_day_ahead_auction_a_trading_day_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """EU day-ahead: one gate (12:00 CET the day before) closes a trading day's 24 hourly
+    products; the engine bids them in one cycle on the replayed German prices (EUR), the
+    simulated auction clears them, and every award arrives at its hour."""
+    from vpp.bidding.feed import de_dayahead_feed
+
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/b.db"))
+    db.upgrade(engine)
+    clock = Clock()  # 2026-11-21 12:00 UTC = 13:00 CET: the 22nd's gate has passed
+    store = BidStore(engine, clock=clock)
+    feed = de_dayahead_feed()
+    definition = load_market("eu-day-ahead")
+    sim = SimulatedMarket(definition, FeedPrices(feed, Product.ENERGY_DA))
+    fleet_store, hier = make_fleet()
+    bidder = Bidder(
+        BiddingSettings(market="eu-day-ahead", product="energy_da", auto_approve=True),
+        store,
+        LoggedMarket(sim, DbTxLog(engine)),
+        feed,
+        lambda: (hier.latest, fleet_store),
+        clock=clock,
+    )
+    assert bidder.make_bids() > 0
+    rows, count = store.list_bids(BidFilter(group="north"), 0, 100)
+    day_start = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)  # 2026-11-23 00:00 CET
+    assert {r.interval_start for r in rows} <= {day_start + timedelta(hours=h) for h in range(24)}
+    assert all(r.gate_closure == datetime(2026, 11, 22, 11, tzinfo=UTC) for r in rows)
+    assert any(r.discharge for r in rows) and any(r.charge for r in rows)
+    detail = store.get(rows[0].bid_id)
+    assert detail.solve_report is not None and detail.solve_report["currency"] == "EUR"
+    assert detail.solve_report["horizon"] == 24  # the whole trading day planned at once
+    assert bidder.make_bids() == 0  # the day is bid; the next day's gate is not open yet
+    clock.now = datetime(2026, 11, 22, 10, 59, 30, tzinfo=UTC)
+    submitted = bidder.submit_due()
+    assert submitted >= count and bidder.submit_due() == 0  # both groups' bids, once
+    assert all(store.row(r.bid_id).status == "accepted" for r in rows)
+    clock.now = day_start + timedelta(days=1, seconds=2)
+    assert bidder.collect_awards() > 0
+    statuses = {store.row(r.bid_id).status for r in rows}
+    assert statuses <= {"awarded", "unawarded", "accepted"} and "awarded" in statuses
+
+
+def test_a_group_below_the_markets_smallest_bid_says_so(tmp_path: Path) -> None:
+    """The EU auction takes nothing under 0.1 MW: a group whose free power is smaller makes
+    no bid, and the status line says why instead of showing zero bids unexplained."""
+    from vpp.bidding.feed import de_dayahead_feed
+
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/b.db"))
+    db.upgrade(engine)
+    clock = Clock()
+    store = BidStore(engine, clock=clock)
+    feed = de_dayahead_feed()
+    sim = SimulatedMarket(load_market("eu-day-ahead"), FeedPrices(feed, Product.ENERGY_DA))
+    fleet_store, hier = make_fleet()
+    bidder = Bidder(
+        BiddingSettings(market="eu-day-ahead", product="energy_da"),
+        store,
+        LoggedMarket(sim, DbTxLog(engine)),
+        feed,
+        lambda: (hier.latest, fleet_store),
+        clock=clock,
+    )
+    bidder.definition = bidder.definition.model_copy(
+        update={"curve": bidder.definition.curve.model_copy(update={"min_quantity_mw": 5.0})}
+    )
+    assert bidder.make_bids() == 0
+    line = bidder.status()["line"]
+    assert "below eu-day-ahead's smallest bid (5000 kW)" in line
+
+
+def test_each_shipped_market_has_its_replayed_prices_or_a_clear_refusal() -> None:
+    from datetime import timedelta as td
+
+    from vpp.bidding.feed import feed_for, us_realtime_feed
+
+    eur, what = feed_for("EUR", td(hours=1))
+    assert eur.currency == "EUR" and eur.interval == td(hours=1) and "day-ahead" in what
+    usd_h, what = feed_for("USD", td(hours=1))
+    rt = us_realtime_feed()
+    assert usd_h.values[0] == pytest.approx(float(rt.values[:12].mean())) and "proxy" in what
+    with pytest.raises(LookupError, match="no shipped AUD prices"):
+        feed_for("AUD", td(minutes=5))

@@ -375,3 +375,22 @@ def test_bids_are_sized_on_power_every_site_holds_over_the_horizon() -> None:
     assert _hold(bid_store, b_sized.p_discharge_max_mw * 1000, 1.0, 12) >= 0.999
     # ...while the rated aggregate cannot be held (the small sites empty first).
     assert _hold(rated_store, b_rated.p_discharge_max_mw * 1000, 1.0, 12) < 0.9
+
+
+def test_a_day_ahead_horizon_sizes_bids_on_the_fleets_own_duration() -> None:
+    """Over a 24-hour day-ahead horizon, Σ min(P, E/24) would offer a twelfth of a 2-hour
+    fleet's power; capped at the fleet's duration D = ΣE_full/ΣP, the offer is what every
+    site holds for D hours — and the split can hold it that long."""
+    from vpp.aggregate import battery_from_node
+
+    store, day = _uneven_fleet(24.0)
+    assert day.latest is not None
+    b = battery_from_node(day.latest.groups["g"], eff_charge=0.95, eff_discharge=0.95)
+    full = store.capacity_kwh * (store.soc_max - store.soc_min) * 0.95
+    duration_h = float(full.sum() / (10 * 5.0))
+    assert duration_h < 24.0
+    e_dis = (0.6 - store.soc_min) * store.capacity_kwh * 0.95
+    expected_kw = float(np.minimum(5.0, e_dis / duration_h).sum())
+    assert b.p_discharge_max_mw == pytest.approx(expected_kw / 1000, rel=1e-6)
+    assert expected_kw > float(np.minimum(5.0, e_dis / 24.0).sum()) * 5
+    assert _hold(store, expected_kw, duration_h, 12) >= 0.999

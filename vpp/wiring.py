@@ -55,23 +55,26 @@ class RegistryFile:
 
 def _bidding(engine: Engine, scheduler: Scheduler) -> Bidder:
     from vpp.bidding.bidder import Bidder, effective_market
-    from vpp.bidding.feed import FeedPrices, us_realtime_feed
+    from vpp.bidding.feed import FeedPrices, feed_for
 
     settings = engine.settings.bidding
     definition = effective_market(settings)
-    feed = us_realtime_feed()
-    if definition.currency != feed.currency:
-        raise ConfigError(
-            f"bidding.market {settings.market} trades in {definition.currency}, the embedded "
-            f"price feed is {feed.currency} (use bidding.market: caiso)"
-        )
     product = Product(settings.product)
-    definition.product(product)  # the market must offer it
-    if definition.interval(product) != feed.interval:
+    try:
+        definition.product(product)  # the market must offer it
+    except KeyError:
         raise ConfigError(
-            f"bidding.product {product.value} runs {definition.interval(product)} intervals; "
-            f"the embedded price feed has {feed.interval} (use energy_rt)"
-        )
+            f"bidding.product {product.value}: {definition.market_id} offers "
+            f"{', '.join(p.value for p in definition.products)}"
+        ) from None
+    try:
+        feed, _ = feed_for(definition.currency, definition.interval(product))
+    except LookupError as exc:
+        raise ConfigError(
+            f"bidding.market {settings.market} ({product.value}): {exc} for the simulated "
+            "market to clear on (shipped: caiso energy_rt and energy_da, eu-day-ahead "
+            "energy_da)"
+        ) from None
     market = LoggedMarket(
         SimulatedMarket(definition, FeedPrices(feed, product), clock=engine.clock.now),
         DbTxLog(engine.db, engine.clock.now),
@@ -82,7 +85,10 @@ def _bidding(engine: Engine, scheduler: Scheduler) -> Bidder:
     )
     engine.add(bidder)
     step = definition.interval(product).total_seconds()
-    scheduler.every("bidding", step, bidder.cycle, offset_s=5)
+    # every interval, and at least every 5 minutes: a cycle bids only what is not bid yet,
+    # so a day-ahead market (hourly products, one daily gate) still gets its first bids
+    # soon after the fleet has reported, not an hour later
+    scheduler.every("bidding", min(step, 300.0), bidder.cycle, offset_s=5)
     scheduler.every("submissions", 15, bidder.submit_cycle)
     scheduler.every("bid-settlement", 15, bidder.settle_cycle, offset_s=7)
     scheduler.every("awards", step, bidder.awards_cycle, offset_s=1)
@@ -122,8 +128,14 @@ def build_engine(
     if settings.bidding.enabled:
         bidder = _bidding(engine, scheduler)
         bidder.award_listeners.append(dispatch.on_awards)
-        # Bids are sized on power every free site can hold over the whole bid horizon.
-        bid_h = settings.bidding.horizon_intervals * bidder.step.total_seconds() / 3600
+        # Bids are sized on power every free site can hold over the whole bid horizon (a
+        # day-ahead auction: the trading day; capped at the fleet's duration, see estimates).
+        spec = bidder.definition.product(bidder.product)
+        bid_h = (
+            float(spec.horizon_hours)
+            if spec.gate_closure.kind == "daily"
+            else settings.bidding.horizon_intervals * bidder.step.total_seconds() / 3600
+        )
         ingest.hierarchy.settings = replace(ingest.hierarchy.settings, bid_horizon_h=bid_h)
     engine.add(dispatch)
     shaver = None

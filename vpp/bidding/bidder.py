@@ -198,10 +198,25 @@ class Bidder:
         return datetime.fromtimestamp(math.ceil(t.timestamp() / step_s) * step_s, UTC)
 
     def next_intervals(self, now: datetime) -> list[datetime]:
-        """The next ``horizon_intervals`` starts whose gate is ≥ the review window away."""
+        """The intervals of the next bid: from the first whose gate is ≥ the review window
+        away, ``horizon_intervals`` of them where each interval has its own gate (a lead,
+        as in real time); where one daily gate closes a whole trading day (day-ahead), that
+        trading day's every product at once (23, 24 or 25 hours by the market's clock), as
+        the auction takes them."""
         first = self._align(now)
         lead = timedelta(seconds=self.settings.review_window_s)
-        while self.definition.gate_closure(self.product, first) < now + lead:
+        definition = self.definition
+        if definition.product(self.product).gate_closure.kind == "daily":
+            # one gate per trading day: jump day by day, never interval by interval
+            while definition.gate_closure(self.product, first) < now + lead:
+                day = definition.trading_day(first)
+                first = definition.trading_day_start_utc(day + timedelta(days=1))
+            end = definition.trading_day_start_utc(
+                definition.trading_day(first) + timedelta(days=1)
+            )
+            count = int((end - first) / self.step)
+            return [first + k * self.step for k in range(count)]
+        while definition.gate_closure(self.product, first) < now + lead:
             first += self.step
         return [first + k * self.step for k in range(self.settings.horizon_intervals)]
 
@@ -291,6 +306,15 @@ class Bidder:
             promised_in_mwh=promised_in,
         )
         if battery.p_discharge_max_mw <= 0 and battery.p_charge_max_mw <= 0:
+            return 0
+        smallest = self.definition.curve.min_quantity_mw
+        if max(battery.p_discharge_max_mw, battery.p_charge_max_mw) < smallest:
+            self.last_error = (
+                f"{group}: free power at P{round(self.settings.quantile * 100)} "
+                f"{battery.p_discharge_max_mw * 1000:.0f} kW out, "
+                f"{battery.p_charge_max_mw * 1000:.0f} kW in is below "
+                f"{self.definition.market_id}'s smallest bid ({smallest * 1000:.0f} kW)"
+            )
             return 0
         started = time.perf_counter()
         try:
@@ -462,6 +486,7 @@ class Bidder:
             f"{self.made} bids made ({approval}), {self.submitted} submitted, "
             f"{self.awarded} awarded, {self.missed} missed, {self.unawarded} unawarded"
             f" ({self.definition.market_id} {self.product.value})"
+            + (f"; last problem: {self.last_error}" if self.last_error else "")
         )
         return {
             "line": line,

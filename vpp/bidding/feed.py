@@ -55,17 +55,56 @@ class PriceFeed:
         return PriceSeries("replayed", self.currency, step, starts, self.prices(starts))
 
 
+def _load(name: str, key: str, currency: str) -> PriceFeed:
+    with files("vpp.bidding").joinpath(f"data/{name}").open("rb") as fh, np.load(fh) as data:
+        values = data[key].astype(np.float64)
+        first = datetime.fromtimestamp(int(data["first_start_utc"][0]), UTC)
+        interval = timedelta(seconds=int(data["interval_s"][0]))
+    return PriceFeed(values, first, interval, currency)
+
+
 @cache
 def us_realtime_feed() -> PriceFeed:
     """The shipped year of five-minute US real-time prices (USD/MWh)."""
-    with (
-        files("vpp.bidding").joinpath("data/us_rt_2019_5min.npz").open("rb") as fh,
-        np.load(fh) as data,
-    ):
-        values = data["price_usd_mwh"].astype(np.float64)
-        first = datetime.fromtimestamp(int(data["first_start_utc"][0]), UTC)
-        interval = timedelta(seconds=int(data["interval_s"][0]))
-    return PriceFeed(values, first, interval, "USD")
+    return _load("us_rt_2019_5min.npz", "price_usd_mwh", "USD")
+
+
+@cache
+def de_dayahead_feed() -> PriceFeed:
+    """The shipped 2019 German day-ahead prices, hourly (EUR/MWh)."""
+    return _load("de_da_2019_hourly.npz", "price_eur_mwh", "EUR")
+
+
+def averaged(feed: PriceFeed, interval: timedelta) -> PriceFeed:
+    """The feed averaged over longer intervals (a whole number of its own)."""
+    k = interval / feed.interval
+    if k != int(k) or k < 1 or len(feed.values) % int(k):
+        raise ValueError(f"{interval} is not a whole number of {feed.interval} intervals")
+    values = feed.values.reshape(-1, int(k)).mean(axis=1)
+    return PriceFeed(values, feed.first_start, interval, feed.currency)
+
+
+def feed_for(currency: str, interval: timedelta) -> tuple[PriceFeed, str]:
+    """The replayed prices for a market's currency and product interval, and what they are.
+
+    - EUR, hourly: the German day-ahead prices of 2019 (the EU day-ahead market);
+    - USD, five-minute: the US real-time prices (CAISO-like real time);
+    - USD, hourly: the same real-time prices averaged per hour — a proxy for a day-ahead
+      price, since no US day-ahead prices ship (say so wherever the figures are shown).
+
+    Anything else (AEMO's AUD prices: none ship) raises :class:`LookupError`.
+    """
+    if currency == "EUR" and interval == timedelta(hours=1):
+        return de_dayahead_feed(), "DE day-ahead 2019 (ENTSO-E)"
+    if currency == "USD":
+        rt = us_realtime_feed()
+        if interval == rt.interval:
+            return rt, "US real-time 2019 (DER-VET)"
+        try:
+            return averaged(rt, interval), f"US real-time 2019 averaged per {interval} (proxy)"
+        except ValueError:
+            pass
+    raise LookupError(f"no shipped {currency} prices with {interval} intervals")
 
 
 class FeedPrices(Mapping[tuple[Product, datetime], float]):

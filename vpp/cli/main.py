@@ -122,9 +122,19 @@ def _demo_overrides(base: Settings) -> dict[str, dict[str, Any]]:
     """The demo settings the user did not set (a config file or VPP_* wins)."""
     if state.config_file is not None:
         return {}
+    from market.definitions import Product, load_market
+
+    bidding = base.bidding
+    # A day-ahead auction has one daily gate: the demo's short lead applies to lead gates only.
+    daily = (
+        load_market(bidding.market).products.get(Product(bidding.product)) is not None
+        and load_market(bidding.market).product(bidding.product).gate_closure.kind == "daily"
+    )
     out: dict[str, dict[str, Any]] = {}
     for section, values in RUN_DEMO.items():
         for key, value in values.items():
+            if key == "gate_lead_s" and daily:
+                continue
             if f"VPP_{section.upper()}__{key.upper()}" not in os.environ:
                 out.setdefault(section, {})[key] = value
     return out

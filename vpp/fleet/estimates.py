@@ -16,7 +16,9 @@ Uncertainty by connectivity:
 Power a site can offer is energy-limited: ``P_dis = min(P_dis_max, E_dis / h)`` where ``h``
 (``sustain_h``) is how long an offer must be held; likewise for charging. Its rated power
 (``P_dis_max`` of a usable site, whatever its SoC) is reported too, and the power a site
-holds over a whole bid horizon ``H`` (``bid_horizon_h``): ``min(P_dis_max, E_dis/H)``.
+holds over a whole bid horizon ``H`` (``bid_horizon_h``): ``min(P_dis_max, E_dis/H')`` with
+``H' = min(H, D)``, ``D = ΣE_full/ΣP_max`` the fleet's duration at full power (a day-ahead
+horizon of 24 h would otherwise cut a 2-hour fleet's offer to a twelfth).
 The bidder sizes an aggregate's power on the latter: the aggregate's SoC constraints pool
 the sites' energy, but sites of unequal energy-to-power ratios do not empty together at
 full power — the small ones run out first and the group's power falls although energy is
@@ -45,6 +47,12 @@ from vpp.twins.store import FleetStore
 
 F64 = npt.NDArray[np.float64]
 Z90 = 1.2815515655446004
+
+
+def _duration(full_kwh: F64, p_max_kw: F64, mask: npt.NDArray[np.bool_]) -> float:
+    """Hours the masked sites together last at full power (inf when none has power)."""
+    p = float(np.sum(p_max_kw[mask]))
+    return float(np.sum(full_kwh[mask])) / p if p > 0 else float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,16 +158,21 @@ def estimate(store: FleetStore, now_s: float, settings: EstimateSettings) -> Sit
     if settings.bid_horizon_h is None:
         p_dis_bid, p_chg_bid = p_dis_rated, p_chg_rated
     else:
-        hb = settings.bid_horizon_h
+        # No site need hold its share longer than the fleet's own duration at full power
+        # (ΣE/ΣP): over a day-ahead horizon a 2-hour fleet offers its power for 2 hours,
+        # not a twelfth of it for 24 — the model's energy balance spreads it over the day.
+        fleet = counted & usable
+        hb_dis = min(settings.bid_horizon_h, _duration(full_dis, p_dis_max, fleet))
+        hb_chg = min(settings.bid_horizon_h, _duration(full_chg, p_ch_max, fleet))
         p_dis_bid = Triple(
             *(
-                np.minimum(r, x / hb)
+                np.minimum(r, x / hb_dis)
                 for r, x in zip(_parts(p_dis_rated), _parts(e_dis), strict=True)
             )
         )
         p_chg_bid = Triple(
             *(
-                np.minimum(r, x / hb)
+                np.minimum(r, x / hb_chg)
                 for r, x in zip(_parts(p_chg_rated), _parts(e_chg), strict=True)
             )
         )
