@@ -383,6 +383,16 @@ class DispatchSettings(_Section):
     )
 
 
+class HistorySettings(_Section):
+    enabled: bool = Field(True, description="record group aggregates and prune old history")
+    aggregate_every_s: PositiveFloat = Field(
+        60.0, description="each group's aggregate is recorded this often (s)"
+    )
+    retention_days: PositiveFloat = Field(
+        90.0, description="recorded aggregates and dispatch outcomes are kept this long (days)"
+    )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = Field(True, description="one JSON object per line")
@@ -407,6 +417,7 @@ class Settings(BaseSettings):
     bidding: BiddingSettings = BiddingSettings()
     dispatch: DispatchSettings = DispatchSettings()
     peak_shaving: PeakShavingSettings = PeakShavingSettings()
+    history: HistorySettings = HistorySettings()
     log: LogSettings = LogSettings()
 
     @classmethod

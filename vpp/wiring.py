@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -155,8 +156,28 @@ def build_engine(
         return mask
 
     ingest.committed = committed
+    if settings.history.enabled:
+        _history(engine, scheduler, lambda: ingest.latest)
     engine.add(scheduler)
     return engine
+
+
+def _history(engine: Engine, scheduler: Scheduler, snapshot: Callable[[], Any]) -> None:
+    """Group aggregates recorded every ``aggregate_every_s``; history pruned hourly."""
+    from vpp.store.history import AggregateRecorder
+
+    cfg = engine.settings.history
+    recorder = AggregateRecorder(engine.db, snapshot, engine.clock.now, cfg.retention_days)
+    engine.services.history = recorder
+
+    async def record() -> None:
+        await asyncio.to_thread(recorder.record)
+
+    async def prune() -> None:
+        await asyncio.to_thread(recorder.prune)
+
+    scheduler.every("history-aggregates", cfg.aggregate_every_s, record, offset_s=30)
+    scheduler.every("history-retention", 3600.0, prune, offset_s=120)
 
 
 def _peak_shaving(

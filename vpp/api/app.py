@@ -28,6 +28,7 @@ from vpp.api.routes import (
     dispatch,
     fleet,
     health,
+    history,
     keys,
     schedules,
     sites,
@@ -349,6 +350,6 @@ def create_app(services: Services, *, max_body_bytes: int = 1_048_576) -> FastAP
     app.add_middleware(LatencyMiddleware)
     _handlers(app)
     app.include_router(health.router)
-    for module in (fleet, sites, bids, awards, dispatch, commands, schedules, keys):
+    for module in (fleet, sites, bids, awards, dispatch, commands, schedules, history, keys):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

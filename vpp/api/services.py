@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from market.adapter import LoggedMarket
 from vpp.fleet.hierarchy import FleetSnapshot
 from vpp.store.bids import BidStore
+from vpp.store.history import AggregateRecorder
 from vpp.store.keys import KeyStore
 from vpp.twins.store import FleetStore
 
@@ -35,4 +36,5 @@ class Services:
     readiness: Callable[[], Awaitable[dict[str, bool]]] = _always_ready
     dispatch: DispatchService | None = None  # once dispatch runs
     peak_shaver: PeakShaver | None = None  # when peak shaving runs
+    history: AggregateRecorder | None = None  # when history is recorded
     cache: dict[str, Any] = field(default_factory=dict)  # serialized responses

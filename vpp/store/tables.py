@@ -243,3 +243,26 @@ peak_schedules = sa.Table(
     sa.Column("import_price_per_kwh", sa.JSON, nullable=False),
     sa.Index("ix_peak_schedules_site_start", "site_id", "interval_start"),
 )
+
+group_aggregates = sa.Table(
+    "group_aggregates",
+    metadata,
+    sa.Column("ts", UTCDateTime(), primary_key=True),
+    sa.Column("group_id", sa.String(100), primary_key=True),
+    sa.Column("sites", sa.Integer, nullable=False),
+    sa.Column("counts", sa.JSON, nullable=False),
+    sa.Column("e_discharge_kwh", sa.Float, nullable=False),
+    sa.Column("e_discharge_kwh_lower", sa.Float, nullable=False),
+    sa.Column("e_discharge_kwh_upper", sa.Float, nullable=False),
+    sa.Column("e_charge_kwh", sa.Float, nullable=False),
+    sa.Column("e_charge_kwh_lower", sa.Float, nullable=False),
+    sa.Column("e_charge_kwh_upper", sa.Float, nullable=False),
+    sa.Column("p_discharge_p50_kw", sa.Float, nullable=False),
+    sa.Column("p_discharge_p90_kw", sa.Float, nullable=False),
+    sa.Column("p_charge_p50_kw", sa.Float, nullable=False),
+    sa.Column("p_charge_p90_kw", sa.Float, nullable=False),
+    sa.Column("p_net_kw", sa.Float, nullable=False),
+    sa.Column("committed_sites", sa.Integer, nullable=False),
+    sa.Column("free_p_discharge_p90_kw", sa.Float, nullable=False),
+    sa.Column("free_p_charge_p90_kw", sa.Float, nullable=False),
+)

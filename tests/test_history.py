@@ -1,0 +1,224 @@
+"""Interval history: group aggregates recorded per minute and pruned, and every kind exported
+through the API (CSV or Parquet, streamed a batch at a time) and `vpp export` (Parquet by
+day), on the half-open range [from, to)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from tests.api_support import NOW, Api, build_api, engine_for, make_fleet
+from vpp.store import history
+from vpp.store.history import AggregateRecorder
+from vpp.store.tables import dispatch_intervals, group_aggregates
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Api:
+    return build_api(next(engine_for("sqlite", tmp_path, None)))  # type: ignore[arg-type]
+
+
+def _dispatch_rows(n: int, start: datetime) -> list[dict[str, object]]:
+    return [
+        {
+            "dispatch_id": f"d{k}",
+            "group_id": "north",
+            "interval_start": start + timedelta(minutes=5 * k),
+            "interval_end": start + timedelta(minutes=5 * (k + 1)),
+            "source": "award",
+            "target_kw": 100.0 + k,
+            "allocated_kw": 100.0 + k,
+            "delivered_kw": None if k % 2 else 99.0,
+            "status": "done",
+            "updated_at": start,
+        }
+        for k in range(n)
+    ]
+
+
+def test_the_recorder_writes_each_group_once_a_minute_and_prunes_old_history(api: Api) -> None:
+    _, hier = make_fleet()
+    hier.refresh(NOW.timestamp())
+    clock = {"now": NOW}
+    rec = AggregateRecorder(api.engine, lambda: hier.latest, lambda: clock["now"], 30.0)
+    groups = len(hier.latest.groups) if hier.latest else 0
+    assert groups > 0
+    assert rec.record() == groups
+    assert rec.record() == 0  # the same snapshot minute is not written twice
+    with api.engine.begin() as conn:
+        conn.execute(dispatch_intervals.insert(), _dispatch_rows(3, NOW - timedelta(days=40)))
+        recent = _dispatch_rows(1, NOW + timedelta(days=30))[0] | {"dispatch_id": "new"}
+        conn.execute(dispatch_intervals.insert(), recent)
+    clock["now"] = NOW + timedelta(days=31)
+    removed = rec.prune()
+    assert removed == groups + 3
+    with api.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(group_aggregates)).scalar() == 0
+        left = conn.execute(sa.select(dispatch_intervals.c.dispatch_id)).scalars().all()
+    assert left == ["new"]
+
+
+def test_csv_and_parquet_hold_exactly_the_half_open_range(api: Api) -> None:
+    with api.engine.begin() as conn:
+        conn.execute(dispatch_intervals.insert(), _dispatch_rows(12, NOW))
+    params = {"from": NOW.isoformat(), "to": (NOW + timedelta(minutes=30)).isoformat()}
+    r = api.client.get("/api/v1/history/dispatch", params=params, headers=api.h("viewer"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    lines = r.text.strip().splitlines()
+    assert lines[0].startswith("dispatch_id,group_id,interval_start")
+    assert [ln.split(",")[0] for ln in lines[1:]] == [f"d{k}" for k in range(6)]  # [from, to)
+    r = api.client.get(
+        "/api/v1/history/dispatch", params={**params, "format": "parquet"}, headers=api.h("viewer")
+    )
+    assert r.status_code == 200
+    table = pq.read_table(io.BytesIO(r.content))
+    assert table.num_rows == 6
+    assert table.schema.field("interval_start").type == pa.timestamp("us", tz="UTC")
+    assert table.schema.field("target_kw").type == pa.float64()
+    assert table.column("delivered_kw").to_pylist() == [99.0, None] * 3
+    # bids carry their curve; an empty range is a valid file with the columns
+    r = api.client.get(
+        "/api/v1/history/bids",
+        params={"from": "2026-01-01T00:00:00Z", "to": "2027-01-01T00:00:00Z", "format": "parquet"},
+        headers=api.h("viewer"),
+    )
+    bids = pq.read_table(io.BytesIO(r.content))
+    assert bids.num_rows > 0 and '"price_per_mwh"' in bids.column("discharge")[0].as_py()
+    r = api.client.get(
+        "/api/v1/history/awards",
+        params={"from": "2030-01-01T00:00:00Z", "to": "2030-01-02T00:00:00Z", "format": "parquet"},
+        headers=api.h("viewer"),
+    )
+    empty = pq.read_table(io.BytesIO(r.content))
+    assert empty.num_rows == 0 and "interval_start" in empty.column_names
+
+
+def test_long_ranges_stream_in_row_groups_of_one_batch(api: Api) -> None:
+    rows = [
+        {
+            "ts": NOW + timedelta(minutes=k),
+            "group_id": "north",
+            "sites": 3,
+            "counts": {"online": 3},
+            **{
+                c: 1.0
+                for c in (
+                    "e_discharge_kwh",
+                    "e_discharge_kwh_lower",
+                    "e_discharge_kwh_upper",
+                    "e_charge_kwh",
+                    "e_charge_kwh_lower",
+                    "e_charge_kwh_upper",
+                    "p_discharge_p50_kw",
+                    "p_discharge_p90_kw",
+                    "p_charge_p50_kw",
+                    "p_charge_p90_kw",
+                    "p_net_kw",
+                    "free_p_discharge_p90_kw",
+                    "free_p_charge_p90_kw",
+                )
+            },
+            "committed_sites": 0,
+        }
+        for k in range(2 * history.BATCH + 100)
+    ]
+    with api.engine.begin() as conn:
+        conn.execute(group_aggregates.insert(), rows)
+    params = {
+        "from": NOW.isoformat(),
+        "to": (NOW + timedelta(days=30)).isoformat(),
+        "format": "parquet",
+    }
+    r = api.client.get(
+        "/api/v1/history/telemetry-aggregates", params=params, headers=api.h("viewer")
+    )
+    f = pq.ParquetFile(io.BytesIO(r.content))
+    assert f.metadata.num_rows == len(rows)
+    assert f.num_row_groups == 3  # written (and sent) a batch at a time, never all at once
+    assert f.read().column("counts")[0].as_py() == '{"online":3}'
+
+
+def test_bad_history_requests_say_what_is_wrong(api: Api) -> None:
+    h = api.h("viewer")
+    ok = {"from": "2026-11-21T00:00:00Z", "to": "2026-11-22T00:00:00Z"}
+    assert api.client.get("/api/v1/history/dispatch", params=ok).status_code == 401
+    r = api.client.get("/api/v1/history/commands", params=ok, headers=h)
+    assert r.status_code == 422
+    reversed_range = {"from": ok["to"], "to": ok["from"]}
+    r = api.client.get("/api/v1/history/dispatch", params=reversed_range, headers=h)
+    assert r.status_code == 422 and "to must not be before from" in r.text
+    r = api.client.get("/api/v1/history/dispatch", params={**ok, "to": ok["from"]}, headers=h)
+    assert r.status_code == 200 and r.text.strip().startswith("dispatch_id")  # [t, t): empty
+    r = api.client.get(
+        "/api/v1/history/dispatch", params={**ok, "to": "2028-01-01T00:00:00Z"}, headers=h
+    )
+    assert r.status_code == 422 and "vpp export" in r.text
+    r = api.client.get(
+        "/api/v1/history/dispatch", params={**ok, "from": "2026-11-21T00:00:00"}, headers=h
+    )
+    assert r.status_code == 422  # naive instants are refused
+    r = api.client.get("/api/v1/history/dispatch", params={**ok, "format": "xlsx"}, headers=h)
+    assert r.status_code == 422
+
+
+def test_vpp_export_writes_parquet_partitioned_by_day(api: Api, tmp_path: Path) -> None:
+    start = datetime(2026, 11, 20, 23, 0, tzinfo=UTC)
+    with api.engine.begin() as conn:
+        conn.execute(dispatch_intervals.insert(), _dispatch_rows(36, start))  # 3 h over midnight
+    out = tmp_path / "export"
+    env = {"VPP_DATABASE__URL": str(api.engine.url), "PATH": "/usr/bin:/bin"}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vpp",
+            "export",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-22T00:00:00Z",
+            "--out",
+            str(out),
+            "--kinds",
+            "dispatch,awards",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    days = sorted(p.parent.name for p in (out / "dispatch").glob("date=*/part-0.parquet"))
+    assert days == ["date=2026-11-20", "date=2026-11-21"]
+    n = sum(pq.read_table(p).num_rows for p in (out / "dispatch").glob("date=*/*.parquet"))
+    assert n == 36
+    assert not list(out.rglob("*.tmp"))
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vpp",
+            "export",
+            "--from",
+            "2026-11-20T00:00:00Z",
+            "--to",
+            "2026-11-21T00:00:00Z",
+            "--out",
+            str(out),
+            "--kinds",
+            "commands",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "unknown ['commands']" in bad.stderr
