@@ -352,4 +352,7 @@ def create_app(services: Services, *, max_body_bytes: int = 1_048_576) -> FastAP
     app.include_router(health.router)
     for module in (fleet, sites, bids, awards, dispatch, commands, schedules, history, keys):
         app.include_router(module.router, prefix=API_PREFIX)
+    from vpp.console.routes import install  # the console's pages read the API's services
+
+    install(app, services)
     return app

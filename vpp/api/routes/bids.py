@@ -31,6 +31,7 @@ from vpp.bidding.physics import curve_problems
 from vpp.logs import ctx
 from vpp.store import audit
 from vpp.store.bids import BidFilter, BidRow, InvalidBidError
+from vpp.store.keys import Principal
 
 router = APIRouter(prefix="/bids", tags=["bids"])
 
@@ -157,35 +158,71 @@ def _curve(body: BidEdit) -> BidCurve:
     summary="Edit the curve: a new version, back to draft, re-validated",
 )
 def edit_bid(caller: Operator, bid_id: BidId, body: BidEdit) -> Any:
-    svc = caller.services
-    curve = _curve(body)
+    try:
+        row = apply_edit(
+            caller.services,
+            caller.principal,
+            bid_id,
+            body.version,
+            _curve(body),
+            body.comment,
+            body.override_reason,
+        )
+    except BeyondCapabilityError as exc:
+        raise HTTPException(
+            422,
+            detail=[{"loc": ["body"], "type": "beyond_capability", "msg": m} for m in exc.found],
+        ) from None
+    except PermissionError as exc:
+        raise HTTPException(403, detail=str(exc)) from None
+    return public(row)
+
+
+class BeyondCapabilityError(Exception):
+    """A curve beyond the group's free capability, and no (admin) override given."""
+
+    def __init__(self, found: list[str]) -> None:
+        super().__init__("; ".join(found))
+        self.found = found
+
+
+def apply_edit(
+    svc: Services,
+    principal: Principal,
+    bid_id: str,
+    version: int,
+    curve: BidCurve,
+    comment: str | None,
+    override_reason: str | None,
+) -> BidRow:
+    """An operator's curve edit, as the API and the console both apply it: the market's
+    rules first (:class:`InvalidBidError`), then the fleet's free capability
+    (:class:`BeyondCapabilityError` unless an admin overrides with a reason, audited), then
+    a new version (:class:`ConflictError` on a stale version or a closed gate)."""
     row = svc.bids.row(bid_id)
     candidate = row.to_bid().model_copy(update={"curve": curve, "version": row.version + 1})
     rules = problems(load_market(row.market), candidate)
     if rules:  # the market's rules first: a curve the market refuses needs no physics
         raise InvalidBidError(rules)
     found = _physics(svc, row, curve)
-    if found and body.override_reason is None:
-        raise HTTPException(
-            422,
-            detail=[{"loc": ["body"], "type": "beyond_capability", "msg": msg} for msg in found],
-        )
-    if body.override_reason is not None and not caller.principal.can("admin"):
-        raise HTTPException(403, detail="override_reason: overriding a bound needs the admin role")
-    row = svc.bids.edit(bid_id, body.version, curve, caller.principal, body.comment)
+    if found and override_reason is None:
+        raise BeyondCapabilityError(found)
+    if override_reason is not None and not principal.can("admin"):
+        raise PermissionError("override_reason: overriding a bound needs the admin role")
+    row = svc.bids.edit(bid_id, version, curve, principal, comment)
     if found:
         with svc.db.begin() as conn:
             audit.record(
                 conn,
-                caller.principal,
+                principal,
                 "override",
                 "bid",
                 bid_id,
                 {"problems": found},
-                {"version": row.version, "reason": body.override_reason},
+                {"version": row.version, "reason": override_reason},
             )
-    _log("edited", row, caller.principal.actor)
-    return public(row)
+    _log("edited", row, principal.actor)
+    return row
 
 
 def _physics(svc: Services, row: BidRow, curve: BidCurve) -> list[str]:

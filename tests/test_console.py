@@ -1,0 +1,178 @@
+"""The operator console in a real browser (Debian's Chromium, headless, driven by
+Playwright; no browser download): sign-in, the review queue by gate with countdowns, one
+bid's curve plot, approve and edit with errors shown, roles, fleet and dispatch pages, and
+the server-side rules the pages cannot bypass."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from tests.api_support import Api, build_api, engine_for
+from vpp.api.app import create_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(os.environ.get("VPP_CONSOLE_SHOTS", "/tmp/vpp-console-shots"))
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Api, str]]:
+    api = build_api(next(engine_for("sqlite", tmp_path, None)))  # type: ignore[arg-type]
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(api.services), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the console server did not start"
+        time.sleep(0.05)
+    try:
+        yield api, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _sign_in(browser: object, base: str, key: str) -> object:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    page.goto(f"{base}/console/bids")
+    assert page.url.endswith("/console/login")  # no session: sent to sign in
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}/console/bids")
+    return page
+
+
+def test_an_operator_reviews_bids_in_the_browser(served: tuple[Api, str], browser: object) -> None:
+    api, base = served
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = _sign_in(browser, base, api.keys["alice"])
+    # the queue: bids grouped by gate, each gate with a countdown in engine time
+    assert page.locator("section.gate").count() >= 1
+    countdown = page.locator(".countdown").first
+    page.wait_for_function("document.querySelector('.countdown').textContent.includes('closes in')")
+    assert "closes in" in countdown.inner_text()
+    assert api.keys["alice"] not in page.content()  # the key never reaches the page
+    page.screenshot(path=str(SHOTS / "bids.png"), full_page=True)
+    # bulk-approve two unedited drafts
+    boxes = page.locator("input[name=bid]")
+    assert boxes.count() >= 2
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.get_by_role("button", name="Approve selected (unedited drafts)").click()
+    assert page.locator(".flash li", has_text="approved").count() == 2
+    # one bid: the curve is drawn, the forecast outlook shown
+    page.locator("td a").nth(2).click()
+    page.wait_for_selector("#curve canvas")
+    page.screenshot(path=str(SHOTS / "bid.png"), full_page=True)
+    # an edit the market refuses is shown, nothing saved
+    version = page.locator("input[name=version]").first.get_attribute("value")
+    page.get_by_label("discharge segment 1 MW").fill("-3")
+    page.get_by_role("button", name="Save as version").click()
+    assert page.locator("div.error").count() == 1
+    assert page.locator("input[name=version]").first.get_attribute("value") == version
+    page.screenshot(path=str(SHOTS / "bid_error.png"), full_page=True)
+    # a valid edit makes a new version; approving it records who
+    page.get_by_label("discharge segment 1 MW").fill("0.2")
+    page.get_by_role("button", name="Save as version").click()
+    page.wait_for_selector("text=version " + str(int(version or "0") + 1))
+    bid_url = page.url
+    page.get_by_role("button", name="Approve version").click()
+    assert "four-eyes" in page.locator("div.error").inner_text()  # its editor may not
+    # a stale version (another tab edited meanwhile) is a conflict, shown, never lost
+    page.locator("input[name=version]").first.evaluate("el => el.value = '1'")
+    page.get_by_role("button", name="Reject").click()
+    assert "Not saved" in page.locator("div.error").inner_text()
+    # another operator approves the edited version; the page says who
+    bob = _sign_in(browser, base, api.keys["bob"])
+    bob.goto(bid_url)  # type: ignore[attr-defined]
+    bob.get_by_role("button", name="Approve version").click()  # type: ignore[attr-defined]
+    assert "approved by bob" in bob.content()  # type: ignore[attr-defined]
+    # fleet and dispatch pages render
+    page.goto(f"{base}/console/fleet")
+    page.locator("td a").first.click()
+    assert page.locator("h2", has_text="Sites of").count() == 1
+    page.screenshot(path=str(SHOTS / "fleet.png"), full_page=True)
+    page.goto(f"{base}/console/dispatch")
+    assert page.locator("h1", has_text="Dispatch").count() == 1
+
+
+def test_a_viewer_sees_no_edit_controls_and_the_server_refuses_anyway(
+    served: tuple[Api, str], browser: object
+) -> None:
+    api, base = served
+    page = _sign_in(browser, base, api.keys["viewer"])
+    assert page.locator("input[name=bid]").count() == 0
+    assert page.get_by_role("button", name="Approve selected (unedited drafts)").count() == 0
+    page.locator("td a").first.click()
+    assert page.get_by_role("button", name="Reject").count() == 0
+    assert "Viewers cannot edit" in page.content()
+    # posting anyway (a crafted form with the session's token) is refused by the server
+    bid_url = page.url
+    status = page.evaluate(
+        """async (url) => {
+            const r = await fetch(url + '/review', {method: 'POST',
+              body: new URLSearchParams({action: 'approve', version: '1', csrf: 'x'})});
+            return r.status; }""",
+        bid_url,
+    )
+    assert status == 403
+    # signing out ends the session
+    page.get_by_role("button", name="Sign out").click()
+    page.goto(f"{base}/console/bids")
+    assert page.url.endswith("/console/login")
+
+
+def test_a_bad_key_is_refused_and_forms_need_the_session_token(served: tuple[Api, str]) -> None:
+    api, _ = served
+    c = api.client
+    r = c.post("/console/login", data={"api_key": "nope"})
+    assert r.status_code == 401 and "not valid" in r.text
+    r = c.post("/console/login", data={"api_key": api.keys["alice"]}, follow_redirects=False)
+    assert r.status_code == 303
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and api.keys["alice"] not in cookie
+    page = c.get("/console/bids")
+    assert page.status_code == 200
+    bid = page.text.split('href="/console/bids/')[1].split('"')[0]
+    r = c.post(f"/console/bids/{bid}/review", data={"action": "approve", "version": "1"})
+    assert r.status_code == 403 and "session token" in r.text  # no CSRF token
+    r = c.post(
+        f"/console/bids/{bid}/review",
+        data={"action": "approve", "version": "1", "csrf": "x", "comment": "a\x00b"},
+    )
+    assert r.status_code == 422
+    assert c.get("/console/static/htmx.min.js").status_code == 200  # shipped, no CDN

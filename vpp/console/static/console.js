@@ -1,0 +1,73 @@
+// Gate countdowns, the bid curve plot, and a guard that keeps polling from wiping a
+// selection the operator is making.
+(function () {
+  "use strict";
+
+  window.vppNoSelection = function () {
+    return !document.querySelector("#bids-table input[type=checkbox]:checked");
+  };
+
+  function fmt(ms) {
+    if (ms <= 0) { return "gate closed"; }
+    var s = Math.floor(ms / 1000), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+    return "closes in " + (h ? h + " h " : "") + m + " min " + (s % 60) + " s";
+  }
+
+  // Counted in engine time (the server's clock when the element was rendered, plus the
+  // wall time since): right when the engine runs a simulated clock too, to within a poll.
+  function tick() {
+    var wall = Date.now();
+    document.querySelectorAll(".countdown[data-gate]").forEach(function (el) {
+      if (!el.dataset.loaded) { el.dataset.loaded = String(wall); }
+      var engineNow = Date.parse(el.dataset.now) + (wall - Number(el.dataset.loaded));
+      el.textContent = fmt(Date.parse(el.dataset.gate) - engineNow);
+    });
+  }
+
+  function curve() {
+    var holder = document.getElementById("curve");
+    var data = document.getElementById("curve-data");
+    if (!holder || !data || typeof uPlot === "undefined") { return; }
+    var d = JSON.parse(data.textContent);
+    var mw = d.curve.mw, price = d.curve.price;
+    if (!mw.length) { holder.textContent = "The curve is empty (nothing offered)."; return; }
+    var lo = Math.min.apply(null, mw.concat([0])), hi = Math.max.apply(null, mw.concat([0]));
+    var f = d.fleet;
+    if (f) {
+      lo = Math.min(lo, -f.p_charge_p50_mw); hi = Math.max(hi, f.p_discharge_p50_mw);
+    }
+    var pad = Math.max(0.05, (hi - lo) * 0.05);
+    var series = [{}, { label: "bid", stroke: "#0b57d0", width: 2, paths: uPlot.paths.linear() }];
+    var xs = mw.slice(), cols = [price.slice()];
+    function hline(y, label, color) {
+      series.push({ label: label, stroke: color, dash: [6, 4], width: 1 });
+      cols.push(xs.map(function () { return y; }));
+    }
+    if (d.outlook) {
+      hline(d.outlook.price_p10, "price P10", "#8a8f96");
+      hline(d.outlook.price_p50, "price P50", "#4a4a4a");
+      hline(d.outlook.price_p90, "price P90", "#8a8f96");
+    }
+    var opts = {
+      width: Math.max(320, holder.clientWidth || 600), height: 320,
+      scales: { x: { time: false, range: [lo - pad, hi + pad] } },
+      axes: [{ label: "MW (charge < 0 < discharge)" }, { label: "price / MWh" }],
+      series: series,
+      hooks: { draw: [function (u) {
+        if (!f) { return; }
+        var ctx = u.ctx; ctx.save(); ctx.setLineDash([2, 3]); ctx.strokeStyle = "#0a6b2e";
+        [f.p_discharge_p50_mw, f.p_discharge_p90_mw, -f.p_charge_p50_mw, -f.p_charge_p90_mw].forEach(function (x) {
+          var px = u.valToPos(x, "x", true);
+          ctx.beginPath(); ctx.moveTo(px, u.bbox.top); ctx.lineTo(px, u.bbox.top + u.bbox.height); ctx.stroke();
+        });
+        ctx.restore();
+      }] }
+    };
+    new uPlot(opts, [xs].concat(cols), holder);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    tick(); setInterval(tick, 1000); curve();
+  });
+  document.addEventListener("htmx:afterSwap", tick);
+})();
