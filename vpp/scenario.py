@@ -181,7 +181,7 @@ class Strategy(_Model):
         0.0, ge=0, description="variable O&M, currency per MWh discharged (on top of degradation)"
     )
     mip_rel_gap: float = Field(
-        1e-7,
+        1e-6,
         ge=0,
         le=1e-2,
         description="HiGHS relative MIP gap (binaries only where prices are negative)",
