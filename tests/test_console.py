@@ -104,6 +104,9 @@ def test_an_operator_reviews_bids_in_the_browser(served: tuple[Api, str], browse
     page.get_by_role("button", name="Save as version").click()
     assert page.locator("div.error").count() == 1
     assert page.locator("input[name=version]").first.get_attribute("value") == version
+    # the error sits next to its segment, and what was typed is still there
+    assert "Segment 1: quantity_mw" in page.locator("#err-discharge-0").inner_text()
+    assert page.get_by_label("discharge segment 1 MW").input_value() == "-3"
     page.screenshot(path=str(SHOTS / "bid_error.png"), full_page=True)
     # a valid edit makes a new version; approving it records who
     page.get_by_label("discharge segment 1 MW").fill("0.2")

@@ -30,10 +30,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from market.prices import PriceDataError, PriceSeries, load_power_csv
 from market.tariffs import TariffError, load_dervet_tariff
 from optimizer.bill_model import (
     BillBattery,
@@ -43,7 +41,7 @@ from optimizer.bill_model import (
     monthly_bill,
     plan_bill,
 )
-from vpp.scenario import ScenarioError, SeriesSource, _aware, _format_errors, _Model
+from vpp.scenario import ScenarioError, SeriesSource, _aware, _Model, load_series, read_model
 
 F64 = npt.NDArray[np.float64]
 MAX_INTERVALS = 366 * 96  # a leap year of 15-minute intervals
@@ -161,18 +159,7 @@ class BillResult:
 
 def load_bill_spec(path: Path) -> BillSpec:
     """Read and validate a bill what-if file, resolving relative data paths."""
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScenarioError(f"bill file {path}: not found") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"bill file {path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ScenarioError(f"bill file {path}: the top level must be a mapping")
-    try:
-        spec = BillSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise ScenarioError(_format_errors(path, exc)) from None
+    spec = read_model(path, BillSpec, "bill file")
     base = path.resolve().parent
     update: dict[str, Any] = {
         "load": spec.load.model_copy(update={"file": base / spec.load.file}),
@@ -183,25 +170,9 @@ def load_bill_spec(path: Path) -> BillSpec:
     return spec.model_copy(update=update)
 
 
-def _series(src: SeriesSource, key: str) -> PriceSeries:
-    try:
-        s = load_power_csv(
-            src.file,
-            time_column=src.time_column,
-            column=src.column,
-            unit=src.unit,
-            interval=src.interval,
-            timezone=src.timezone,
-            time_format=src.time_format,
-        )
-    except (PriceDataError, FileNotFoundError) as exc:
-        raise ScenarioError(f"{key}: {exc}") from None
-    return PriceSeries(s.name, s.currency, s.interval, s.starts, s.values * src.scale)
-
-
 def run_bill(spec: BillSpec) -> BillResult:
     """Plan the range as one model and bill it month by month, without and with the battery."""
-    load = _series(spec.load, "load")
+    load = load_series(spec.load, "load")
     starts = load.starts
     keep = np.ones(len(starts), dtype=bool)
     if spec.start is not None:
@@ -218,7 +189,7 @@ def run_bill(spec: BillSpec) -> BillResult:
         )
     pv_kw = None
     if spec.pv is not None:
-        pv = _series(spec.pv, "pv")
+        pv = load_series(spec.pv, "pv")
         if pv.interval != load.interval:
             raise ScenarioError(
                 f"pv: interval {pv.interval} differs from the load's {load.interval}"

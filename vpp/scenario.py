@@ -13,13 +13,20 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from market.definitions import MARKETS, RESERVES, MarketDefinition, Product, load_market
-from market.prices import CAPACITY_UNITS, ENERGY_UNITS, PriceDataError, PriceSeries, load_price_csv
+from market.prices import (
+    CAPACITY_UNITS,
+    ENERGY_UNITS,
+    PriceDataError,
+    PriceSeries,
+    load_power_csv,
+    load_price_csv,
+)
 from vpp.twins.registry import Tariff
 
 
@@ -366,20 +373,46 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
     return f"scenario {path}:\n" + "\n".join(lines)
 
 
-def load_scenario(path: Path) -> Scenario:
-    """Read and validate a scenario file, resolving relative data paths."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_model(path: Path, model: type[M], what: str = "scenario") -> M:
+    """Read a YAML file into ``model``; :class:`ScenarioError` names the file and every
+    bad key path (shared by scenarios and bill what-ifs)."""
     try:
         raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ScenarioError(f"scenario {path}: file not found") from None
+        raise ScenarioError(f"{what} {path}: file not found") from None
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"scenario {path}: not valid YAML: {exc}") from None
+        raise ScenarioError(f"{what} {path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ScenarioError(f"scenario {path}: the top level must be a mapping")
+        raise ScenarioError(f"{what} {path}: the top level must be a mapping")
     try:
-        scenario = Scenario.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise ScenarioError(_format_errors(path, exc)) from None
+        raise ScenarioError(_format_errors(path, exc).replace("scenario ", f"{what} ", 1)) from None
+
+
+def load_series(src: SeriesSource, key: str) -> PriceSeries:
+    """A load or PV series a :class:`SeriesSource` names, scaled; errors name ``key``."""
+    try:
+        s = load_power_csv(
+            src.file,
+            time_column=src.time_column,
+            column=src.column,
+            unit=src.unit,
+            interval=src.interval,
+            timezone=src.timezone,
+            time_format=src.time_format,
+        )
+    except (PriceDataError, FileNotFoundError) as exc:
+        raise ScenarioError(f"{key}: {exc}") from None
+    return PriceSeries(s.name, s.currency, s.interval, s.starts, s.values * src.scale)
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and validate a scenario file, resolving relative data paths."""
+    scenario = read_model(path, Scenario)
     base = path.resolve().parent
     prices = scenario.prices.model_copy(update={"file": base / scenario.prices.file})
     reserve = scenario.reserve_prices

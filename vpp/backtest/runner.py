@@ -48,7 +48,7 @@ from market.adapter import LoggedMarket, MemoryTxLog, SimulatedMarket
 from market.bids import Bid
 from market.definitions import MarketDefinition, Product
 from market.forecasts import ForecastError
-from market.prices import PriceDataError, PriceSeries, load_power_csv, load_price_csv
+from market.prices import PriceDataError, PriceSeries, load_price_csv
 from optimizer.inputs import BatteryAggregate
 from optimizer.report import InfeasibleInputError
 from vpp.aggregate import KW_PER_MW, battery_from_node
@@ -59,7 +59,7 @@ from vpp.config import DispatchSettings, PeakShavingSettings
 from vpp.dispatch.targets import from_awards
 from vpp.optimize import optimize
 from vpp.peak_shaving import tou_prices
-from vpp.scenario import FleetEntry, Scenario, ScenarioError, energy_product
+from vpp.scenario import FleetEntry, Scenario, ScenarioError, energy_product, load_series
 from vpp.sim.fleet import CommandFaults, TelemetryFaults
 from vpp.twins.registry import SiteConfig, Tariff
 
@@ -205,25 +205,14 @@ def prepare(
             if src is None:
                 pair.append(None)
                 continue
-            try:
-                s = load_power_csv(
-                    src.file,
-                    time_column=src.time_column,
-                    column=src.column,
-                    unit=src.unit,
-                    interval=src.interval,
-                    timezone=src.timezone,
-                    time_format=src.time_format,
-                )
-            except PriceDataError as exc:
-                raise ScenarioError(f"scenario {scenario.name}: fleet.{k}.{key}: {exc}") from None
+            s = load_series(src, f"scenario {scenario.name}: fleet.{k}.{key}")
             if s.start > first_t or s.end < last_t:
                 raise ScenarioError(
                     f"scenario {scenario.name}: fleet.{k}.{key}: the series covers "
                     f"{s.start.isoformat()} .. {s.end.isoformat()}, the backtest needs "
                     f"{first_t.isoformat()} .. {last_t.isoformat()}"
                 )
-            pair.append(PriceSeries(s.name, s.currency, s.interval, s.starts, s.values * src.scale))
+            pair.append(s)
         loads[k] = (pair[0], pair[1])
     for i, cfg in enumerate(sites):  # the registry's plausibility limits, from the data
         load, pv = loads[site_class[i]]

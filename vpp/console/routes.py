@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
 from market.bids import BidCurve, Segment
 from market.lifecycle import BidAction
@@ -279,7 +280,30 @@ async def bid_page(request: Request, bid_id: str) -> Response:
         ctx = _bid_context(user, bid_id)
     except NotFoundError as exc:
         return _page(request, "error.html", user, 404, message=str(exc))
-    return _page(request, "bid.html", user, errors=[], segment_errors={}, **ctx)
+    return _page(request, "bid.html", user, errors=[], segment_errors={}, draft=None, **ctx)
+
+
+def _bid_page(
+    request: Request,
+    user: User,
+    bid_id: str,
+    status: int,
+    errors: list[str],
+    segment_errors: dict[str, str],
+    draft: dict[str, list[tuple[str, str]]] | None = None,
+) -> HTMLResponse:
+    """The bid page again, with what was refused shown and what was typed kept (nothing
+    was saved)."""
+    return _page(
+        request,
+        "bid.html",
+        user,
+        status,
+        errors=errors,
+        segment_errors=segment_errors,
+        draft=draft,
+        **_bid_context(user, bid_id),
+    )
 
 
 @router.post("/bids/{bid_id}/review", response_class=HTMLResponse)
@@ -308,15 +332,7 @@ async def review_bid(request: Request, bid_id: str) -> Response:
         errors, status = [exc.message], exc.status
     except (BidError, ValueError) as exc:
         errors, status = [f"Not saved: {exc}"], 409
-    return _page(
-        request,
-        "bid.html",
-        user,
-        status,
-        errors=errors,
-        segment_errors={},
-        **_bid_context(user, bid_id),
-    )
+    return _bid_page(request, user, bid_id, status, errors, {})
 
 
 def _segments(form: dict[str, list[str]], side: str) -> tuple[list[Segment], dict[int, str]]:
@@ -327,10 +343,24 @@ def _segments(form: dict[str, list[str]], side: str) -> tuple[list[Segment], dic
         if not p.strip() and not q.strip():
             continue
         try:
-            out.append(Segment(price_per_mwh=float(p), quantity_mw=float(q)))
-        except ValueError as exc:
-            errors[i] = str(exc).splitlines()[-1] if str(exc) else "not a number"
+            price, quantity = float(p), float(q)
+        except ValueError:
+            errors[i] = "price and MW must both be numbers"
+            continue
+        try:
+            out.append(Segment(price_per_mwh=price, quantity_mw=quantity))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            errors[i] = f"{first['loc'][-1]}: {first['msg']}"
     return out, errors
+
+
+def _draft(form: dict[str, list[str]]) -> dict[str, list[tuple[str, str]]]:
+    """What the operator typed, to show again when the edit is refused."""
+    return {
+        side: list(zip(form.get(f"{side}_price", []), form.get(f"{side}_mw", []), strict=False))
+        for side in ("discharge", "charge")
+    }
 
 
 @router.post("/bids/{bid_id}/curve", response_class=HTMLResponse)
@@ -338,9 +368,11 @@ async def edit_curve(request: Request, bid_id: str) -> Response:
     user = await _user(request)
     errors: list[str] = []
     segment_errors: dict[str, str] = {}
+    draft: dict[str, list[tuple[str, str]]] | None = None
     status = 200
     try:
         form = await _form(request, user)
+        draft = _draft(form)
         if not user.operator:
             raise RefusedError(403, "Editing needs the operator role.")
         version = int((form.get("version") or ["0"])[0])
@@ -351,7 +383,7 @@ async def edit_curve(request: Request, bid_id: str) -> Response:
             **{f"charge-{i}": m for i, m in ch_err.items()},
         }
         if segment_errors:
-            raise RefusedError(422, "Some segments are not valid numbers.")
+            raise RefusedError(422, "Some segments are not valid (see each below); nothing saved.")
         override = (form.get("override_reason") or [""])[0].strip() or None
         comment = (form.get("comment") or [""])[0].strip() or None
         apply_edit(
@@ -374,15 +406,7 @@ async def edit_curve(request: Request, bid_id: str) -> Response:
         errors, status = [str(exc)], 403
     except (BidError, ValueError) as exc:
         errors, status = [f"Not saved: {exc}"], 409
-    return _page(
-        request,
-        "bid.html",
-        user,
-        status,
-        errors=errors,
-        segment_errors=segment_errors,
-        **_bid_context(user, bid_id),
-    )
+    return _bid_page(request, user, bid_id, status, errors, segment_errors, draft)
 
 
 # -- fleet and dispatch ---------------------------------------------------------------------

@@ -42,6 +42,14 @@ _Kw = Annotated[float, Field(ge=-1e7, le=1e7, allow_inf_nan=False)]
 _KwPv = Annotated[float, Field(ge=0, le=1e7, allow_inf_nan=False)]
 
 
+def _on_boundary(start: datetime, interval_s: int) -> None:
+    """ValueError unless ``start`` begins an interval of ``interval_s`` seconds (UTC grid)."""
+    if int(start.timestamp()) % interval_s or start.microsecond:
+        raise ValueError(
+            f"interval_start {start.isoformat()} is not on a {interval_s}-second boundary"
+        )
+
+
 class ScheduleCreate(BaseModel):
     """A site's net-load forecast (load − PV, kW per interval) to plan peak shaving for."""
 
@@ -76,14 +84,7 @@ class ScheduleCreate(BaseModel):
 
     @model_validator(mode="after")
     def _aligned(self) -> ScheduleCreate:
-        if (
-            int(self.interval_start.timestamp()) % self.interval_s
-            or self.interval_start.microsecond
-        ):
-            raise ValueError(
-                f"interval_start {self.interval_start.isoformat()} is not on a "
-                f"{self.interval_s}-second boundary"
-            )
+        _on_boundary(self.interval_start, self.interval_s)
         return self
 
 
@@ -179,14 +180,7 @@ class WhatIfCreate(BillOptions):
             raise ValueError("give exactly one of tariff and dervet_periods")
         if self.pv_kw is not None and len(self.pv_kw) != len(self.load_kw):
             raise ValueError(f"pv_kw has {len(self.pv_kw)} values, load_kw {len(self.load_kw)}")
-        if (
-            int(self.interval_start.timestamp()) % self.interval_s
-            or self.interval_start.microsecond
-        ):
-            raise ValueError(
-                f"interval_start {self.interval_start.isoformat()} is not on a "
-                f"{self.interval_s}-second boundary"
-            )
+        _on_boundary(self.interval_start, self.interval_s)
         return self
 
 
