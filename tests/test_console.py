@@ -131,6 +131,50 @@ def test_an_operator_reviews_bids_in_the_browser(served: tuple[Api, str], browse
     page.screenshot(path=str(SHOTS / "fleet.png"), full_page=True)
     page.goto(f"{base}/console/dispatch")
     assert page.locator("h1", has_text="Dispatch").count() == 1
+    assert page.locator("h2", has_text="Commands").count() == 1
+    page.screenshot(path=str(SHOTS / "dispatch.png"), full_page=True)
+    # a stored peak-shaving plan is listed and plotted
+    _store_plan(api)
+    page.goto(f"{base}/console/schedules")
+    page.locator("td a", has_text="s0").click()
+    page.wait_for_selector("#plan canvas")
+    assert "120.0 kW without → 95.0 kW with the plan" in page.content()
+    page.screenshot(path=str(SHOTS / "schedule.png"), full_page=True)
+
+
+def _store_plan(api: Api) -> None:
+    from datetime import UTC, datetime
+
+    from vpp.store import peak_schedules
+    from vpp.store.keys import Principal
+
+    load = [80.0] * 8 + [120.0] * 4 + [80.0] * 12
+    grid = [85.0] * 8 + [95.0] * 4 + [85.0] * 12
+    peak_schedules.insert(
+        api.engine,
+        {
+            "schedule_id": "plan-1",
+            "site_id": "s0",
+            "created_at": datetime(2026, 11, 21, 12, tzinfo=UTC),
+            "created_by": "alice",
+            "interval_start": datetime(2026, 11, 21, 13, tzinfo=UTC),
+            "interval_s": 3600,
+            "intervals": 24,
+            "currency": "USD",
+            "demand_charge_per_kw": 12.0,
+            "peak_so_far_kw": 90.0,
+            "peak_without_kw": 120.0,
+            "peak_kw": 95.0,
+            "cost_without": 500.0,
+            "cost": 200.0,
+            "solve_s": 0.01,
+            "net_load_kw": load,
+            "p_kw": [n - g for n, g in zip(load, grid, strict=True)],
+            "grid_kw": grid,
+            "import_price_per_kwh": [0.1] * 24,
+        },
+        Principal("k", "alice", "operator"),
+    )
 
 
 def test_a_viewer_sees_no_edit_controls_and_the_server_refuses_anyway(

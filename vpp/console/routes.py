@@ -21,8 +21,10 @@ from market.lifecycle import BidAction
 from vpp.api.routes.bids import BeyondCapabilityError, apply_edit
 from vpp.api.services import Services
 from vpp.console.sessions import COOKIE, Session, SessionStore
+from vpp.store import ledger, peak_schedules
 from vpp.store.bids import BidError, BidFilter, BidRow, InvalidBidError, NotFoundError
 from vpp.store.keys import Principal
+from vpp.store.ledger import CommandStatus
 from vpp.store.tables import dispatch_intervals
 from vpp.twins.states import NAMES
 from vpp.twins.view import site_view
@@ -462,4 +464,45 @@ async def dispatch_page(request: Request) -> Response:
             .order_by(t.c.interval_start.desc(), t.c.group_id)
             .limit(200)
         ).all()
-    return _page(request, "dispatch.html", user, rows=rows)
+    statuses = [s.value for s in CommandStatus]
+    status = request.query_params.get("status") or None
+    if status not in statuses:
+        status = None  # an unknown filter shows every command (the select offers the known)
+    commands, count = ledger.last_states(user.services.db, state=status, skip=0, limit=100)
+    return _page(
+        request,
+        "dispatch.html",
+        user,
+        rows=rows,
+        commands=commands,
+        command_count=count,
+        command_status=status or "",
+        statuses=statuses,
+    )
+
+
+@router.get("/schedules", response_class=HTMLResponse)
+async def schedules_page(request: Request) -> Response:
+    user = await _user(request)
+    rows, count = peak_schedules.list_schedules(user.services.db, skip=0, limit=100)
+    return _page(request, "schedules.html", user, rows=rows, count=count)
+
+
+@router.get("/schedules/{schedule_id}", response_class=HTMLResponse)
+async def schedule_page(request: Request, schedule_id: str) -> Response:
+    user = await _user(request)
+    row = peak_schedules.get(user.services.db, schedule_id)
+    if row is None:
+        return _page(request, "error.html", user, 404, message=f"schedule {schedule_id} not found")
+    step = timedelta(seconds=row["interval_s"])
+    starts = [row["interval_start"] + k * step for k in range(row["intervals"])]
+    plot = {
+        "t": [s.timestamp() for s in starts],
+        "net_load_kw": row["net_load_kw"],
+        "grid_kw": row["grid_kw"],
+        "p_kw": row["p_kw"],
+        "peak_without_kw": row["peak_without_kw"],
+        "peak_kw": row["peak_kw"],
+        "peak_so_far_kw": row["peak_so_far_kw"],
+    }
+    return _page(request, "schedule.html", user, row=row, plot=plot)

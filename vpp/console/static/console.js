@@ -66,8 +66,28 @@
     new uPlot(opts, [xs].concat(cols), holder);
   }
 
+  function plan() {
+    var holder = document.getElementById("plan");
+    var data = document.getElementById("plan-data");
+    if (!holder || !data || typeof uPlot === "undefined") { return; }
+    var d = JSON.parse(data.textContent);
+    function flat(v) { return d.t.map(function () { return v; }); }
+    var opts = {
+      width: Math.max(320, holder.clientWidth || 800), height: 320,
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
+      axes: [{ label: "UTC" }, { label: "kW" }],
+      series: [{},
+        { label: "net load without", stroke: "#6b6f75", width: 2 },
+        { label: "grid with plan", stroke: "#0b57d0", width: 2 },
+        { label: "battery (+ discharge)", stroke: "#0a6b2e", width: 1 },
+        { label: "peak without", stroke: "#6b6f75", dash: [6, 4] },
+        { label: "peak with", stroke: "#0b57d0", dash: [6, 4] }]
+    };
+    new uPlot(opts, [d.t, d.net_load_kw, d.grid_kw, d.p_kw, flat(d.peak_without_kw), flat(d.peak_kw)], holder);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
-    tick(); setInterval(tick, 1000); curve();
+    tick(); setInterval(tick, 1000); curve(); plan();
   });
   document.addEventListener("htmx:afterSwap", tick);
 })();
