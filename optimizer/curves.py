@@ -104,7 +104,12 @@ def _conform(steps: list[Pair], market: MarketDefinition, product: Product) -> l
         carry = q + carry - q_step  # a remainder moves to the next (less attractive) price
         if q_step >= max(rules.min_quantity_mw, rules.quantity_step_mw) - 1e-12:
             out.append((round(min(max(price, floor), cap), 2), round(q_step, 9)))
-            carry = 0.0 if q_step > 0 else carry
+            # A segment rounded up within the noise leaves a negative carry: the next
+            # segment pays it back, so the curve's total never exceeds the plan by more than
+            # one noise margin (hypothesis found two segments each rounded up: 0.172 MW
+            # offered on a 0.171875 MW plan). A positive remainder of an emitted segment is
+            # dropped: offering less than planned is the safe side.
+            carry = min(carry, 0.0) if q_step > 0 else carry
     return out
 
 

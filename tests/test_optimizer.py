@@ -394,6 +394,24 @@ def test_scenario_prices_must_ascend() -> None:
         )
 
 
+def test_segments_rounded_up_within_the_noise_never_add_up_beyond_the_plan() -> None:
+    """Found by hypothesis in CI: 0.057918 and 0.113957 MW each rounded up to the 0.001 MW
+    step gave 0.172 MW on a 0.171875 MW plan; the second segment must pay the first's
+    round-up back."""
+    p = np.array([-150.0, 0.0])
+    dis = np.array([0.057917615106553036, 0.171875])
+    for market_id, product in (
+        ("caiso", Product.ENERGY_DA),
+        ("aemo", Product.ENERGY_RT),
+        ("eu-day-ahead", Product.ENERGY_DA),
+    ):
+        market = load_market(market_id)
+        offer = curve_for_interval(p, dis, np.zeros(2), market, product)
+        assert offer.max_discharge_mw <= dis.max() + NOISE_MW + 1e-9, market_id
+        bid = curve_for_interval(p, np.zeros(2), dis[::-1].copy(), market, product)
+        assert bid.max_charge_mw <= dis.max() + NOISE_MW + 1e-9, market_id
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     prices=st.lists(st.floats(-600, 5000), min_size=1, max_size=30),
