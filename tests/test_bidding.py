@@ -35,22 +35,21 @@ class Clock:
 
 
 def setup(tmp_path: Path, **settings: object) -> tuple[Bidder, BidStore, Clock, SimulatedMarket]:
+    """A bidder on a fresh database, clearing on the market's replayed prices (the
+    engine's own choice of feed, :func:`vpp.bidding.feed.feed_for`)."""
+    from vpp.bidding.feed import feed_for
+
     engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/b.db"))
     db.upgrade(engine)
     clock = Clock()
     store = BidStore(engine, clock=clock)
-    feed = us_realtime_feed()
-    sim = SimulatedMarket(load_market("caiso"), FeedPrices(feed, Product.ENERGY_RT))
+    cfg = BiddingSettings(**settings)
+    definition, product = load_market(cfg.market), Product(cfg.product)
+    feed, _ = feed_for(definition.currency, definition.interval(product))
+    sim = SimulatedMarket(definition, FeedPrices(feed, product))
     market = LoggedMarket(sim, DbTxLog(engine))
     fleet_store, hier = make_fleet()
-    bidder = Bidder(
-        BiddingSettings(**settings),
-        store,
-        market,
-        feed,
-        lambda: (hier.latest, fleet_store),
-        clock=clock,
-    )
+    bidder = Bidder(cfg, store, market, feed, lambda: (hier.latest, fleet_store), clock=clock)
     return bidder, store, clock, sim
 
 
@@ -193,23 +192,9 @@ def test_the_engine_bids_the_eu_day_ahead_auction_a_trading_day_at_a_time(
     """EU day-ahead: one gate (12:00 CET the day before) closes a trading day's 24 hourly
     products; the engine bids them in one cycle on the replayed German prices (EUR), the
     simulated auction clears them, and every award arrives at its hour."""
-    from vpp.bidding.feed import de_dayahead_feed
-
-    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/b.db"))
-    db.upgrade(engine)
-    clock = Clock()  # 2026-11-21 12:00 UTC = 13:00 CET: the 22nd's gate has passed
-    store = BidStore(engine, clock=clock)
-    feed = de_dayahead_feed()
-    definition = load_market("eu-day-ahead")
-    sim = SimulatedMarket(definition, FeedPrices(feed, Product.ENERGY_DA))
-    fleet_store, hier = make_fleet()
-    bidder = Bidder(
-        BiddingSettings(market="eu-day-ahead", product="energy_da", auto_approve=True),
-        store,
-        LoggedMarket(sim, DbTxLog(engine)),
-        feed,
-        lambda: (hier.latest, fleet_store),
-        clock=clock,
+    # 2026-11-21 12:00 UTC = 13:00 CET: the 22nd's gate has passed
+    bidder, store, clock, _ = setup(
+        tmp_path, market="eu-day-ahead", product="energy_da", auto_approve=True
     )
     assert bidder.make_bids() > 0
     rows, count = store.list_bids(BidFilter(group="north"), 0, 100)
@@ -234,23 +219,7 @@ def test_the_engine_bids_the_eu_day_ahead_auction_a_trading_day_at_a_time(
 def test_a_group_below_the_markets_smallest_bid_says_so(tmp_path: Path) -> None:
     """The EU auction takes nothing under 0.1 MW: a group whose free power is smaller makes
     no bid, and the status line says why instead of showing zero bids unexplained."""
-    from vpp.bidding.feed import de_dayahead_feed
-
-    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/b.db"))
-    db.upgrade(engine)
-    clock = Clock()
-    store = BidStore(engine, clock=clock)
-    feed = de_dayahead_feed()
-    sim = SimulatedMarket(load_market("eu-day-ahead"), FeedPrices(feed, Product.ENERGY_DA))
-    fleet_store, hier = make_fleet()
-    bidder = Bidder(
-        BiddingSettings(market="eu-day-ahead", product="energy_da"),
-        store,
-        LoggedMarket(sim, DbTxLog(engine)),
-        feed,
-        lambda: (hier.latest, fleet_store),
-        clock=clock,
-    )
+    bidder, _, _, _ = setup(tmp_path, market="eu-day-ahead", product="energy_da")
     bidder.definition = bidder.definition.model_copy(
         update={"curve": bidder.definition.curve.model_copy(update={"min_quantity_mw": 5.0})}
     )
