@@ -228,6 +228,10 @@ def test_api_what_if_plans_the_reference_year_without_dispatching(tmp_path: Path
     both = {**body, "tariff": {"demand_charge_per_kw": 5.0}}
     r = api.client.post("/api/v1/schedules/what-if", json=both, headers=api.h("alice"))
     assert r.status_code == 422 and "exactly one of tariff and dervet_periods" in r.text
+    tz = {**body, "dervet_periods": None, "tariff": {"demand_charge_per_kw": 5.0}}
+    tz["tariff_timezone"] = "Europe/Paris"  # honoured or refused, never ignored
+    r = api.client.post("/api/v1/schedules/what-if", json=tz, headers=api.h("alice"))
+    assert r.status_code == 422 and "tariff carries its own timezone" in r.text
     short = {**body, "pv_kw": body["pv_kw"][:10]}  # type: ignore[index]
     r = api.client.post("/api/v1/schedules/what-if", json=short, headers=api.h("alice"))
     assert r.status_code == 422 and "pv_kw has 10 values" in r.text

@@ -178,6 +178,10 @@ class WhatIfCreate(BillOptions):
     def _consistent(self) -> WhatIfCreate:
         if (self.tariff is None) == (self.dervet_periods is None):
             raise ValueError("give exactly one of tariff and dervet_periods")
+        if self.tariff is not None and "tariff_timezone" in self.model_fields_set:
+            raise ValueError(
+                "tariff_timezone applies to dervet_periods; a tariff carries its own timezone"
+            )
         if self.pv_kw is not None and len(self.pv_kw) != len(self.load_kw):
             raise ValueError(f"pv_kw has {len(self.pv_kw)} values, load_kw {len(self.load_kw)}")
         _on_boundary(self.interval_start, self.interval_s)
