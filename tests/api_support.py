@@ -81,7 +81,7 @@ def make_bids(n: int = 12) -> list[Bid]:
 
 
 def make_fleet() -> tuple[FleetStore, FleetHierarchy]:
-    store = FleetStore()
+    store = FleetStore(trace_depth=16, trace_every_s=0.0)
     for i in range(6):
         store.register(
             SiteConfig(
@@ -93,6 +93,22 @@ def make_fleet() -> tuple[FleetStore, FleetHierarchy]:
             )
         )
     now = NOW.timestamp()
+    # a few minutes of history for the sites' traces, then the current reading (seq 1)
+    for k, (soc, p_kw) in enumerate(((0.56, -200.0), (0.54, 150.0), (0.52, 300.0))):
+        cols, _ = decode_batch(
+            [
+                encode_telemetry(
+                    f"s{i}",
+                    NOW - timedelta(seconds=181 - 60 * k),
+                    0,
+                    soc,
+                    p_kw,
+                    site_load_kw=80.0 + 10 * k,
+                )
+                for i in range(6)
+            ]
+        )
+        store.fold(cols, now)
     cols, _ = decode_batch(
         [encode_telemetry(f"s{i}", NOW - timedelta(seconds=1), 1, 0.5, 1.0) for i in range(6)]
     )

@@ -410,3 +410,14 @@ def test_numbers_are_rounded_and_never_negative_zero() -> None:
     assert encode({"a": -0.0, "b": 0.1 + 0.2, "c": [-1e-9, 2.5]}) == (
         b'{"a":0.0,"b":0.3,"c":[0.0,2.5]}'
     )
+
+
+def test_site_telemetry_is_the_recent_trace_oldest_first(api: Api) -> None:
+    r = api.client.get("/api/v1/sites/s0/telemetry", headers=api.h("viewer"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["site_id"] == "s0" and body["depth"] == 16
+    assert body["p_kw"] == [-200.0, 150.0, 300.0, 1.0]
+    assert body["ts"] == sorted(body["ts"]) and len(body["soc"]) == 4
+    r = api.client.get("/api/v1/sites/nope/telemetry", headers=api.h("viewer"))
+    assert r.status_code == 404

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -108,8 +109,17 @@ def test_an_operator_reviews_bids_in_the_browser(served: tuple[Api, str], browse
     assert "Segment 1: quantity_mw" in page.locator("#err-discharge-0").inner_text()
     assert page.get_by_label("discharge segment 1 MW").input_value() == "-3"
     page.screenshot(path=str(SHOTS / "bid_error.png"), full_page=True)
-    # a valid edit makes a new version; approving it records who
+    # a non-monotone curve is refused by the market's rules, the error next to its segment
     page.get_by_label("discharge segment 1 MW").fill("0.2")
+    page.get_by_label("discharge segment 2 price").fill("30")
+    page.get_by_label("discharge segment 2 MW").fill("0.1")
+    page.get_by_role("button", name="Save as version").click()
+    assert "non-decreasing" in page.locator("#err-discharge-1").inner_text()
+    assert page.locator("input[name=version]").first.get_attribute("value") == version
+    page.screenshot(path=str(SHOTS / "bid_monotone_error.png"), full_page=True)
+    # a valid edit makes a new version; approving it records who
+    page.get_by_label("discharge segment 2 price").fill("")
+    page.get_by_label("discharge segment 2 MW").fill("")
     page.get_by_role("button", name="Save as version").click()
     page.wait_for_selector("text=version " + str(int(version or "0") + 1))
     bid_url = page.url
@@ -124,15 +134,49 @@ def test_an_operator_reviews_bids_in_the_browser(served: tuple[Api, str], browse
     bob.goto(bid_url)  # type: ignore[attr-defined]
     bob.get_by_role("button", name="Approve version").click()  # type: ignore[attr-defined]
     assert "approved by bob" in bob.content()  # type: ignore[attr-defined]
+    # the versions side by side, the edited segment marked
+    assert bob.locator(".version tr.changed").count() >= 1  # type: ignore[attr-defined]
+    # submit it; the market accepts, and the award the engine collects shows on the page
+    bob.get_by_role("button", name="Submit version").click()  # type: ignore[attr-defined]
+    bob.wait_for_selector("text=accepted")  # type: ignore[attr-defined]
+    _collect_awards(api)
+    bob.reload()  # type: ignore[attr-defined]
+    award = bob.locator("tr.award")  # type: ignore[attr-defined]
+    assert award.count() == 1 and "0.200" in award.inner_text()
+    bob.screenshot(path=str(SHOTS / "bid_awarded.png"), full_page=True)  # type: ignore[attr-defined]
     # fleet and dispatch pages render
     page.goto(f"{base}/console/fleet")
     page.locator("td a").first.click()
     assert page.locator("h2", has_text="Sites of").count() == 1
     page.screenshot(path=str(SHOTS / "fleet.png"), full_page=True)
+    # one site: its recent readings plotted, its state changes and commands listed
+    page.locator("td a", has_text="s0").click()
+    page.wait_for_selector("#site-plot canvas")
+    assert page.locator("h1", has_text="Site s0").count() == 1
+    page.screenshot(path=str(SHOTS / "site.png"), full_page=True)
     page.goto(f"{base}/console/dispatch")
     assert page.locator("h1", has_text="Dispatch").count() == 1
     assert page.locator("h2", has_text="Commands").count() == 1
+    # the award became a dispatch row for its group
+    awarded = page.locator("#dispatch-live tr", has_text="award")
+    assert awarded.count() == 1 and "north" in awarded.inner_text()
+    # a manual target beyond the group's capability is refused and says why; a valid one
+    # is scheduled and can be cancelled
+    page.get_by_label("Group or site").fill("south")
+    page.get_by_label("Target kW (+ discharge)").fill("99999")
+    page.get_by_role("button", name="Schedule target").click()
+    assert "Not scheduled" in page.locator(".flash").inner_text()
+    assert page.get_by_label("Target kW (+ discharge)").input_value() == "99999"  # kept
+    page.get_by_label("Target kW (+ discharge)").fill("100")
+    page.get_by_role("button", name="Schedule target").click()
+    assert "Scheduled" in page.locator(".flash").inner_text()
+    manual = page.locator("#dispatch-live tr", has_text="manual")
+    assert manual.count() == 1 and "100.0" in manual.inner_text()
     page.screenshot(path=str(SHOTS / "dispatch.png"), full_page=True)
+    manual.get_by_role("button", name="Cancel").click()
+    assert "Cancelled" in page.locator(".flash").inner_text()
+    assert api.services.dispatch is not None
+    assert not [d for d in api.services.dispatch.deliveries.values() if d.target.source == "manual"]
     # a stored peak-shaving plan is listed and plotted
     _store_plan(api)
     page.goto(f"{base}/console/schedules")
@@ -140,6 +184,21 @@ def test_an_operator_reviews_bids_in_the_browser(served: tuple[Api, str], browse
     page.wait_for_selector("#plan canvas")
     assert "120.0 kW without → 95.0 kW with the plan" in page.content()
     page.screenshot(path=str(SHOTS / "schedule.png"), full_page=True)
+
+
+def _collect_awards(api: Api) -> None:
+    """What the engine's award collector does once an interval starts (Bidder.collect_awards
+    with the dispatch service as its listener): read the market's awards, store them,
+    dispatch them."""
+    from tests.api_support import FIRST
+
+    assert api.services.market is not None and api.services.dispatch is not None
+    for k in range(3):
+        start = FIRST + timedelta(minutes=5 * k)
+        awards = api.services.market.awards(f"awards-{k}", start, start + timedelta(minutes=5))
+        api.services.bids.record_awards(awards)
+        if awards:
+            api.services.dispatch.on_awards(awards)
 
 
 def _store_plan(api: Api) -> None:
@@ -172,6 +231,7 @@ def _store_plan(api: Api) -> None:
             "p_kw": [n - g for n, g in zip(load, grid, strict=True)],
             "grid_kw": grid,
             "import_price_per_kwh": [0.1] * 24,
+            "soc": [0.5 - 0.01 * k for k in range(24)],
         },
         Principal("k", "alice", "operator"),
     )
@@ -223,3 +283,33 @@ def test_a_bad_key_is_refused_and_forms_need_the_session_token(served: tuple[Api
     )
     assert r.status_code == 422
     assert c.get("/console/static/htmx.min.js").status_code == 200  # shipped, no CDN
+
+
+def test_keyboard_only_sign_in_and_approve(served: tuple[Api, str], browser: object) -> None:
+    """Every step by keyboard (Tab, typing, Enter), with the focused element named by its
+    label: the page works without a mouse."""
+    api, base = served
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(f"{base}/console/login")
+
+    def tab_to(predicate: str, limit: int = 80) -> None:
+        check = f"(() => {{ const el = document.activeElement; return !!el && ({predicate}); }})()"
+        for _ in range(limit):
+            if page.evaluate(check):  # already there (an autofocus field)
+                return
+            page.keyboard.press("Tab")
+        raise AssertionError(f"no focusable element matched {predicate}")
+
+    tab_to("el.id === 'api_key'")
+    page.keyboard.type(api.keys["bob"])
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/console/bids")
+    tab_to("(el.getAttribute('href') || '').startsWith('/console/bids/')")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#curve canvas")
+    tab_to("el.id === 'comment'")
+    page.keyboard.type("checked by keyboard")
+    tab_to("el.textContent.startsWith('Approve version')")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=approved by bob")
+    assert "checked by keyboard" in page.content()

@@ -290,3 +290,39 @@ def test_store_grows_past_its_initial_capacity() -> None:
         store.register(site(f"g{i}"))
     fold(store, *(reading(f"g{i}", 0, 1, 0.5) for i in range(100)))
     assert store.n == 100 and np.all(store.column("soc") == 0.5)
+
+
+# -- the recent-readings trace (vpp.twins.trace) ------------------------------------------
+
+
+def test_trace_samples_at_most_every_s_and_keeps_the_last_depth_oldest_first() -> None:
+    s = FleetStore(partitions=1, trace_depth=3, trace_every_s=10.0)
+    s.register(site("a"))
+    s.register(site("b"))
+    for k in range(8):  # a reading every 5 s: every other one is due
+        fold(s, reading("a", -60 + 5 * k, k, 0.5 + 0.01 * k, p_kw=k), now=NOW)
+    got = s.trace.series(s.index["a"])  # type: ignore[union-attr]
+    assert got["ts"] == [T0.timestamp() - 60 + 5 * k for k in (2, 4, 6)]
+    assert got["p_kw"] == [2.0, 4.0, 6.0]
+    assert got["soc"] == [0.52, 0.54, 0.56]
+    assert s.trace.series(s.index["b"])["ts"] == []  # type: ignore[union-attr]
+
+
+def test_trace_ignores_refused_and_superseded_readings_and_survives_growth() -> None:
+    s = FleetStore(partitions=1, initial_capacity=16, trace_depth=4, trace_every_s=0.0)
+    s.register(site("a"))
+    fold(s, reading("a", -10, 2, 0.5, p_kw=1.0))
+    fold(s, reading("a", -20, 1, 0.4, p_kw=9.0))  # older than the twin: superseded
+    fold(s, reading("a", -5, 3, 1.7, p_kw=9.0))  # SoC out of range: refused
+    for i in range(40):  # the store grows past its first capacity
+        s.register(site(f"x{i}"))
+    fold(s, reading("a", -1, 4, 0.6, p_kw=2.0))
+    got = s.trace.series(s.index["a"])  # type: ignore[union-attr]
+    assert got["p_kw"] == [1.0, 2.0] and got["soc"] == [0.5, 0.6]
+
+
+def test_no_trace_when_depth_is_zero() -> None:
+    s = FleetStore(partitions=1)
+    s.register(site("a"))
+    fold(s, reading("a", -1, 1, 0.5))
+    assert s.trace is None

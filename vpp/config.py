@@ -244,6 +244,16 @@ class IngestSettings(_Section):
         description="aggregates are recomputed after a batch at most this often (s); "
         "under a backlog several batches fold into one refresh",
     )
+    trace_depth: int = Field(
+        48,
+        ge=0,
+        le=10_000,
+        description="recent readings kept per site for operators (0: none); memory is "
+        "sites x depth x 20 bytes",
+    )
+    trace_every_s: float = Field(
+        15.0, ge=0, description="a site's reading is kept in its trace at most this often (s)"
+    )
     snapshot_every_s: PositiveFloat = Field(30.0, description="fleet snapshot period (s)")
     snapshots_kept: PositiveInt = Field(3, description="snapshots kept per ingest member")
     registry_file: Path | None = Field(

@@ -92,6 +92,7 @@ class SitePlan:
     interval_s: int
     plan: PeakPlan
     import_price_per_kwh: F64
+    capacity_kwh: float
 
     def targets(self) -> list[GroupTarget]:
         """One site target per interval (+ discharge)."""
@@ -142,7 +143,7 @@ def plan_site(
     )
     with _SOLVE_LOCK:
         plan = peak_model(horizon).solve(battery, inputs)
-    return SitePlan(site_id, starts, interval_s, plan, prices)
+    return SitePlan(site_id, starts, interval_s, plan, prices, capacity_kwh)
 
 
 def battery_of(store: FleetStore, i: int) -> SiteBattery:
@@ -189,6 +190,9 @@ def schedule_row(
         "p_kw": plan.p_kw.round(3).tolist(),
         "grid_kw": plan.grid_kw.round(3).tolist(),
         "import_price_per_kwh": site_plan.import_price_per_kwh.tolist(),
+        "soc": (plan.e_kwh / site_plan.capacity_kwh).round(4).tolist()
+        if site_plan.capacity_kwh > 0
+        else None,
     }
 
 

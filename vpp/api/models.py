@@ -126,6 +126,19 @@ class SitePublic(BaseModel):
     aggregate: NodePublic | None = None
 
 
+class SiteTracePublic(BaseModel):
+    """A site's recent readings, oldest first: one sample per ``every_s`` at most, the last
+    ``depth`` kept (in memory only; empty after a restart)."""
+
+    site_id: str
+    every_s: float | None
+    depth: int
+    ts: list[float] = Field(description="reading times, epoch seconds UTC")
+    soc: list[float | None]
+    p_kw: list[float | None]
+    site_load_kw: list[float | None]
+
+
 class SiteEventPublic(BaseModel):
     site_id: str
     ts: datetime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -18,13 +19,16 @@ from pydantic import ValidationError
 
 from market.bids import BidCurve, Segment
 from market.lifecycle import BidAction
-from vpp.api.routes.bids import BeyondCapabilityError, apply_edit
+from vpp.api.routes.bids import BeyondCapabilityError, apply_edit, submit_one
+from vpp.api.routes.dispatch import TargetCreate, cancel_manual_target, schedule_manual_target
+from vpp.api.routes.sites import recent_telemetry
 from vpp.api.services import Services
 from vpp.console.sessions import COOKIE, Session, SessionStore
 from vpp.store import ledger, peak_schedules
 from vpp.store.bids import BidError, BidFilter, BidRow, InvalidBidError, NotFoundError
 from vpp.store.keys import Principal
 from vpp.store.ledger import CommandStatus
+from vpp.store.site_events import site_history_page
 from vpp.store.tables import dispatch_intervals
 from vpp.twins.states import NAMES
 from vpp.twins.view import site_view
@@ -250,15 +254,46 @@ def _outlook(report: dict[str, Any] | None, row: BidRow) -> dict[str, Any] | Non
     return None
 
 
+def _marked_versions(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Versions newest first, each segment marked ``changed`` when the previous version
+    had no segment of that side at that price with that quantity (the side-by-side diff)."""
+    ordered = sorted(versions, key=lambda v: v["version"])
+    out: list[dict[str, Any]] = []
+    before: dict[str, set[tuple[float, float]]] = {"discharge": set(), "charge": set()}
+    for i, v in enumerate(ordered):
+        marked = dict(v)
+        for side in ("discharge", "charge"):
+            segs = v.get(side) or []
+            marked[side] = [
+                {
+                    **seg,
+                    "changed": i > 0
+                    and (seg["price_per_mwh"], seg["quantity_mw"]) not in before[side],
+                }
+                for seg in segs
+            ]
+            before[side] = {(seg["price_per_mwh"], seg["quantity_mw"]) for seg in segs}
+        out.append(marked)
+    return out[::-1]
+
+
 def _bid_context(user: User, bid_id: str) -> dict[str, Any]:
     detail = user.services.bids.get(bid_id)
     row = detail.bid
     report = detail.solve_report or {}
     snap, _ = user.services.fleet()
     node = snap.groups.get(row.group) if snap is not None else None
+    awards, _ = user.services.bids.list_awards(
+        group=row.group, start_from=row.interval_start, start_to=row.interval_end, limit=50
+    )
     return {
         "row": row,
-        "versions": detail.versions,
+        "versions": _marked_versions(detail.versions),
+        "awards": [a for a in awards if a["bid_id"] == row.bid_id],
+        "submittable": user.operator
+        and row.status == "approved"
+        and row.gate_closure > user.services.clock()
+        and user.services.market is not None,
         "reviews": detail.reviews,
         "report": report,
         "outlook": _outlook(report, row),
@@ -337,6 +372,32 @@ async def review_bid(request: Request, bid_id: str) -> Response:
     return _bid_page(request, user, bid_id, status, errors, {})
 
 
+@router.post("/bids/{bid_id}/submit", response_class=HTMLResponse)
+async def submit_bid(request: Request, bid_id: str) -> Response:
+    """Submit an approved bid now (the engine would at its gate; an operator may not wait)."""
+    user = await _user(request)
+    errors: list[str] = []
+    status = 200
+    try:
+        form = await _form(request, user)
+        if not user.operator:
+            raise RefusedError(403, "Submitting needs the operator role.")
+        result = await submit_one(
+            user.services, user.principal, bid_id, int((form.get("version") or ["0"])[0])
+        )
+        if result["refused"]:
+            errors, status = [f"The market refused it: {result['refused']}"], 409
+        else:
+            return RedirectResponse(f"/console/bids/{bid_id}", status_code=303)
+    except RefusedError as exc:
+        errors, status = [exc.message], exc.status
+    except HTTPException as exc:
+        errors, status = [f"Not submitted: {exc.detail}"], exc.status_code
+    except (BidError, ValueError) as exc:
+        errors, status = [f"Not submitted: {exc}"], 409
+    return _bid_page(request, user, bid_id, status, errors, {})
+
+
 def _segments(form: dict[str, list[str]], side: str) -> tuple[list[Segment], dict[int, str]]:
     prices, quantities = form.get(f"{side}_price", []), form.get(f"{side}_mw", [])
     out: list[Segment] = []
@@ -355,6 +416,10 @@ def _segments(form: dict[str, list[str]], side: str) -> tuple[list[Segment], dic
             first = exc.errors()[0]
             errors[i] = f"{first['loc'][-1]}: {first['msg']}"
     return out, errors
+
+
+# "<where>, discharge segment 2: price 30 < segment 1 price 41 (...)" (market.bids.problems)
+_SEGMENT_PROBLEM = re.compile(r"\b(discharge|charge) segment (\d+): (.*)$")
 
 
 def _draft(form: dict[str, list[str]]) -> dict[str, list[tuple[str, str]]]:
@@ -401,7 +466,17 @@ async def edit_curve(request: Request, bid_id: str) -> Response:
     except RefusedError as exc:
         errors, status = [exc.message], exc.status
     except InvalidBidError as exc:
-        errors, status = [f"The market refuses it: {p}" for p in exc.problems], 422
+        status = 422
+        errors = ["The market refuses this curve; nothing saved."]
+        segment_errors = {}
+        for problem in exc.problems:
+            m = _SEGMENT_PROBLEM.search(problem)
+            if m and draft is not None:  # shown next to the typed row it names
+                typed = [i for i, (p, q) in enumerate(draft[m[1]]) if p.strip() or q.strip()]
+                k = int(m[2]) - 1
+                segment_errors[f"{m[1]}-{typed[k] if k < len(typed) else k}"] = m[3]
+            else:
+                errors.append(f"The market refuses it: {problem}")
     except BeyondCapabilityError as exc:
         errors, status = [f"Beyond the fleet: {m}" for m in exc.found], 422
     except PermissionError as exc:
@@ -455,6 +530,18 @@ async def fleet_page(
 @router.get("/dispatch", response_class=HTMLResponse)
 async def dispatch_page(request: Request) -> Response:
     user = await _user(request)
+    return _dispatch_page(request, user)
+
+
+def _dispatch_page(
+    request: Request,
+    user: User,
+    status_code: int = 200,
+    *,
+    flash: list[str] | None = None,
+    errors: dict[str, str] | None = None,
+    draft: dict[str, str] | None = None,
+) -> HTMLResponse:
     now = _now(request)
     t = dispatch_intervals
     with user.services.db.connect() as conn:
@@ -469,15 +556,132 @@ async def dispatch_page(request: Request) -> Response:
     if status not in statuses:
         status = None  # an unknown filter shows every command (the select offers the known)
     commands, count = ledger.last_states(user.services.db, state=status, skip=0, limit=100)
+    _, store = user.services.fleet()
+    step = timedelta(minutes=5)
     return _page(
         request,
         "dispatch.html",
         user,
+        status_code,
         rows=rows,
         commands=commands,
         command_count=count,
         command_status=status or "",
         statuses=statuses,
+        groups=sorted(store.group_index) if store is not None else [],
+        flash=flash or [],
+        errors=errors or {},
+        draft=draft
+        or {
+            "group": "",
+            "interval_start": (now - timedelta(seconds=now.timestamp() % 300) + step).strftime(
+                "%Y-%m-%dT%H:%M"
+            ),
+            "duration_s": "300",
+            "target_kw": "",
+        },
+    )
+
+
+_TARGET_FIELDS = ("group", "interval_start", "duration_s", "target_kw")
+
+
+@router.post("/dispatch/targets", response_class=HTMLResponse)
+async def create_target(request: Request) -> Response:
+    """A manual target from the form, checked exactly as ``POST /api/v1/dispatch/targets``
+    checks it (the same code); the interval start is typed in UTC."""
+    user = await _user(request)
+    draft: dict[str, str] = {}
+    try:
+        form = await _form(request, user)
+        draft = {k: (form.get(k) or [""])[0].strip() for k in _TARGET_FIELDS}
+        if not user.operator:
+            raise RefusedError(403, "Manual targets need the operator role.")
+        start = draft["interval_start"]
+        try:
+            body = TargetCreate.model_validate(
+                {
+                    **draft,
+                    "interval_start": f"{start}Z" if start and start[-1].isdigit() else start,
+                }
+            )
+        except ValidationError as exc:
+            errors = {str(e["loc"][0]): str(e["msg"]) for e in exc.errors()}
+            return _dispatch_page(
+                request,
+                user,
+                422,
+                flash=["Not scheduled: see the fields."],
+                errors=errors,
+                draft=draft,
+            )
+        row = await schedule_manual_target(user.services, user.principal, body)
+    except RefusedError as exc:
+        return _dispatch_page(request, user, exc.status, flash=[exc.message], draft=draft)
+    except HTTPException as exc:
+        return _dispatch_page(
+            request, user, exc.status_code, flash=[f"Not scheduled: {_detail(exc)}"], draft=draft
+        )
+    return _dispatch_page(
+        request,
+        user,
+        flash=[f"Scheduled {row['dispatch_id']}: {row['target_kw']:g} kW for {row['group_id']}"],
+    )
+
+
+@router.post("/dispatch/targets/{dispatch_id}/cancel", response_class=HTMLResponse)
+async def cancel_target(request: Request, dispatch_id: str) -> Response:
+    user = await _user(request)
+    try:
+        await _form(request, user)
+        if not user.operator:
+            raise RefusedError(403, "Cancelling needs the operator role.")
+        await cancel_manual_target(user.services, user.principal, dispatch_id)
+    except RefusedError as exc:
+        return _dispatch_page(request, user, exc.status, flash=[exc.message])
+    except HTTPException as exc:
+        return _dispatch_page(
+            request, user, exc.status_code, flash=[f"Not cancelled: {_detail(exc)}"]
+        )
+    return _dispatch_page(request, user, flash=[f"Cancelled {dispatch_id}"])
+
+
+def _detail(exc: HTTPException) -> str:
+    """An API refusal's detail as one line (a string, or the 422 list of field errors)."""
+    if isinstance(exc.detail, list):
+        return "; ".join(str(d.get("msg", d)) for d in exc.detail)
+    return str(exc.detail)
+
+
+# -- one site ------------------------------------------------------------------------------
+
+
+@router.get("/sites/{site_id}", response_class=HTMLResponse)
+async def site_page(request: Request, site_id: str) -> Response:
+    """One site: its twin, its recent readings and state changes plotted, its commands."""
+    user = await _user(request)
+    _, store = user.services.fleet()
+    i = store.index.get(site_id) if store is not None else None
+    if store is None or i is None:
+        return _page(request, "error.html", user, 404, message=f"site {site_id} not found")
+    view = site_view(store, site_id, _now(request).timestamp())
+    events, _ = site_history_page(user.services.db, site_id, limit=50)
+    commands, _ = ledger.last_states(user.services.db, site_id=site_id, limit=20)
+    trace = recent_telemetry(store, i)
+    return _page(
+        request,
+        "site.html",
+        user,
+        site=view,
+        events=events,
+        commands=commands,
+        trace=trace,
+        plot={
+            **trace,
+            "events": [
+                {"t": e["ts"].timestamp(), "label": f"{e['kind']}: {e['to_state']}"} for e in events
+            ],
+        },
     )
 
 
@@ -504,5 +708,6 @@ async def schedule_page(request: Request, schedule_id: str) -> Response:
         "peak_without_kw": row["peak_without_kw"],
         "peak_kw": row["peak_kw"],
         "peak_so_far_kw": row["peak_so_far_kw"],
+        "soc": row.get("soc"),
     }
     return _page(request, "schedule.html", user, row=row, plot=plot)

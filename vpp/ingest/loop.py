@@ -84,6 +84,8 @@ def ingest_store(settings: IngestSettings, partitions: int) -> FleetStore:
             health_window_s=settings.health_window_s,
         ),
         partitions=partitions,
+        trace_depth=settings.trace_depth,
+        trace_every_s=settings.trace_every_s,
     )
 
 

@@ -47,7 +47,7 @@ def list_schedules(
 ) -> tuple[list[dict[str, Any]], int]:
     """Newest interval start first; the per-interval arrays are left out of list rows."""
     conds = [peak_schedules.c.site_id == site_id] if site_id else []
-    arrays = {"net_load_kw", "p_kw", "grid_kw", "import_price_per_kwh"}
+    arrays = {"net_load_kw", "p_kw", "grid_kw", "import_price_per_kwh", "soc"}
     columns = [c for c in peak_schedules.c if c.name not in arrays]
     order = [peak_schedules.c.interval_start.desc(), peak_schedules.c.created_at.desc()]
     return paged(engine, peak_schedules, conds, order, skip=skip, limit=limit, columns=columns)

@@ -241,6 +241,7 @@ peak_schedules = sa.Table(
     sa.Column("p_kw", sa.JSON, nullable=False),
     sa.Column("grid_kw", sa.JSON, nullable=False),
     sa.Column("import_price_per_kwh", sa.JSON, nullable=False),
+    sa.Column("soc", sa.JSON, nullable=True),  # at each interval's end; null before 0004
     sa.Index("ix_peak_schedules_site_start", "site_id", "interval_start"),
 )
 

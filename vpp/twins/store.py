@@ -43,6 +43,7 @@ from vpp.twins.states import (
     SiteEvent,
     state_name,
 )
+from vpp.twins.trace import SiteTrace
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +175,12 @@ class FleetStore:
         rule: ConnectivityRule | None = None,
         partitions: int = 8,
         initial_capacity: int = 1024,
+        trace_depth: int = 0,
+        trace_every_s: float = 15.0,
     ) -> None:
         self.limits = limits or IngestLimits()
+        # Recent readings per site for operators (a sampled ring; see vpp.twins.trace).
+        self.trace = SiteTrace(trace_depth, trace_every_s, 0) if trace_depth > 0 else None
         self.rule = rule or ConnectivityRule()
         self.partitions = partitions
         self.ids: list[str] = []
@@ -202,6 +207,8 @@ class FleetStore:
                 new[:n] = getattr(self, name)[:n]
             setattr(self, name, new)
         self._capacity = capacity
+        if self.trace is not None:
+            self.trace.grow(capacity)
         self._best_ts = np.full(capacity, -np.inf)
         self._best_seq = np.full(capacity, -1, dtype=np.int64)
 
@@ -404,6 +411,14 @@ class FleetStore:
         mode = cols.mode[rows]
         self.mode[sites] = mode
         out.events = self._transitions(sites, ts[rows], p, avail, mode, now_s)
+        if self.trace is not None:
+            self.trace.record(
+                sites,
+                ts[rows],
+                soc=cols.soc[rows],
+                p_kw=p,
+                site_load_kw=cols.site_load_kw[rows],
+            )
         return out
 
     def _transitions(

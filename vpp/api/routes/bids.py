@@ -286,23 +286,30 @@ def reject_bid(caller: Operator, bid_id: BidId, body: Review) -> Any:
     summary="Submit an approved bid to the market",
 )
 async def submit_bid(caller: Operator, bid_id: BidId, body: SubmitRequest) -> Any:
-    if caller.services.market is None:
+    return await submit_one(caller.services, caller.principal, bid_id, body.version)
+
+
+async def submit_one(
+    svc: Services, principal: Principal, bid_id: str, version: int
+) -> dict[str, Any]:
+    """Submit one approved bid at ``version`` (the API and the console both come here):
+    503 without a market, a version conflict if another version is current, and the
+    market's own accept/refuse in the result. The exchange is logged before and after."""
+    if svc.market is None:
         raise HTTPException(503, detail="no market adapter is configured")
-    current = await run_in_threadpool(caller.services.bids.row, bid_id)
-    if current.version != body.version:
+    current = await run_in_threadpool(svc.bids.row, bid_id)
+    if current.version != version:
         from vpp.store.bids import ConflictError
 
         raise ConflictError(
-            f"bid {bid_id}: version {body.version} is not current (current: v{current.version}, "
+            f"bid {bid_id}: version {version} is not current (current: v{current.version}, "
             f"{current.status})",
             current,
         )
-    tx_id = f"submit-{bid_id}-v{body.version}-{uuid.uuid4().hex[:8]}"
-    result = await run_in_threadpool(
-        caller.services.bids.submit, [bid_id], caller.principal, caller.services.market, tx_id
-    )
-    row = await run_in_threadpool(caller.services.bids.row, bid_id)
-    _log("submitted", row, caller.principal.actor)
+    tx_id = f"submit-{bid_id}-v{version}-{uuid.uuid4().hex[:8]}"
+    result = await run_in_threadpool(svc.bids.submit, [bid_id], principal, svc.market, tx_id)
+    row = await run_in_threadpool(svc.bids.row, bid_id)
+    _log("submitted", row, principal.actor)
     return {
         "tx_id": tx_id,
         "accepted": result.accepted,

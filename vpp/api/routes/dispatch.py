@@ -20,6 +20,7 @@ from vpp.bidding.physics import target_problems
 from vpp.dispatch.service import TARGET_HORIZON
 from vpp.dispatch.targets import GroupTarget, dispatch_id
 from vpp.store import audit, dispatch_log
+from vpp.store.keys import Principal
 
 router = APIRouter(prefix="/dispatch", tags=["dispatch"])
 
@@ -111,7 +112,17 @@ def list_dispatch(
     summary="Schedule a manual target for a group",
 )
 async def create_target(caller: Operator, body: TargetCreate) -> Any:
-    svc = caller.services
+    return await schedule_manual_target(caller.services, caller.principal, body)
+
+
+async def schedule_manual_target(
+    svc: Services, principal: Principal, body: TargetCreate
+) -> dict[str, Any]:
+    """Check and schedule an operator's target; the API and the console both come here.
+
+    Refusals are HTTP errors with the status and detail the API documents (503 without
+    dispatch, 409 for an interval that is over or overlaps another target, 422 for an
+    unknown node or a target beyond its capability)."""
     if svc.dispatch is None:
         raise HTTPException(503, detail="dispatch is not running")
     now = svc.clock()
@@ -183,7 +194,7 @@ async def create_target(caller: Operator, body: TargetCreate) -> Any:
             with svc.db.begin() as conn:
                 audit.record(
                     conn,
-                    caller.principal,
+                    principal,
                     "create",
                     "dispatch_target",
                     target.dispatch_id,
@@ -242,7 +253,12 @@ def _capability(svc: Services, body: TargetCreate) -> list[str]:
 async def cancel_target(
     caller: Operator, dispatch_id: Annotated[str, PathParam(min_length=1, max_length=120)]
 ) -> Response:
-    svc = caller.services
+    await cancel_manual_target(caller.services, caller.principal, dispatch_id)
+    return Response(status_code=204)
+
+
+async def cancel_manual_target(svc: Services, principal: Principal, dispatch_id: str) -> None:
+    """Cancel an operator's target (404 unknown, 409 not manual); audited."""
     if svc.dispatch is None:
         raise HTTPException(503, detail="dispatch is not running")
     d = svc.dispatch.deliveries.get(dispatch_id)
@@ -263,9 +279,6 @@ async def cancel_target(
 
     def record() -> None:
         with svc.db.begin() as conn:
-            audit.record(
-                conn, caller.principal, "cancel", "dispatch_target", dispatch_id, before, None
-            )
+            audit.record(conn, principal, "cancel", "dispatch_target", dispatch_id, before, None)
 
     await run_in_threadpool(record)
-    return Response(status_code=204)

@@ -111,6 +111,9 @@ class SchedulePublic(ScheduleSummary):
     p_kw: list[float] = Field(description="battery power per interval, + discharge")
     grid_kw: list[float] = Field(description="grid power per interval, + import")
     import_price_per_kwh: list[float]
+    soc: list[float] | None = Field(
+        None, description="planned state of charge at each interval's end (null: not kept)"
+    )
 
 
 class BillingPeriodIn(BaseModel):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 
 from vpp.api.deps import Viewer
-from vpp.api.models import Page, SiteEventPublic, SitePublic
+from vpp.api.models import Page, SiteEventPublic, SitePublic, SiteTracePublic
 from vpp.api.responses import AUTH, NOT_FOUND, UNAVAILABLE, Responses
 from vpp.api.routes.bids import encode
 from vpp.api.routes.commands import CommandPublic, page
@@ -99,6 +99,28 @@ def site_events(
     rows, count = site_history_page(caller.services.db, site_id, skip=skip, limit=limit)
     data = [{k: r[k] for k in ("site_id", "ts", "kind", "from_state", "to_state")} for r in rows]
     return Response(encode({"data": data, "count": count}), media_type="application/json")
+
+
+@router.get(
+    "/{site_id}/telemetry",
+    response_model=SiteTracePublic,
+    responses={**AUTH, **MISSING},
+    summary="The site's recent readings, oldest first (sampled; see ingest.trace_*)",
+)
+def site_telemetry(caller: Viewer, site_id: SiteId) -> Response:
+    store = _store(caller.services)
+    i = store.index.get(site_id)
+    if i is None:
+        raise HTTPException(404, detail=f"site {site_id} not found")
+    body = recent_telemetry(store, i)
+    return Response(encode({"site_id": site_id, **body}), media_type="application/json")
+
+
+def recent_telemetry(store: FleetStore, row: int) -> dict[str, object]:
+    """The trace of one site row with its sampling (empty lists when tracing is off)."""
+    if store.trace is None:
+        return {"every_s": None, "depth": 0, "ts": [], "soc": [], "p_kw": [], "site_load_kw": []}
+    return {"every_s": store.trace.every_s, "depth": store.trace.depth, **store.trace.series(row)}
 
 
 @router.get(

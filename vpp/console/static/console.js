@@ -83,11 +83,51 @@
         { label: "peak without", stroke: "#6b6f75", dash: [6, 4] },
         { label: "peak with", stroke: "#0b57d0", dash: [6, 4] }]
     };
-    new uPlot(opts, [d.t, d.net_load_kw, d.grid_kw, d.p_kw, flat(d.peak_without_kw), flat(d.peak_kw)], holder);
+    var cols = [d.t, d.net_load_kw, d.grid_kw, d.p_kw, flat(d.peak_without_kw), flat(d.peak_kw)];
+    if (d.soc) {  // plans stored before the SoC was kept have none
+      opts.scales = { soc: { range: [0, 1] } };
+      opts.axes.push({ scale: "soc", side: 1, label: "SoC", grid: { show: false } });
+      opts.series.push({ label: "SoC (right)", stroke: "#7b3fb5", width: 2, scale: "soc" });
+      cols.push(d.soc);
+    }
+    new uPlot(opts, cols, holder);
+  }
+
+  // One site's recent readings: power and load in kW, SoC on its own axis, and each
+  // state change as a labelled red mark at its time (within the plotted range).
+  function site() {
+    var holder = document.getElementById("site-plot");
+    var data = document.getElementById("site-data");
+    if (!holder || !data || typeof uPlot === "undefined") { return; }
+    var d = JSON.parse(data.textContent);
+    var opts = {
+      width: Math.max(320, holder.clientWidth || 600), height: 320,
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
+      scales: { soc: { range: [0, 1] } },
+      axes: [{ label: "UTC" }, { label: "kW" },
+             { scale: "soc", side: 1, label: "SoC", grid: { show: false } }],
+      series: [{},
+        { label: "battery kW (+ discharge)", stroke: "#0b57d0", width: 2 },
+        { label: "site load kW", stroke: "#6b6f75", width: 1 },
+        { label: "SoC (right)", stroke: "#0a6b2e", width: 2, scale: "soc" }],
+      hooks: { draw: [function (u) {
+        var ctx = u.ctx, lo = u.scales.x.min, hi = u.scales.x.max;
+        ctx.save(); ctx.strokeStyle = "#a50e0e"; ctx.fillStyle = "#a50e0e";
+        ctx.font = "12px system-ui, sans-serif";
+        d.events.forEach(function (e) {
+          if (e.t < lo || e.t > hi) { return; }
+          var px = u.valToPos(e.t, "x", true);
+          ctx.beginPath(); ctx.moveTo(px, u.bbox.top); ctx.lineTo(px, u.bbox.top + u.bbox.height); ctx.stroke();
+          ctx.fillText(e.label, px + 3, u.bbox.top + 12);
+        });
+        ctx.restore();
+      }] }
+    };
+    new uPlot(opts, [d.ts, d.p_kw, d.site_load_kw, d.soc], holder);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    tick(); setInterval(tick, 1000); curve(); plan();
+    tick(); setInterval(tick, 1000); curve(); plan(); site();
   });
   document.addEventListener("htmx:afterSwap", tick);
 })();
