@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,9 +22,12 @@ from vpp.store.history import AggregateRecorder
 from vpp.store.tables import dispatch_intervals, group_aggregates
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Api:
-    return build_api(next(engine_for("sqlite", tmp_path, None)))  # type: ignore[arg-type]
+@pytest.fixture(params=["sqlite", "postgres"])
+def api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Api]:
+    """Both stores: the export reads each driver's own column types (see arrow_batches)."""
+    engines = engine_for(request.param, tmp_path, request)
+    yield build_api(next(engines))
+    next(engines, None)  # drop the test's schema
 
 
 def _dispatch_rows(n: int, start: datetime) -> list[dict[str, object]]:
@@ -175,6 +179,11 @@ def test_vpp_export_writes_parquet_partitioned_by_day(api: Api, tmp_path: Path) 
         conn.execute(dispatch_intervals.insert(), _dispatch_rows(36, start))  # 3 h over midnight
     out = tmp_path / "export"
     env = {"VPP_DATABASE__URL": str(api.engine.url), "PATH": "/usr/bin:/bin"}
+    if api.engine.dialect.name == "postgresql":
+        with api.engine.connect() as conn:
+            env["VPP_DATABASE__SCHEMA_NAME"] = conn.execute(
+                sa.text("select current_schema()")
+            ).scalar_one()
     res = subprocess.run(
         [
             sys.executable,

@@ -9,6 +9,7 @@ against an older schema refuses with :class:`SchemaOutOfDateError`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,18 @@ class SchemaOutOfDateError(RuntimeError):
     """The database's schema is not the one this version of the engine needs."""
 
 
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 def create_db_engine(settings: DatabaseSettings) -> sa.Engine:
     url = sa.make_url(settings.url.get_secret_value())
-    kwargs: dict[str, Any] = {"echo": settings.echo, "future": True}
+    kwargs: dict[str, Any] = {
+        "echo": settings.echo,
+        "future": True,
+        # JSON stored compact: the same text on every backend (exports carry it verbatim)
+        "json_serializer": _compact_json,
+    }
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         database = url.database
