@@ -231,3 +231,23 @@ def test_vpp_export_writes_parquet_partitioned_by_day(api: Api, tmp_path: Path) 
         timeout=60,
     )
     assert bad.returncode == 2 and "unknown ['commands']" in bad.stderr
+
+
+def test_postgres_export_is_the_same_through_adbc_and_through_psycopg(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if api.engine.dialect.name != "postgresql":
+        pytest.skip("the ADBC reader is PostgreSQL's")
+    start = datetime(2026, 11, 20, 22, tzinfo=UTC)
+    with api.engine.begin() as conn:
+        conn.execute(dispatch_intervals.insert(), _dispatch_rows(30, start))
+    end = start + timedelta(days=1)
+
+    def read() -> pa.Table:
+        body = b"".join(history.stream(api.engine, "dispatch", "parquet", start, end))
+        return pq.read_table(io.BytesIO(body))
+
+    fast = read()
+    monkeypatch.setattr(history, "_adbc_available", lambda: False)
+    slow = read()
+    assert fast.num_rows == 30 and fast.equals(slow)
