@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._broker import tansu_broker
 from vpp.config import BusSettings, IngestSettings, KafkaSettings, TopicSpec, TopicsSettings
+from vpp.ingest.loop import ingest_store
 from vpp.telemetry.contract import Telemetry, encode_telemetry
 from vpp.telemetry.decode import decode_batch
 from vpp.twins.registry import SiteConfig
@@ -100,8 +101,9 @@ def bench_fold(n_msgs: int, n_sites: int) -> dict[str, float]:
             [one_decoder.decode(m) for m in b]
         return time.perf_counter() - t
 
-    def fold() -> float:
-        store = FleetStore()
+    def fold(trace: bool = True) -> float:
+        # as shipped (the ingest settings' store, with its per-site trace) or without it
+        store = ingest_store(IngestSettings(), 8) if trace else FleetStore(partitions=8)
         for s in sites(n_sites):
             store.register(s)
         t = time.perf_counter()
@@ -116,14 +118,16 @@ def bench_fold(n_msgs: int, n_sites: int) -> dict[str, float]:
         return elapsed
 
     # Interleave and keep the best of three of each, so both see the same machine state.
-    runs: dict[str, list[float]] = {"batched": [], "each": [], "fold": []}
+    runs: dict[str, list[float]] = {"batched": [], "each": [], "fold": [], "fold_no_trace": []}
     for _ in range(3):
         runs["batched"].append(decode_batched())
         runs["each"].append(decode_each())
         runs["fold"].append(fold())
+        runs["fold_no_trace"].append(fold(trace=False))
     best = {k: min(v) for k, v in runs.items()}
     return {
         "fold_msgs_per_s": round(n_msgs / best["fold"]),
+        "fold_without_trace_msgs_per_s": round(n_msgs / best["fold_no_trace"]),
         "decode_batched_msgs_per_s": round(n_msgs / best["batched"]),
         "decode_per_message_msgs_per_s": round(n_msgs / best["each"]),
         "fold_to_decode_batched_ratio": round(best["fold"] / best["batched"], 3),
