@@ -109,6 +109,14 @@ async def _form(request: Request, user: User | None) -> dict[str, list[str]]:
     return data
 
 
+async def _operator_form(request: Request, user: User, refusal: str) -> dict[str, list[str]]:
+    """The posted form of an operator's action; a viewer gets ``refusal`` (403)."""
+    form = await _form(request, user)
+    if not user.operator:
+        raise RefusedError(403, refusal)
+    return form
+
+
 class RefusedError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -349,9 +357,7 @@ async def review_bid(request: Request, bid_id: str) -> Response:
     errors: list[str] = []
     status = 200
     try:
-        form = await _form(request, user)
-        if not user.operator:
-            raise RefusedError(403, "Reviewing needs the operator role.")
+        form = await _operator_form(request, user, "Reviewing needs the operator role.")
         action = (form.get("action") or [""])[0]
         if action not in ("approve", "reject"):
             raise RefusedError(422, f"unknown action {action!r}")
@@ -379,9 +385,7 @@ async def submit_bid(request: Request, bid_id: str) -> Response:
     errors: list[str] = []
     status = 200
     try:
-        form = await _form(request, user)
-        if not user.operator:
-            raise RefusedError(403, "Submitting needs the operator role.")
+        form = await _operator_form(request, user, "Submitting needs the operator role.")
         result = await submit_one(
             user.services, user.principal, bid_id, int((form.get("version") or ["0"])[0])
         )
@@ -438,10 +442,8 @@ async def edit_curve(request: Request, bid_id: str) -> Response:
     draft: dict[str, list[tuple[str, str]]] | None = None
     status = 200
     try:
-        form = await _form(request, user)
+        form = await _operator_form(request, user, "Editing needs the operator role.")
         draft = _draft(form)
-        if not user.operator:
-            raise RefusedError(403, "Editing needs the operator role.")
         version = int((form.get("version") or ["0"])[0])
         discharge, dis_err = _segments(form, "discharge")
         charge, ch_err = _segments(form, "charge")
@@ -593,10 +595,8 @@ async def create_target(request: Request) -> Response:
     user = await _user(request)
     draft: dict[str, str] = {}
     try:
-        form = await _form(request, user)
+        form = await _operator_form(request, user, "Manual targets need the operator role.")
         draft = {k: (form.get(k) or [""])[0].strip() for k in _TARGET_FIELDS}
-        if not user.operator:
-            raise RefusedError(403, "Manual targets need the operator role.")
         start = draft["interval_start"]
         try:
             body = TargetCreate.model_validate(
@@ -633,9 +633,7 @@ async def create_target(request: Request) -> Response:
 async def cancel_target(request: Request, dispatch_id: str) -> Response:
     user = await _user(request)
     try:
-        await _form(request, user)
-        if not user.operator:
-            raise RefusedError(403, "Cancelling needs the operator role.")
+        await _operator_form(request, user, "Cancelling needs the operator role.")
         await cancel_manual_target(user.services, user.principal, dispatch_id)
     except RefusedError as exc:
         return _dispatch_page(request, user, exc.status, flash=[exc.message])

@@ -33,6 +33,14 @@ def _store(svc: Services) -> FleetStore:
     return store
 
 
+def _row_of(svc: Services, site_id: str) -> int:
+    """The site's store row (404 when the fleet has no such site)."""
+    i = _store(svc).index.get(site_id)
+    if i is None:
+        raise HTTPException(404, detail=f"site {site_id} not found")
+    return i
+
+
 @router.get(
     "",
     response_model=Page[SitePublic],
@@ -93,9 +101,7 @@ def site_events(
     skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    store = _store(caller.services)
-    if site_id not in store.index:
-        raise HTTPException(404, detail=f"site {site_id} not found")
+    _row_of(caller.services, site_id)
     rows, count = site_history_page(caller.services.db, site_id, skip=skip, limit=limit)
     data = [{k: r[k] for k in ("site_id", "ts", "kind", "from_state", "to_state")} for r in rows]
     return Response(encode({"data": data, "count": count}), media_type="application/json")
@@ -109,9 +115,7 @@ def site_events(
 )
 def site_telemetry(caller: Viewer, site_id: SiteId) -> Response:
     store = _store(caller.services)
-    i = store.index.get(site_id)
-    if i is None:
-        raise HTTPException(404, detail=f"site {site_id} not found")
+    i = _row_of(caller.services, site_id)
     body = recent_telemetry(store, i)
     return Response(encode({"site_id": site_id, **body}), media_type="application/json")
 
@@ -135,8 +139,6 @@ def site_commands(
     skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
-    store = _store(caller.services)
-    if site_id not in store.index:
-        raise HTTPException(404, detail=f"site {site_id} not found")
+    _row_of(caller.services, site_id)
     rows, count = ledger.last_states(caller.services.db, site_id=site_id, skip=skip, limit=limit)
     return page(rows, count)
