@@ -1,0 +1,254 @@
+"""Console pages for operations: the fleet, one site, dispatch with manual targets, and
+peak-shaving plans."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from vpp.api.routes.dispatch import TargetCreate, cancel_manual_target, schedule_manual_target
+from vpp.api.routes.sites import recent_telemetry
+from vpp.console.routes import (
+    RefusedError,
+    User,
+    current_user,
+    engine_now,
+    operator_form,
+    render,
+)
+from vpp.store import ledger, peak_schedules
+from vpp.store.ledger import CommandStatus
+from vpp.store.site_events import site_history_page
+from vpp.store.tables import dispatch_intervals
+from vpp.twins.states import NAMES
+from vpp.twins.view import site_view
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+# -- fleet and dispatch ---------------------------------------------------------------------
+
+_SORTS = {"site_id", "soc", "p_kw", "health", "connectivity", "operation"}
+
+
+@router.get("/fleet", response_class=HTMLResponse)
+async def fleet_page(
+    request: Request,
+    group: str | None = None,
+    state: str | None = None,
+    sort: str = "site_id",
+    desc: bool = False,
+) -> Response:
+    user = await current_user(request)
+    snap, store = user.services.fleet()
+    groups = sorted(snap.groups.items()) if snap is not None else []
+    sites: list[Any] = []
+    if snap is not None and store is not None and group in snap.groups:
+        now_s = engine_now(request).timestamp()
+        views = [site_view(store, s, now_s) for s in snap.children("group", group)]
+        sites = [v for v in views if v is not None]
+        if state:
+            sites = [v for v in sites if state in (v.connectivity, v.operation, v.command)]
+        key = sort if sort in _SORTS else "site_id"
+        sites.sort(key=lambda v: (getattr(v, key) is None, getattr(v, key) or 0), reverse=desc)
+    return render(
+        request,
+        "fleet.html",
+        user,
+        groups=groups,
+        group=group,
+        state=state or "",
+        sort=sort,
+        desc=desc,
+        sites=sites[:500],
+        states=sorted({n for names in NAMES.values() for n in names}),
+        total=len(sites),
+        snapshot_at=snap.as_of if snap is not None else None,
+    )
+
+
+@router.get("/dispatch", response_class=HTMLResponse)
+async def dispatch_page(request: Request) -> Response:
+    user = await current_user(request)
+    return _dispatch_page(request, user)
+
+
+def _dispatch_page(
+    request: Request,
+    user: User,
+    status_code: int = 200,
+    *,
+    flash: list[str] | None = None,
+    errors: dict[str, str] | None = None,
+    draft: dict[str, str] | None = None,
+) -> HTMLResponse:
+    now = engine_now(request)
+    t = dispatch_intervals
+    with user.services.db.connect() as conn:
+        rows = conn.execute(
+            sa.select(t)
+            .where(t.c.interval_end > now - timedelta(hours=2))
+            .order_by(t.c.interval_start.desc(), t.c.group_id)
+            .limit(200)
+        ).all()
+    statuses = [s.value for s in CommandStatus]
+    status = request.query_params.get("status") or None
+    if status not in statuses:
+        status = None  # an unknown filter shows every command (the select offers the known)
+    commands, count = ledger.last_states(user.services.db, state=status, skip=0, limit=100)
+    _, store = user.services.fleet()
+    step = timedelta(minutes=5)
+    return render(
+        request,
+        "dispatch.html",
+        user,
+        status_code,
+        rows=rows,
+        commands=commands,
+        command_count=count,
+        command_status=status or "",
+        statuses=statuses,
+        groups=sorted(store.group_index) if store is not None else [],
+        flash=flash or [],
+        errors=errors or {},
+        draft=draft
+        or {
+            "group": "",
+            "interval_start": (now - timedelta(seconds=now.timestamp() % 300) + step).strftime(
+                "%Y-%m-%dT%H:%M"
+            ),
+            "duration_s": "300",
+            "target_kw": "",
+        },
+    )
+
+
+_TARGET_FIELDS = ("group", "interval_start", "duration_s", "target_kw")
+
+
+@router.post("/dispatch/targets", response_class=HTMLResponse)
+async def create_target(request: Request) -> Response:
+    """A manual target from the form, checked exactly as ``POST /api/v1/dispatch/targets``
+    checks it (the same code); the interval start is typed in UTC."""
+    user = await current_user(request)
+    draft: dict[str, str] = {}
+    try:
+        form = await operator_form(request, user, "Manual targets need the operator role.")
+        draft = {k: (form.get(k) or [""])[0].strip() for k in _TARGET_FIELDS}
+        start = draft["interval_start"]
+        try:
+            body = TargetCreate.model_validate(
+                {
+                    **draft,
+                    "interval_start": f"{start}Z" if start and start[-1].isdigit() else start,
+                }
+            )
+        except ValidationError as exc:
+            errors = {str(e["loc"][0]): str(e["msg"]) for e in exc.errors()}
+            return _dispatch_page(
+                request,
+                user,
+                422,
+                flash=["Not scheduled: see the fields."],
+                errors=errors,
+                draft=draft,
+            )
+        row = await schedule_manual_target(user.services, user.principal, body)
+    except RefusedError as exc:
+        return _dispatch_page(request, user, exc.status, flash=[exc.message], draft=draft)
+    except HTTPException as exc:
+        return _dispatch_page(
+            request, user, exc.status_code, flash=[f"Not scheduled: {_detail(exc)}"], draft=draft
+        )
+    return _dispatch_page(
+        request,
+        user,
+        flash=[f"Scheduled {row['dispatch_id']}: {row['target_kw']:g} kW for {row['group_id']}"],
+    )
+
+
+@router.post("/dispatch/targets/{dispatch_id}/cancel", response_class=HTMLResponse)
+async def cancel_target(request: Request, dispatch_id: str) -> Response:
+    user = await current_user(request)
+    try:
+        await operator_form(request, user, "Cancelling needs the operator role.")
+        await cancel_manual_target(user.services, user.principal, dispatch_id)
+    except RefusedError as exc:
+        return _dispatch_page(request, user, exc.status, flash=[exc.message])
+    except HTTPException as exc:
+        return _dispatch_page(
+            request, user, exc.status_code, flash=[f"Not cancelled: {_detail(exc)}"]
+        )
+    return _dispatch_page(request, user, flash=[f"Cancelled {dispatch_id}"])
+
+
+def _detail(exc: HTTPException) -> str:
+    """An API refusal's detail as one line (a string, or the 422 list of field errors)."""
+    if isinstance(exc.detail, list):
+        return "; ".join(str(d.get("msg", d)) for d in exc.detail)
+    return str(exc.detail)
+
+
+# -- one site ------------------------------------------------------------------------------
+
+
+@router.get("/sites/{site_id}", response_class=HTMLResponse)
+async def site_page(request: Request, site_id: str) -> Response:
+    """One site: its twin, its recent readings and state changes plotted, its commands."""
+    user = await current_user(request)
+    _, store = user.services.fleet()
+    i = store.index.get(site_id) if store is not None else None
+    if store is None or i is None:
+        return render(request, "error.html", user, 404, message=f"site {site_id} not found")
+    view = site_view(store, site_id, engine_now(request).timestamp())
+    events, _ = site_history_page(user.services.db, site_id, limit=50)
+    commands, _ = ledger.last_states(user.services.db, site_id=site_id, limit=20)
+    trace = recent_telemetry(store, i)
+    return render(
+        request,
+        "site.html",
+        user,
+        site=view,
+        events=events,
+        commands=commands,
+        trace=trace,
+        plot={
+            **trace,
+            "events": [
+                {"t": e["ts"].timestamp(), "label": f"{e['kind']}: {e['to_state']}"} for e in events
+            ],
+        },
+    )
+
+
+@router.get("/schedules", response_class=HTMLResponse)
+async def schedules_page(request: Request) -> Response:
+    user = await current_user(request)
+    rows, count = peak_schedules.list_schedules(user.services.db, skip=0, limit=100)
+    return render(request, "schedules.html", user, rows=rows, count=count)
+
+
+@router.get("/schedules/{schedule_id}", response_class=HTMLResponse)
+async def schedule_page(request: Request, schedule_id: str) -> Response:
+    user = await current_user(request)
+    row = peak_schedules.get(user.services.db, schedule_id)
+    if row is None:
+        return render(request, "error.html", user, 404, message=f"schedule {schedule_id} not found")
+    step = timedelta(seconds=row["interval_s"])
+    starts = [row["interval_start"] + k * step for k in range(row["intervals"])]
+    plot = {
+        "t": [s.timestamp() for s in starts],
+        "net_load_kw": row["net_load_kw"],
+        "grid_kw": row["grid_kw"],
+        "p_kw": row["p_kw"],
+        "peak_without_kw": row["peak_without_kw"],
+        "peak_kw": row["peak_kw"],
+        "peak_so_far_kw": row["peak_so_far_kw"],
+        "soc": row.get("soc"),
+    }
+    return render(request, "schedule.html", user, row=row, plot=plot)
