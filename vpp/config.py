@@ -200,6 +200,16 @@ class ApiSettings(_Section):
     )
 
 
+class LeaderSettings(_Section):
+    """One bidder among many instances (:mod:`vpp.leader`)."""
+
+    check_every_s: PositiveFloat = Field(
+        2.0,
+        description="how often the leader checks its lock and term, and others try to take "
+        "over (s): the fail-over time is about this plus the database's session timeout",
+    )
+
+
 class SchedulerSettings(_Section):
     misfire_grace_s: PositiveFloat = Field(
         30.0, description="a job that missed its time by more than this is skipped (s)"
@@ -422,6 +432,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     api: ApiSettings = ApiSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    leader: LeaderSettings = LeaderSettings()
     ingest: IngestSettings = IngestSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     bidding: BiddingSettings = BiddingSettings()

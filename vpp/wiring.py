@@ -15,6 +15,7 @@ from market.definitions import Product
 from vpp.clock import Clock
 from vpp.config import ConfigError, Settings
 from vpp.ingest.loop import Ingest, publish_registry
+from vpp.leader import Leadership
 from vpp.runtime import Engine
 from vpp.scheduler import Scheduler
 from vpp.store.txlog import DbTxLog
@@ -76,15 +77,24 @@ def _bidding(engine: Engine, scheduler: Scheduler) -> Bidder:
             "market to clear on (shipped: caiso energy_rt and energy_da, eu-day-ahead "
             "energy_da)"
         ) from None
+    leadership = Leadership(engine.db, role="bidder", clock=engine.clock.now)
     market = LoggedMarket(
         SimulatedMarket(definition, FeedPrices(feed, product), clock=engine.clock.now),
-        DbTxLog(engine.db, engine.clock.now),
+        DbTxLog(engine.db, engine.clock.now, fence=leadership.fence),
     )
     engine.services.market = market
     bidder = Bidder(
         settings, engine.services.bids, market, feed, engine.services.fleet, clock=engine.clock.now
     )
+    bidder.leading = leadership.is_leader
+    leadership.listeners.append(bidder.take_over)
     engine.add(bidder)
+    engine.add(leadership)  # after the bidder: elected once the bidder is ready
+
+    async def lead() -> None:
+        await asyncio.to_thread(leadership.tick)
+
+    scheduler.every("leadership", engine.settings.leader.check_every_s, lead)
     step = definition.interval(product).total_seconds()
     # every interval, and at least every 5 minutes: a cycle bids only what is not bid yet,
     # so a day-ahead market (hourly products, one daily gate) still gets its first bids

@@ -34,6 +34,7 @@ from vpp.api.routes import (
     sites,
 )
 from vpp.api.services import Services
+from vpp.leader import FencedError
 from vpp.store.bids import ConflictError, FourEyesError, InvalidBidError, NotFoundError
 
 API_PREFIX = "/api/v1"
@@ -266,6 +267,17 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(FourEyesError)
     async def four_eyes(_: Request, exc: FourEyesError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(FencedError)
+    async def fenced(_: Request, exc: FencedError) -> JSONResponse:
+        # The bids went back to approved: the leading instance submits them at their gate.
+        return JSONResponse(
+            {
+                "detail": f"not submitted: {exc}. This instance does not lead the bidder; the "
+                "bid is approved and the leading instance submits it before its gate"
+            },
+            status_code=409,
+        )
 
     @app.exception_handler(InvalidBidError)
     async def invalid(_: Request, exc: InvalidBidError) -> JSONResponse:

@@ -52,6 +52,7 @@ from vpp.bidding.feed import PriceFeed
 from vpp.bidding.strategies import PriceView, ScenarioStrategy
 from vpp.config import BiddingSettings, ConfigError
 from vpp.fleet.hierarchy import FleetSnapshot, NodeAggregate
+from vpp.leader import FencedError
 from vpp.logs import ctx
 from vpp.store.bids import BidError, BidFilter, BidStore
 from vpp.store.keys import SYSTEM, Principal
@@ -140,6 +141,9 @@ class Bidder:
         self.fleet = fleet
         self.clock = clock
         self.award_listeners: list[Callable[[Sequence[Award]], None]] = []
+        # Whether this instance leads the bidder role (vpp.leader); only the leader makes
+        # bids, submits, settles and collects awards. One instance alone always leads.
+        self.leading: Callable[[], bool] = lambda: True
         self.strategy = ScenarioStrategy(
             self.definition,
             self.product,
@@ -161,8 +165,15 @@ class Bidder:
 
     async def start(self) -> None:
         self._count_statuses()
-        await asyncio.to_thread(self._restore_market)
-        counts = await asyncio.to_thread(self.bids.reconcile_submitted, self.market, self.clock())
+        if self.leading():  # else when elected (take_over, called by the leadership)
+            await asyncio.to_thread(self.take_over)
+
+    def take_over(self, term: int | None = None) -> None:
+        """Before a leader acts: rebuild the simulated order book and close every bid left
+        ``submitted`` (by a crash, or by a predecessor deposed mid-submission) against the
+        transaction log."""
+        self._restore_market()
+        counts = self.bids.reconcile_submitted(self.market, self.clock())
         for action, n in counts.items():
             RECONCILED.labels(action).inc(n)
         if counts.get("lose"):
@@ -410,6 +421,9 @@ class Bidder:
             tx_id = f"submit-{row.bid_id}-v{row.version}"
             try:
                 result = self.bids.submit([row.bid_id], SYSTEM, self.market, tx_id)
+            except FencedError as exc:  # deposed: the bids went back to approved
+                log.error("submissions stopped: %s", exc, extra=ctx(bid_id=row.bid_id))
+                break
             except BidError as exc:
                 log.info("not submitted: %s", exc, extra=ctx(bid_id=row.bid_id))
                 continue
@@ -465,16 +479,20 @@ class Bidder:
     # -- async wrappers for the scheduler --------------------------------------------------
 
     async def settle_cycle(self) -> None:
-        await asyncio.to_thread(self.settle)
+        if self.leading():
+            await asyncio.to_thread(self.settle)
 
     async def cycle(self) -> None:
-        await asyncio.to_thread(self.make_bids)
+        if self.leading():
+            await asyncio.to_thread(self.make_bids)
 
     async def submit_cycle(self) -> None:
-        await asyncio.to_thread(self.submit_due)
+        if self.leading():
+            await asyncio.to_thread(self.submit_due)
 
     async def awards_cycle(self) -> None:
-        await asyncio.to_thread(self.collect_awards)
+        if self.leading():
+            await asyncio.to_thread(self.collect_awards)
 
     def status(self) -> dict[str, Any]:
         approval = (

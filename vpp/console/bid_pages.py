@@ -23,6 +23,7 @@ from vpp.console.routes import (
     posted_form,
     render,
 )
+from vpp.leader import FencedError
 from vpp.store.bids import BidError, BidFilter, BidRow, InvalidBidError, NotFoundError
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -267,6 +268,8 @@ async def submit_bid(request: Request, bid_id: str) -> Response:
         errors, status = [exc.message], exc.status
     except HTTPException as exc:
         errors, status = [f"Not submitted: {exc.detail}"], exc.status_code
+    except FencedError as exc:
+        errors, status = [f"Not submitted: {exc}; the leading instance submits it"], 409
     except (BidError, ValueError) as exc:
         errors, status = [f"Not submitted: {exc}"], 409
     return _bid_page(request, user, bid_id, status, errors, {})

@@ -27,6 +27,7 @@ from market.bids import Bid, BidCurve, Segment, problems
 from market.clearing import Award
 from market.definitions import MarketDefinition, Product, load_market
 from market.lifecycle import BidAction, BidStatus, LifecycleError, next_status
+from vpp.leader import FencedError
 from vpp.records import plain
 from vpp.store.audit import record
 from vpp.store.keys import SYSTEM, Principal
@@ -531,7 +532,17 @@ class BidStore:
                 self._advance(conn, row, BidAction.SUBMIT, principal, tx_id, now)
         self._changed()
         # The exchange itself is logged before and after by the adapter (transaction log).
-        result = adapter.submit(tx_id, [r.to_bid() for r in rows])
+        try:
+            result = adapter.submit(tx_id, [r.to_bid() for r in rows])
+        except FencedError as exc:
+            # Refused before anything was sent (a deposed leader): the bids go back to
+            # approved, for the leader to submit.
+            with self.engine.begin() as conn:
+                for row in rows:
+                    current = self.row(row.bid_id, conn)
+                    self._advance(conn, current, BidAction.REVERT, SYSTEM, f"not sent: {exc}", now)
+            self._changed()
+            raise
         with self.engine.begin() as conn:
             for row in rows:
                 current = self.row(row.bid_id, conn)

@@ -155,7 +155,18 @@ market_txlog = sa.Table(
     sa.Column("request", sa.JSON),
     sa.Column("response", sa.JSON),
     sa.Column("ts", UTCDateTime(), nullable=False),
+    sa.Column("generation", sa.Integer, nullable=True),  # the leader's term (vpp.leader)
     sa.UniqueConstraint("tx_id", "phase", name="uq_market_txlog_tx_phase"),
+)
+
+# One row per role that instances elect a leader for: its current term (vpp.leader).
+leader_terms = sa.Table(
+    "leader_terms",
+    metadata,
+    sa.Column("role", sa.String(32), primary_key=True),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("acquired_at", UTCDateTime(), nullable=False),
 )
 
 dispatch_intervals = sa.Table(

@@ -17,11 +17,22 @@ from vpp.store.tables import market_txlog
 
 
 class DbTxLog:
+    """``fence`` (the leader's :meth:`vpp.leader.Leadership.fence`): called in the
+    transaction that records a request; it returns the current term, stored with the
+    request and its response, or raises :class:`vpp.leader.FencedError` and nothing is
+    recorded, so a deposed leader's exchange never starts. ``None``: a single instance,
+    no terms."""
+
     def __init__(
-        self, engine: sa.Engine, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        engine: sa.Engine,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        fence: Callable[[sa.Connection], int] | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
+        self.fence = fence
 
     def _insert(
         self,
@@ -39,6 +50,15 @@ class DbTxLog:
                 )
             ).first()
             if exists is None:
+                generation = None
+                if phase == "request" and self.fence is not None:
+                    generation = self.fence(conn)
+                elif phase == "response":
+                    generation = conn.execute(
+                        sa.select(market_txlog.c.generation).where(
+                            market_txlog.c.tx_id == tx_id, market_txlog.c.phase == "request"
+                        )
+                    ).scalar_one_or_none()
                 conn.execute(
                     market_txlog.insert().values(
                         tx_id=tx_id,
@@ -48,6 +68,7 @@ class DbTxLog:
                         request=request,
                         response=response,
                         ts=self.clock(),
+                        generation=generation,
                     )
                 )
 
