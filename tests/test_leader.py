@@ -140,3 +140,52 @@ def test_a_standby_instance_refuses_a_submission_through_its_api_and_keeps_the_b
     assert r.status_code == 409 and "does not lead the bidder" in r.json()["detail"]
     bid = api.client.get(f"/api/v1/bids/{bid_id}", headers=api.h("viewer")).json()["bid"]
     assert bid["status"] == "approved"
+
+
+def test_sigkill_of_the_leader_process_hands_the_role_to_the_standby(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Real processes on PostgreSQL: killing the leader (SIGKILL, no clean-up) frees its
+    lock with its session; the standby takes the next term. The time it takes is measured
+    in benchmarks/leader_failover.py, not asserted here."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    engines = engine_for("postgres", tmp_path, request)
+    engine = next(engines)
+    with engine.connect() as conn:
+        schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+
+    def spawn(holder: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.leader_proc", PG_BASE_URL, schema, holder, "0.2"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    first, second = spawn("first"), None
+    try:
+        assert first.stdout is not None
+        led = json.loads(first.stdout.readline())
+        assert led["leader"] is True and led["term"] == 1
+        second = spawn("second")
+        assert second.stdout is not None
+        standby = json.loads(second.stdout.readline())
+        assert standby["leader"] is False
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        took = json.loads(second.stdout.readline())  # blocks until it leads (pytest-timeout)
+        assert took["leader"] is True and took["holder"] == "second"
+        assert took["term"] == 2
+    finally:
+        for p in (first, second):
+            if p is None:
+                continue
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+        next(engines, None)
