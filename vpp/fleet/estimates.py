@@ -216,16 +216,30 @@ def wsum(group: npt.NDArray[np.integer[Any]], weights: F64, groups: int) -> F64:
     return np.bincount(group, weights=weights, minlength=groups).astype(np.float64, copy=False)
 
 
-def quantile_sums(
+def moment_sums(
     t: Triple, availability: F64, group: npt.NDArray[np.integer[Any]], groups: int
-) -> tuple[F64, F64]:
-    """P50 and P90 of the deliverable total per group (see the module docstring)."""
+) -> tuple[F64, F64, F64]:
+    """``(Σμ_i, Σσ_i², Σupper_i)`` per group: additive, so partial sums over disjoint sets
+    of sites (one engine instance's partitions each) add up to the whole's."""
     m, w = t.expected, t.upper - t.lower
     mean_i = availability * m
     var_i = availability * (m * m + w * w / 12.0) - mean_i * mean_i
-    mean = wsum(group, mean_i, groups)
-    var = wsum(group, np.maximum(var_i, 0.0), groups)
-    upper = wsum(group, t.upper, groups)
+    return (
+        wsum(group, mean_i, groups),
+        wsum(group, np.maximum(var_i, 0.0), groups),
+        wsum(group, t.upper, groups),
+    )
+
+
+def quantiles(mean: F64, var: F64, upper: F64) -> tuple[F64, F64]:
+    """P50 and P90 of a total from its moment sums (see the module docstring)."""
     p50 = np.clip(mean, 0.0, upper)
     p90 = np.clip(mean - Z90 * np.sqrt(var), 0.0, upper)
     return p50, p90
+
+
+def quantile_sums(
+    t: Triple, availability: F64, group: npt.NDArray[np.integer[Any]], groups: int
+) -> tuple[F64, F64]:
+    """P50 and P90 of the deliverable total per group."""
+    return quantiles(*moment_sums(t, availability, group, groups))

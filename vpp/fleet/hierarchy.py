@@ -15,7 +15,7 @@ sizes bids to the free part only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -27,7 +27,8 @@ from vpp.fleet.estimates import (
     SiteEstimates,
     Triple,
     estimate,
-    quantile_sums,
+    moment_sums,
+    quantiles,
     wsum,
 )
 from vpp.records import plain
@@ -287,8 +288,24 @@ def _sums(est: SiteEstimates, gid: npt.NDArray[np.int64], size: int) -> dict[str
         for part in ("expected", "lower", "upper"):
             out[f"{q}.{part}"] = wsum(gid, getattr(t, part), size)
     for name, q in _QUANTILES:
-        p50, p90 = quantile_sums(getattr(est, q), est.availability, gid, size)
+        mean, var, upper = moment_sums(getattr(est, q), est.availability, gid, size)
+        out[f"{name}.mean"], out[f"{name}.var"], out[f"{name}.upper"] = mean, var, upper
+    return out
+
+
+def derive(sums: dict[str, F64]) -> dict[str, F64]:
+    """The additive sums (one instance's, or several instances' added) with what follows
+    from them: P50/P90 from the moment sums, efficiencies from their weighted sums."""
+    out = dict(sums)
+    for name, _ in _QUANTILES:
+        p50, p90 = quantiles(sums[f"{name}.mean"], sums[f"{name}.var"], sums[f"{name}.upper"])
         out[f"{name}_p50_kw"], out[f"{name}_p90_kw"] = p50, p90
+    if "eta.weight" in sums:
+        w = sums["eta.weight"]
+        for key in ("eta_charge", "eta_discharge"):
+            out[key] = np.divide(
+                sums[f"{key}.num"], w, out=np.full(w.shape, DEFAULT_ETA), where=w > 0
+            )
     return out
 
 
@@ -304,19 +321,20 @@ DEFAULT_ETA = 0.95  # a node without capacity (none counted) reports this effici
 def _efficiencies(
     store: FleetStore, gid: npt.NDArray[np.int64], size: int, fleet_id: int
 ) -> dict[str, F64]:
-    """Capacity-weighted one-way efficiencies per group id, and for the fleet.
+    """Capacity-weighted sums for one-way efficiencies per group id, and for the fleet
+    (:func:`derive` divides them).
 
     A node's energy model uses one η for all its sites; weighting by capacity keeps the
     energy each site can shift counted at its own loss.
     """
     cap = store.column("capacity_kwh").astype(np.float64)
-    weight = np.bincount(gid, weights=cap, minlength=size)
-    out: dict[str, F64] = {}
+    weight = np.bincount(gid, weights=cap, minlength=size).astype(np.float64)
+    weight[fleet_id] = weight[:fleet_id].sum()
+    out: dict[str, F64] = {"eta.weight": weight}
     for key, col in (("eta_charge", "eff_charge"), ("eta_discharge", "eff_discharge")):
-        num = np.bincount(gid, weights=cap * store.column(col), minlength=size)
-        num[fleet_id], w = num[:fleet_id].sum(), weight.copy()
-        w[fleet_id] = weight[:fleet_id].sum()
-        out[key] = np.divide(num, w, out=np.full(size, DEFAULT_ETA), where=w > 0)
+        num = np.bincount(gid, weights=cap * store.column(col), minlength=size).astype(np.float64)
+        num[fleet_id] = num[:fleet_id].sum()
+        out[f"{key}.num"] = num
     return out
 
 
@@ -354,6 +372,18 @@ def _capacity(sums: dict[str, F64], k: int) -> Capacity:
     )
 
 
+@dataclass(slots=True)
+class Sums:
+    """The additive sums behind the newest snapshot, indexed like its arrays (the groups in
+    ``groups`` order, then the fleet): what an instance publishes as its partial."""
+
+    groups: list[str]
+    total: dict[str, F64]
+    free: dict[str, F64]
+    held: dict[str, F64]
+    counts: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+
+
 class FleetHierarchy:
     """Computes :class:`FleetSnapshot` objects from a store; the newest is ``latest``."""
 
@@ -361,6 +391,7 @@ class FleetHierarchy:
         self.store = store
         self.settings = settings or EstimateSettings()
         self.latest: FleetSnapshot | None = None
+        self.sums: Sums | None = None
 
     def refresh(
         self, now_s: float, committed: npt.NDArray[np.bool_] | None = None
@@ -392,6 +423,8 @@ class FleetHierarchy:
         offerable = counted & ~mask & est.dispatchable
         free = total if offerable.sum() == counted.sum() else by_group(offerable)
         held = by_group(mask) if mask.any() else {k: np.zeros(size) for k in total}
+        self.sums = Sums(list(store.groups), total, free, held)  # additive: see partials
+        total, free, held = derive(total), derive(free), derive(held)
         gid = np.where(counted, group_col, drop)
         counts: dict[str, npt.NDArray[np.int64]] = {}
         for fam, col in (("connectivity", "conn"), ("operation", "op"), ("command", "cmd")):
@@ -400,21 +433,22 @@ class FleetHierarchy:
             per = flat.reshape(size, k)
             per[fleet_id] = per[:groups].sum(axis=0)
             counts[fam] = per
+        self.sums.counts = counts
 
         as_of = datetime.fromtimestamp(now_s, UTC)
         group_nodes: dict[str, NodeAggregate] = {}
         for g, name in enumerate(store.groups):
             if total["sites"][g] == 0:
                 continue
-            group_nodes[name] = self._node(
+            group_nodes[name] = self.node(
                 "group", name, FLEET_ID, g, total, free, held, counts, as_of
             )
-        fleet = self._node("fleet", FLEET_ID, None, fleet_id, total, free, held, counts, as_of)
+        fleet = self.node("fleet", FLEET_ID, None, fleet_id, total, free, held, counts, as_of)
         self.latest = FleetSnapshot(store, est, fleet, group_nodes, as_of, mask)
         return self.latest
 
     @staticmethod
-    def _node(
+    def node(
         level: Level,
         node_id: str,
         parent: str | None,

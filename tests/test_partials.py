@@ -1,0 +1,131 @@
+"""Partial aggregates (vpp.fleet.partials): the sum of the partials of instances owning
+disjoint partitions equals the aggregate of one instance owning them all; stale partials
+widen the bounds instead of vanishing; clashing claims count once; coverage says so."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+import pytest
+
+from tests.test_twins import NOW, T0, reading, site
+from vpp.fleet.hierarchy import FleetHierarchy, NodeAggregate
+from vpp.fleet.partials import GroupPartial, combine, partials_of
+from vpp.telemetry.decode import decode_batch
+from vpp.twins.store import FleetStore
+
+PARTITIONS = 6
+SITES = 240
+
+
+def _fleet(owned: list[int] | None) -> FleetHierarchy:
+    """Every instance knows the whole registry; it folds only what its partitions carry
+    (here: all telemetry is offered, the owned mask decides what counts)."""
+    rng = np.random.default_rng(7)
+    store = FleetStore(partitions=PARTITIONS)
+    store.set_owned_partitions(owned)
+    for i in range(SITES):
+        store.register(
+            site(
+                f"s{i:03d}",
+                ("north", "south", "west")[i % 3],
+                capacity_kwh=float(rng.uniform(5, 20)),
+                eff_charge=float(rng.uniform(0.9, 0.97)),
+            )
+        )
+    msgs = []
+    for i in range(SITES):
+        age = float(rng.choice([1.0, 45.0, 200.0]))  # online, stale, offline
+        if i % 17 == 0:
+            continue  # never heard from
+        msgs.append(
+            reading(f"s{i:03d}", -age, 1, float(rng.uniform(0.1, 0.9)), float(rng.uniform(-5, 5)))
+        )
+    cols, _ = decode_batch(msgs)
+    store.fold(cols, NOW)
+    store.evaluate(NOW)
+    hier = FleetHierarchy(store)
+    hier.refresh(NOW, committed=np.arange(store.n) % 11 == 0)
+    return hier
+
+
+def _same(a: NodeAggregate, b: NodeAggregate) -> None:
+    da, db = a.to_dict(), b.to_dict()
+    for d in (da, db):
+        d.pop("as_of")
+    flat_a, flat_b = _flatten(da), _flatten(db)
+    assert flat_a.keys() == flat_b.keys()
+    for k, v in flat_a.items():
+        if isinstance(v, float | int):
+            assert flat_b[k] == pytest.approx(v, rel=1e-9, abs=1e-9), k
+        else:
+            assert flat_b[k] == v, k
+
+
+def _flatten(d: dict[str, object], prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _partials(
+    split: list[list[int]], ts_shift: dict[int, float] | None = None
+) -> list[GroupPartial]:
+    out = []
+    for k, parts in enumerate(split):
+        for p in partials_of(_fleet(parts), f"i{k}", parts, PARTITIONS):
+            shift = (ts_shift or {}).get(k, 0.0)
+            out.append(msgspec.structs.replace(p, ts=p.ts + shift))
+    # what travels on the bus: encoded and decoded
+    return [msgspec.json.decode(msgspec.json.encode(p), type=GroupPartial) for p in out]
+
+
+def test_the_partials_of_three_instances_add_up_to_one_instances_aggregate() -> None:
+    whole = _fleet(None).latest
+    assert whole is not None
+    view = combine(_partials([[0, 3], [1, 4], [2, 5]]), NOW, max_age_s=30)
+    assert view.coverage.complete and view.coverage.partitions_reported == PARTITIONS
+    _same(view.fleet, whole.fleet)
+    assert view.groups.keys() == whole.groups.keys()
+    for g, node in whole.groups.items():
+        _same(view.groups[g], node)
+
+
+def test_a_stale_instance_widens_the_upper_bounds_and_is_named() -> None:
+    whole = _fleet(None).latest
+    assert whole is not None
+    partials = _partials([[0, 3], [1, 4], [2, 5]], ts_shift={2: -120.0})
+    view = combine(partials, NOW, max_age_s=30)
+    assert view.coverage.partitions_reported == 4 and view.coverage.stale_instances == ["i2"]
+    assert not view.coverage.complete
+    f, w = view.fleet, whole.fleet
+    assert f.e_discharge_kwh.expected < w.e_discharge_kwh.expected  # its sites not expected
+    assert f.e_discharge_kwh.lower < w.e_discharge_kwh.lower
+    assert f.e_discharge_kwh.upper == pytest.approx(w.e_discharge_kwh.upper)  # but possible
+    assert f.p_discharge_p90_kw < w.p_discharge_p90_kw
+    assert f.sites < w.sites
+
+
+def test_two_claims_on_a_partition_count_once_the_newer_wins() -> None:
+    # during a rebalance the old owner of partition 2 has published, and the new one too
+    partials = _partials([[0, 3], [1, 4], [2, 5], [2]], ts_shift={2: -5.0})
+    view = combine(partials, NOW, max_age_s=30)
+    assert view.coverage.stale_instances == ["i2"]
+    assert view.coverage.partitions_reported == 5  # partition 5 went with i2's claim
+    whole = _fleet(None).latest
+    assert whole is not None
+    assert view.fleet.sites < whole.fleet.sites
+
+
+def test_no_partials_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="no partial"):
+        combine([], NOW, max_age_s=30)
+
+
+def test_partials_carry_the_snapshot_time() -> None:
+    (p, *_) = _partials([[0, 1, 2, 3, 4, 5]])
+    assert p.ts == pytest.approx(T0.timestamp()) and p.partitions == [0, 1, 2, 3, 4, 5]
