@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from tests.conftest import kafka_bus_settings, wait_for
 from vpp.bus.kafka import KafkaBus
 from vpp.config import BusSettings, DatabaseSettings, IngestSettings, SimulatorSettings
+from vpp.fleet.combined import FleetView
 from vpp.ingest.loop import Ingest
 from vpp.sim.fleet import SimulatedFleet, TelemetryFaults, make_sites
 from vpp.sim.gateway import Simulator
@@ -273,6 +274,31 @@ async def test_two_members_split_partitions_and_partial_aggregates_sum_to_truth(
         await settle([a, b], sim.fleet.sent)
         assert a.stats.messages > 0 and b.stats.messages > 0
         check_against_truth([a, b], sim.fleet, clock.t)
+        # Each member publishes its partials; a third instance's view combines them into
+        # the whole fleet, read back from the broker.
+        assert await a.publish_partials(force=True) and await b.publish_partials(force=True)
+        await asyncio.gather(a._producer.flush(), b._producer.flush())  # type: ignore[union-attr]
+        view_bus = KafkaBus(settings)
+        await view_bus.start()
+        view = FleetView(view_bus, IngestSettings(), settings.topics, clock=clock)
+        await view.start()
+        try:
+            members = {a.member, b.member}
+            await wait_for(
+                lambda: {p.instance for p in view.partials.values()} == members,
+                "the view has both members' partials",
+            )
+            combined = view.view()
+            assert combined is not None and combined.coverage.complete
+            assert combined.coverage.partitions_reported == settings.topics.telemetry.partitions
+            assert combined.fleet.sites == len(sim.fleet.sites)
+            snaps = [a.latest, b.latest]
+            assert combined.fleet.e_discharge_kwh.expected == pytest.approx(
+                sum(s.fleet.e_discharge_kwh.expected for s in snaps if s is not None), rel=1e-9
+            )
+        finally:
+            await view.stop()
+            await view_bus.stop()
     finally:
         await asyncio.gather(_stop(bus_a, a), _stop(bus_b, b))
         await sim.stop()

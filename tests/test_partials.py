@@ -129,3 +129,46 @@ def test_no_partials_is_a_clear_error() -> None:
 def test_partials_carry_the_snapshot_time() -> None:
     (p, *_) = _partials([[0, 1, 2, 3, 4, 5]])
     assert p.ts == pytest.approx(T0.timestamp()) and p.partitions == [0, 1, 2, 3, 4, 5]
+
+
+async def test_the_view_dead_letters_bad_partials_and_forgets_tombstones() -> None:
+    from tests.conftest import wait_for
+    from vpp.bus.embedded import EmbeddedBus
+    from vpp.config import IngestSettings, TopicsSettings
+    from vpp.fleet.combined import FleetView
+    from vpp.fleet.partials import encode_partial, partial_key
+    from vpp.ingest.deadletter import decode_dead_letter
+
+    topics = TopicsSettings()
+    bus = EmbeddedBus()
+    await bus.start()
+    await bus.ensure_topics(topics.all())
+    view = FleetView(bus, IngestSettings(), topics, clock=lambda: NOW)
+    await view.start()
+    dlq = await bus.consumer([topics.deadletter.name], "dlq-reader")
+    try:
+        good = _partials([[0, 1, 2, 3, 4, 5]])
+        producer = await bus.producer()
+        await producer.send_many(
+            topics.aggregates.name,
+            [
+                *((partial_key(p), encode_partial(p)) for p in good),
+                (b"north|x", b'{"group": "north"}'),  # fields missing
+                (b"north|someone-else", encode_partial(good[0])),  # key names another
+            ],
+        )
+        await producer.flush()
+        await wait_for(lambda: view.refused == 2, "two refusals")
+        assert len(view.partials) == len(good)
+        letters = [decode_dead_letter(r.value) for r in await dlq.getmany(timeout_s=1.0) if r.value]
+        assert sorted(x.reason for x in letters) == ["invalid", "key_mismatch"]
+        view_now = view.view()
+        assert view_now is not None and view_now.coverage.complete
+        await producer.send(topics.aggregates.name, partial_key(good[0]), None)  # tombstone
+        await producer.flush()
+        await wait_for(lambda: len(view.partials) == len(good) - 1, "the tombstone applied")
+        await producer.stop()
+    finally:
+        await dlq.stop()
+        await view.stop()
+        await bus.stop()

@@ -59,9 +59,18 @@ class TopicsSettings(_Section):
     commands: TopicSpec = TopicSpec(name="vpp.commands", partitions=8)
     acks: TopicSpec = TopicSpec(name="vpp.acks", partitions=8)
     deadletter: TopicSpec = TopicSpec(name="vpp.deadletter", partitions=1)
+    # each instance's partial group aggregates, keyed group|instance (vpp.fleet.partials)
+    aggregates: TopicSpec = TopicSpec(name="vpp.aggregates", partitions=1, compacted=True)
 
     def all(self) -> list[TopicSpec]:
-        return [self.telemetry, self.sites, self.commands, self.acks, self.deadletter]
+        return [
+            self.telemetry,
+            self.sites,
+            self.commands,
+            self.acks,
+            self.deadletter,
+            self.aggregates,
+        ]
 
 
 class KafkaSettings(_Section):
@@ -265,6 +274,16 @@ class IngestSettings(_Section):
         15.0, ge=0, description="a site's reading is kept in its trace at most this often (s)"
     )
     snapshot_every_s: PositiveFloat = Field(30.0, description="fleet snapshot period (s)")
+    partials_every_s: PositiveFloat = Field(
+        5.0,
+        description="each instance publishes its partial group aggregates to the aggregates "
+        "topic this often, and at every partition assignment (s)",
+    )
+    partials_max_age_s: PositiveFloat = Field(
+        15.0,
+        description="the combined fleet view counts a partial at most this old; older ones "
+        "only widen the upper bounds (s)",
+    )
     snapshots_kept: PositiveInt = Field(3, description="snapshots kept per ingest member")
     registry_file: Path | None = Field(
         None, description="YAML/CSV site registry published to vpp.sites at start-up"

@@ -14,6 +14,7 @@ from market.adapter import LoggedMarket, SimulatedMarket
 from market.definitions import Product
 from vpp.clock import Clock
 from vpp.config import ConfigError, Settings
+from vpp.fleet.combined import FleetView
 from vpp.ingest.loop import Ingest, publish_registry
 from vpp.leader import Leadership
 from vpp.runtime import Engine
@@ -123,6 +124,9 @@ def build_engine(
     ingest = Ingest(engine.bus, settings.ingest, topics, db=engine.db, clock=engine.clock.time)
     engine.add(ingest)
     engine.services.fleet = lambda: (ingest.latest, ingest.store)
+    view = FleetView(engine.bus, settings.ingest, topics, clock=engine.clock.time)
+    engine.add(view)
+    engine.services.combined = view.view
     from vpp.dispatch.service import DispatchService
 
     dispatch = DispatchService(

@@ -84,9 +84,24 @@ class NodePublic(BaseModel):
     free: CapacityPublic = Field(description="neither committed nor unable to take a command")
 
 
+class CoveragePublic(BaseModel):
+    """How much of the fleet the instances' fresh partial aggregates cover."""
+
+    partitions_reported: int = Field(description="telemetry partitions with a fresh partial")
+    partitions_total: int
+    stale_instances: list[str] = Field(
+        description="instances whose partial is too old: their sites only widen upper bounds"
+    )
+
+
 class FleetPublic(BaseModel):
     fleet: NodePublic
     groups: list[NodePublic]
+    coverage: CoveragePublic | None = Field(
+        None,
+        description="this instance's view is its own partitions'; the combined view of "
+        "every instance covers this much (null until partials arrive)",
+    )
 
 
 class GroupPublic(BaseModel):

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from market.adapter import LoggedMarket
 from vpp.fleet.hierarchy import FleetSnapshot
+from vpp.fleet.partials import CombinedView
 from vpp.store.bids import BidStore
 from vpp.store.history import AggregateRecorder
 from vpp.store.keys import KeyStore
@@ -37,4 +38,6 @@ class Services:
     dispatch: DispatchService | None = None  # once dispatch runs
     peak_shaver: PeakShaver | None = None  # when peak shaving runs
     history: AggregateRecorder | None = None  # when history is recorded
+    # every instance's partials combined (vpp.fleet.combined), when the view runs
+    combined: Callable[[], CombinedView | None] = lambda: None
     cache: dict[str, Any] = field(default_factory=dict)  # serialized responses

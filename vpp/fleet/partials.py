@@ -52,6 +52,23 @@ class GroupPartial(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     counts: dict[str, list[int]]
 
 
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(GroupPartial)
+
+
+def partial_key(p: GroupPartial) -> bytes:
+    return f"{p.group}|{p.instance}".encode()
+
+
+def encode_partial(p: GroupPartial) -> bytes:
+    return _encoder.encode(p)
+
+
+def decode_partial(raw: bytes) -> GroupPartial:
+    """A partial from the bus (``msgspec`` errors name the field that is wrong)."""
+    return _decoder.decode(raw)
+
+
 def partials_of(
     hierarchy: FleetHierarchy, instance: str, partitions: Iterable[int], partitions_total: int
 ) -> list[GroupPartial]:

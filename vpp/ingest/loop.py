@@ -41,6 +41,7 @@ from vpp.bus import Bus, Consumer, Producer, Record, TopicPartition
 from vpp.config import IngestSettings, TopicsSettings
 from vpp.fleet.estimates import EstimateSettings
 from vpp.fleet.hierarchy import FleetHierarchy, FleetSnapshot, NodeAggregate
+from vpp.fleet.partials import encode_partial, partial_key, partials_of
 from vpp.ingest.deadletter import DeadLetterWriter
 from vpp.store.site_events import record_events
 from vpp.store.snapshots import latest_covering, save_snapshot, tp_key
@@ -136,6 +137,8 @@ class Ingest:
         self._refreshed_at = 0.0
         self._unrefreshed = False
         self._last_snapshot = time.monotonic()
+        self._partials_at = -float("inf")
+        self.partials_sent = 0
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=20)
         self.ready = asyncio.Event()
 
@@ -227,6 +230,9 @@ class Ingest:
         self.store.set_owned_partitions(p for t, p in tps if t == telemetry)
         for tp in gained:
             await self._restore_partition(tp)
+        if self.hierarchy.latest is not None:  # the view learns the new split at once
+            self.refresh()
+            await self.publish_partials(force=True)
 
     async def _restore_partition(self, tp: TopicPartition) -> None:
         consumer = self._consumer
@@ -317,6 +323,7 @@ class Ingest:
                     ):
                         self.refresh(now)
                 await self._snapshot()
+                await self.publish_partials()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -375,6 +382,24 @@ class Ingest:
             blob,
             self.settings.snapshots_kept,
         )
+
+    async def publish_partials(self, *, force: bool = False) -> int:
+        """This member's partial of every group to the aggregates topic (compacted, keyed
+        ``group|member``): every ``partials_every_s``, and at once on ``force``."""
+        if self._producer is None or self.hierarchy.latest is None:
+            return 0
+        if not force and time.monotonic() - self._partials_at < self.settings.partials_every_s:
+            return 0
+        self._partials_at = time.monotonic()
+        telemetry = self.topics.telemetry
+        owned = [p for t, p in self._owned if t == telemetry.name]
+        partials = partials_of(self.hierarchy, self.member, owned, telemetry.partitions)
+        await self._producer.send_many(
+            self.topics.aggregates.name,
+            [(partial_key(p), encode_partial(p)) for p in partials],
+        )
+        self.partials_sent += len(partials)
+        return len(partials)
 
     # -- reporting -------------------------------------------------------------------------
 

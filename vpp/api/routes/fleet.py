@@ -34,10 +34,12 @@ async def get_fleet(caller: Viewer) -> Response:
     snap = snapshot(caller.services)
     hit: tuple[Any, bytes] | None = caller.services.cache.get("fleet")
     if hit is None or hit[0] is not snap:  # serialized once per refreshed snapshot
+        view = caller.services.combined()
         body = encode(
             {
                 "fleet": snap.fleet.to_dict(),
                 "groups": [snap.groups[g].to_dict() for g in sorted(snap.groups)],
+                "coverage": view.to_dict()["coverage"] if view is not None else None,
             }
         )
         hit = caller.services.cache["fleet"] = (snap, body)
