@@ -15,6 +15,7 @@ from market.definitions import Product
 from vpp.clock import Clock
 from vpp.config import ConfigError, Settings
 from vpp.fleet.combined import FleetView
+from vpp.fleet.hierarchy import GroupsView
 from vpp.ingest.loop import Ingest, publish_registry
 from vpp.leader import Leadership
 from vpp.runtime import Engine
@@ -56,7 +57,9 @@ class RegistryFile:
         return {"sites": self.count}
 
 
-def _bidding(engine: Engine, scheduler: Scheduler) -> Bidder:
+def _bidding(
+    engine: Engine, scheduler: Scheduler, fleet: Callable[[], tuple[GroupsView | None, Any]]
+) -> Bidder:
     from vpp.bidding.bidder import Bidder, effective_market
     from vpp.bidding.feed import FeedPrices, feed_for
 
@@ -84,9 +87,7 @@ def _bidding(engine: Engine, scheduler: Scheduler) -> Bidder:
         DbTxLog(engine.db, engine.clock.now, fence=leadership.fence),
     )
     engine.services.market = market
-    bidder = Bidder(
-        settings, engine.services.bids, market, feed, engine.services.fleet, clock=engine.clock.now
-    )
+    bidder = Bidder(settings, engine.services.bids, market, feed, fleet, clock=engine.clock.now)
     bidder.leading = leadership.is_leader
     leadership.listeners.append(bidder.take_over)
     engine.add(bidder)
@@ -141,7 +142,13 @@ def build_engine(
     engine.services.dispatch = dispatch
     scheduler = Scheduler(settings.scheduler, engine.clock)
     if settings.bidding.enabled:
-        bidder = _bidding(engine, scheduler)
+
+        def whole_fleet() -> tuple[GroupsView | None, FleetStore | None]:
+            """The bidder offers the whole fleet's capacity: every instance's partials
+            combined, or this instance's own snapshot until partials have arrived."""
+            return view.view() or ingest.latest, ingest.store
+
+        bidder = _bidding(engine, scheduler, whole_fleet)
         bidder.award_listeners.append(dispatch.on_awards)
         # Bids are sized on power every free site can hold over the whole bid horizon (a
         # day-ahead auction: the trading day; capped at the fleet's duration, see estimates).

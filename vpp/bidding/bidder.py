@@ -51,7 +51,7 @@ from vpp.aggregate import battery_from_node
 from vpp.bidding.feed import PriceFeed
 from vpp.bidding.strategies import PriceView, ScenarioStrategy
 from vpp.config import BiddingSettings, ConfigError
-from vpp.fleet.hierarchy import FleetSnapshot, NodeAggregate
+from vpp.fleet.hierarchy import GroupsView, NodeAggregate
 from vpp.leader import FencedError
 from vpp.logs import ctx
 from vpp.store.bids import BidError, BidFilter, BidStore
@@ -127,7 +127,7 @@ class Bidder:
         bids: BidStore,
         market: LoggedMarket,
         feed: PriceFeed,
-        fleet: Callable[[], tuple[FleetSnapshot | None, FleetStore | None]],
+        fleet: Callable[[], tuple[GroupsView | None, FleetStore | None]],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:

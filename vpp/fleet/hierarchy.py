@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -370,6 +370,15 @@ def _capacity(sums: dict[str, F64], k: int) -> Capacity:
         p_charge_bid_p50_kw=q["p_charge_bid_p50"],
         p_charge_bid_p90_kw=q["p_charge_bid_p90"],
     )
+
+
+class GroupsView(Protocol):
+    """What the bidder reads of the fleet: one aggregate per group. A single instance's
+    :class:`FleetSnapshot` is one; so is the combined view of every instance's partials
+    (:class:`vpp.fleet.partials.CombinedView`)."""
+
+    @property
+    def groups(self) -> dict[str, NodeAggregate]: ...
 
 
 @dataclass(slots=True)
