@@ -172,3 +172,14 @@ async def test_the_view_dead_letters_bad_partials_and_forgets_tombstones() -> No
         await dlq.stop()
         await view.stop()
         await bus.stop()
+
+
+def test_a_dead_instances_partial_is_dropped_once_its_partitions_have_new_owners() -> None:
+    whole = _fleet(None).latest
+    assert whole is not None
+    # i2 died long ago; i0 and i1 took its partitions 2 and 5 over and published since
+    old = {0: -300.0, 1: -300.0, 2: -300.0}
+    partials = _partials([[0, 3], [1, 4], [2, 5], [0, 2, 3], [1, 4, 5]], ts_shift=old)
+    view = combine(partials, NOW, max_age_s=30)
+    assert view.coverage.complete and view.coverage.stale_instances == []
+    _same(view.fleet, whole.fleet)

@@ -15,8 +15,10 @@ trusted for what it expects: its sites contribute nothing to the expected values
 lower bounds, but their last known upper bounds stay in the upper bounds — the view widens
 instead of pretending the sites are gone. When two partials claim one partition (during
 a rebalance both the old and the new owner may have published), the newer one counts and
-the older is treated as stale. The view says how much of the fleet it covers:
-partitions with a fresh partial, out of the total.
+the older is treated as stale; a stale partial whose partitions all have a fresh owner
+again (a dead instance's, after the group moved its partitions) is dropped altogether.
+The view says how much of the fleet it covers: partitions with a fresh partial, out of
+the total.
 """
 
 from __future__ import annotations
@@ -141,7 +143,10 @@ def _fresh_and_stale(
             continue
         for q in newest[i].partitions:
             owner[q] = i
-    return fresh, set(newest) - fresh
+    # An old partial whose partitions all have a fresh owner again (its instance died and
+    # the group moved them) is superseded: it neither counts nor widens anything.
+    stale = {i for i in set(newest) - fresh if any(q not in owner for q in newest[i].partitions)}
+    return fresh, stale
 
 
 def combine(partials: Sequence[GroupPartial], now_s: float, max_age_s: float) -> CombinedView:
