@@ -4,6 +4,8 @@ widen the bounds instead of vanishing; clashing claims count once; coverage says
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 import numpy as np
 import pytest
@@ -183,3 +185,32 @@ def test_a_dead_instances_partial_is_dropped_once_its_partitions_have_new_owners
     view = combine(partials, NOW, max_age_s=30)
     assert view.coverage.complete and view.coverage.stale_instances == []
     _same(view.fleet, whole.fleet)
+
+
+def test_the_whole_fleet_is_the_combined_view_only_when_instances_share_it() -> None:
+    from vpp.fleet.partials import whole_fleet
+
+    local = _fleet([0, 3]).latest
+    shared = combine(_partials([[0, 3], [1, 4], [2, 5]]), NOW, max_age_s=30)
+    alone = combine(_partials([[0, 1, 2, 3, 4, 5]]), NOW, max_age_s=30)
+    assert shared.coverage.instances == ["i0", "i1", "i2"]
+    assert whole_fleet(shared, local) is shared
+    assert whole_fleet(alone, local) is local  # one instance: its own, fresher snapshot
+    assert whole_fleet(None, local) is local
+
+
+def test_the_api_answers_from_the_combined_view_with_its_coverage(tmp_path: Path) -> None:
+    from tests.api_support import build_api, engine_for
+
+    api = build_api(next(engine_for("sqlite", tmp_path, None)))  # type: ignore[arg-type]
+    shared = combine(_partials([[0, 3], [1, 4], [2, 5]], ts_shift={2: -120.0}), NOW, 30)
+    api.services.combined = lambda: shared
+    body = api.client.get("/api/v1/fleet", headers=api.h("viewer")).json()
+    assert body["fleet"]["sites"] == shared.fleet.sites
+    assert [g["node_id"] for g in body["groups"]] == ["north", "south", "west"]
+    assert body["coverage"] == {
+        "partitions_reported": 4,
+        "partitions_total": PARTITIONS,
+        "stale_instances": ["i2"],
+        "instances": ["i0", "i1"],
+    }

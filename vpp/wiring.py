@@ -16,6 +16,7 @@ from vpp.clock import Clock
 from vpp.config import ConfigError, Settings
 from vpp.fleet.combined import FleetView
 from vpp.fleet.hierarchy import GroupsView
+from vpp.fleet.partials import whole_fleet
 from vpp.ingest.loop import Ingest, publish_registry
 from vpp.leader import Leadership
 from vpp.runtime import Engine
@@ -143,12 +144,12 @@ def build_engine(
     scheduler = Scheduler(settings.scheduler, engine.clock)
     if settings.bidding.enabled:
 
-        def whole_fleet() -> tuple[GroupsView | None, FleetStore | None]:
+        def fleet_to_bid() -> tuple[GroupsView | None, FleetStore | None]:
             """The bidder offers the whole fleet's capacity: every instance's partials
-            combined, or this instance's own snapshot until partials have arrived."""
-            return view.view() or ingest.latest, ingest.store
+            combined when there are several instances, else this instance's snapshot."""
+            return whole_fleet(view.view(), ingest.latest), ingest.store
 
-        bidder = _bidding(engine, scheduler, whole_fleet)
+        bidder = _bidding(engine, scheduler, fleet_to_bid)
         bidder.award_listeners.append(dispatch.on_awards)
         # Bids are sized on power every free site can hold over the whole bid horizon (a
         # day-ahead auction: the trading day; capped at the fleet's duration, see estimates).

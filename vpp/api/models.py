@@ -92,6 +92,7 @@ class CoveragePublic(BaseModel):
     stale_instances: list[str] = Field(
         description="instances whose partial is too old: their sites only widen upper bounds"
     )
+    instances: list[str] = Field(description="instances whose partials count")
 
 
 class FleetPublic(BaseModel):

@@ -69,6 +69,7 @@ async def fleet_page(
         states=sorted({n for names in NAMES.values() for n in names}),
         total=len(sites),
         snapshot_at=snap.as_of if snap is not None else None,
+        coverage=(view.coverage if (view := user.services.combined()) is not None else None),
     )
 
 

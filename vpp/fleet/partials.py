@@ -102,6 +102,7 @@ class Coverage:
     partitions_reported: int
     partitions_total: int
     stale_instances: list[str]
+    instances: list[str]  # whose partials count
 
     @property
     def complete(self) -> bool:
@@ -122,8 +123,18 @@ class CombinedView:
                 "partitions_reported": self.coverage.partitions_reported,
                 "partitions_total": self.coverage.partitions_total,
                 "stale_instances": self.coverage.stale_instances,
+                "instances": self.coverage.instances,
             },
         }
+
+
+def whole_fleet(view: CombinedView | None, local: Any) -> Any:
+    """What to answer for the whole fleet: the combined view when other instances share
+    the fleet, else this instance's own snapshot (the same sums, without the publishing
+    delay)."""
+    if view is not None and len(view.coverage.instances) > 1:
+        return view
+    return local
 
 
 def _fresh_and_stale(
@@ -197,5 +208,5 @@ def combine(partials: Sequence[GroupPartial], now_s: float, max_age_s: float) ->
     return CombinedView(
         fleet=fleet,
         groups=nodes,
-        coverage=Coverage(len(reported), partitions_total, sorted(stale)),
+        coverage=Coverage(len(reported), partitions_total, sorted(stale), sorted(fresh)),
     )

@@ -13,6 +13,7 @@ from vpp.api.responses import AUTH, NOT_FOUND, UNAVAILABLE
 from vpp.api.routes.bids import encode
 from vpp.api.services import Services
 from vpp.fleet.hierarchy import FleetSnapshot
+from vpp.fleet.partials import whole_fleet
 
 router = APIRouter(prefix="/fleet", tags=["fleet"])
 
@@ -31,10 +32,12 @@ def snapshot(svc: Services) -> FleetSnapshot:
     summary="The fleet and its groups",
 )
 async def get_fleet(caller: Viewer) -> Response:
-    snap = snapshot(caller.services)
+    local = snapshot(caller.services)
+    view = caller.services.combined()
+    # With several instances, every one answers from the combined view of all partials.
+    snap = whole_fleet(view, local)
     hit: tuple[Any, bytes] | None = caller.services.cache.get("fleet")
-    if hit is None or hit[0] is not snap:  # serialized once per refreshed snapshot
-        view = caller.services.combined()
+    if hit is None or hit[0] is not snap:  # serialized once per snapshot or view
         body = encode(
             {
                 "fleet": snap.fleet.to_dict(),
