@@ -16,12 +16,13 @@ with SIGKILL. Measured from the kill, in a fourth process's combined view
 
 - ``complete_again_s``: until every partition is reported by a live instance again (the
   group's session timeout, ``kafka.session_timeout_ms`` = 10 s by default, then the
-  rebalance, then the new owners' first partials);
+  rebalance, then the new owners' first partials); measured at the shipped 10 s session
+  and at 3 s;
 - ``values_again_s``: until the view's expected discharge energy is back to its value
   before the kill (within 1e-6): the new owners have replayed the partitions they took
   over (no snapshot database here, so from the start of each partition).
 
-    python benchmarks/scaleout.py [--messages 300000] [--sites 30000]
+    python benchmarks/scaleout.py [--messages 1200000] [--sites 60000]
 """
 
 from __future__ import annotations
@@ -56,12 +57,13 @@ from vpp.twins.registry import SiteConfig
 PARTITIONS = 12
 
 
-def _settings(bootstrap: str, suffix: str) -> BusSettings:
+def _settings(bootstrap: str, suffix: str, session_timeout_ms: int = 10_000) -> BusSettings:
     return BusSettings(
         kind="kafka",
         kafka=KafkaSettings(
             bootstrap_servers=bootstrap,
             enable_idempotence=False,
+            session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=500,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
@@ -124,13 +126,13 @@ async def preload(bootstrap: str, suffix: str, n_msgs: int, n_sites: int) -> Non
     await bus.stop()
 
 
-def member(bootstrap: str, suffix: str, name: str, out: Any) -> None:
+def member(bootstrap: str, suffix: str, name: str, out: Any, session_ms: int) -> None:
     """One instance: the engine's ingest; reports (name, messages, cpu_s, t) every 0.1 s."""
     from vpp.bus.kafka import KafkaBus
     from vpp.ingest.loop import Ingest
 
     async def run() -> None:
-        bus = KafkaBus(_settings(bootstrap, suffix))
+        bus = KafkaBus(_settings(bootstrap, suffix, session_ms))
         await bus.start()
         ing = Ingest(bus, _ingest_settings(suffix), bus.settings.topics, member_id=name)
         await ing.start()
@@ -142,21 +144,25 @@ def member(bootstrap: str, suffix: str, name: str, out: Any) -> None:
     asyncio.run(run())
 
 
-def _start(ctx: Any, bootstrap: str, suffix: str, k: int, out: Any) -> list[Any]:
+def _start(ctx: Any, bootstrap: str, suffix: str, k: int, out: Any, session_ms: int) -> list[Any]:
     procs = []
     for i in range(k):
-        p = ctx.Process(target=member, args=(bootstrap, suffix, f"m{i}", out), daemon=True)
+        p = ctx.Process(
+            target=member, args=(bootstrap, suffix, f"m{i}", out, session_ms), daemon=True
+        )
         p.start()
         procs.append(p)
     return procs
 
 
-def drain(bootstrap: str, k: int, n_msgs: int, n_sites: int) -> tuple[dict[str, Any], Any]:
+def drain(
+    bootstrap: str, k: int, n_msgs: int, n_sites: int, session_ms: int = 10_000
+) -> tuple[dict[str, Any], Any]:
     suffix = uuid.uuid4().hex[:8]
     asyncio.run(preload(bootstrap, suffix, n_msgs, n_sites))
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = _start(ctx, bootstrap, suffix, k, out)
+    procs = _start(ctx, bootstrap, suffix, k, out, session_ms)
     latest: dict[str, tuple[int, float, float]] = {}
     first: dict[str, tuple[int, float, float]] = {}
     t_first = t_last = None
@@ -187,7 +193,9 @@ def drain(bootstrap: str, k: int, n_msgs: int, n_sites: int) -> tuple[dict[str, 
     return result, (procs, out, suffix)
 
 
-async def failover(bootstrap: str, suffix: str, procs: list[Any], out: Any) -> dict[str, Any]:
+async def failover(
+    bootstrap: str, suffix: str, procs: list[Any], out: Any, session_ms: int
+) -> dict[str, Any]:
     from vpp.bus.kafka import KafkaBus
     from vpp.fleet.combined import FleetView
 
@@ -238,17 +246,24 @@ async def failover(bootstrap: str, suffix: str, procs: list[Any], out: Any) -> d
             "killed": "m0",
             "complete_again_s": round(complete, 2) if complete else None,
             "values_again_s": round(values, 2) if values else None,
-            "session_timeout_ms": KafkaSettings().session_timeout_ms,
+            "session_timeout_ms": session_ms,
         }
     finally:
         await view.stop()
         await bus.stop()
 
 
+def _end(procs: list[Any]) -> None:
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+        p.join(timeout=10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--messages", type=int, default=300_000)
-    ap.add_argument("--sites", type=int, default=30_000)
+    ap.add_argument("--messages", type=int, default=1_200_000)
+    ap.add_argument("--sites", type=int, default=60_000)
     args = ap.parse_args()
     result: dict[str, Any] = {
         "goals": {"instance_failover_s": 10, "leader_failover_s": 15},
@@ -260,11 +275,15 @@ def main() -> None:
             r, (procs, out, suffix) = drain(bootstrap, k, args.messages, args.sites)
             runs.append(r)
             if k == 3:
-                result["failover"] = asyncio.run(failover(bootstrap, suffix, procs, out))
-            for p in procs:
-                if p.is_alive():
-                    p.kill()
-                p.join(timeout=10)
+                result["failover_shipped_session"] = asyncio.run(
+                    failover(bootstrap, suffix, procs, out, 10_000)
+                )
+            _end(procs)
+        # the same with a shorter group session (kafka.session_timeout_ms): detection is
+        # most of the fail-over time
+        _, (procs, out, suffix) = drain(bootstrap, 3, args.messages, args.sites, 3_000)
+        result["failover_session_3s"] = asyncio.run(failover(bootstrap, suffix, procs, out, 3_000))
+        _end(procs)
         result["throughput"] = runs
         base = runs[0]["msgs_per_s"]
         result["speedup"] = {str(r["instances"]): round(r["msgs_per_s"] / base, 2) for r in runs}
