@@ -45,7 +45,7 @@ BATCH = 20_000
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
-def sites(n: int) -> list[SiteConfig]:
+def sites(n: int, telemetry_interval_s: float = 5.0) -> list[SiteConfig]:
     return [
         SiteConfig(
             site_id=f"site-{i:07d}",
@@ -53,6 +53,7 @@ def sites(n: int) -> list[SiteConfig]:
             capacity_kwh=13.5,
             p_charge_max_kw=5.0,
             p_discharge_max_kw=5.0,
+            telemetry_interval_s=telemetry_interval_s,
         )
         for i in range(n)
     ]
@@ -145,6 +146,7 @@ def _topics(suffix: str) -> TopicsSettings:
         commands=TopicSpec(name=f"bench.commands.{suffix}", partitions=8),
         acks=TopicSpec(name=f"bench.acks.{suffix}", partitions=8),
         deadletter=TopicSpec(name=f"bench.deadletter.{suffix}", partitions=1),
+        aggregates=TopicSpec(name=f"bench.aggregates.{suffix}", partitions=1, compacted=True),
     )
 
 

@@ -44,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._broker import tansu_broker
-from benchmarks.ingest import messages
+from benchmarks.ingest import messages, sites
 from vpp.config import (
     BusSettings,
     IngestSettings,
@@ -52,7 +52,6 @@ from vpp.config import (
     TopicSpec,
     TopicsSettings,
 )
-from vpp.twins.registry import SiteConfig
 
 PARTITIONS = 12
 
@@ -90,21 +89,6 @@ def _ingest_settings(suffix: str) -> IngestSettings:
     )
 
 
-def _sites(n: int) -> list[SiteConfig]:
-    # a long telemetry interval: no site goes stale while the benchmark runs
-    return [
-        SiteConfig(
-            site_id=f"site-{i:07d}",
-            group=f"g{i % 16}",
-            capacity_kwh=13.5,
-            p_charge_max_kw=5.0,
-            p_discharge_max_kw=5.0,
-            telemetry_interval_s=3600.0,
-        )
-        for i in range(n)
-    ]
-
-
 async def preload(bootstrap: str, suffix: str, n_msgs: int, n_sites: int) -> None:
     from vpp.bus.kafka import KafkaBus
     from vpp.ingest.loop import publish_registry
@@ -114,7 +98,8 @@ async def preload(bootstrap: str, suffix: str, n_msgs: int, n_sites: int) -> Non
     await bus.ensure_topics(bus.settings.topics.all())
     producer = await bus.producer()
     topics = bus.settings.topics
-    await publish_registry(producer, topics.sites.name, _sites(n_sites))
+    # a long telemetry interval: no site goes stale while the benchmark runs
+    await publish_registry(producer, topics.sites.name, sites(n_sites, telemetry_interval_s=3600.0))
     span = timedelta(seconds=n_msgs // n_sites * 5 + 5)
     backlog = messages(n_msgs, n_sites, seed=3, t0=datetime.now(UTC) - span)
     keys = [f"site-{k % n_sites:07d}".encode() for k in range(n_msgs)]

@@ -150,6 +150,7 @@ def kafka_bus_settings(bootstrap: str, **kafka_overrides: object) -> BusSettings
         commands=TopicSpec(name=f"t.commands.{suffix}", partitions=4),
         acks=TopicSpec(name=f"t.acks.{suffix}", partitions=4),
         deadletter=TopicSpec(name=f"t.deadletter.{suffix}", partitions=1),
+        aggregates=TopicSpec(name=f"t.aggregates.{suffix}", partitions=1, compacted=True),
     )
     opts: dict[str, object] = {
         "bootstrap_servers": bootstrap,
