@@ -12,6 +12,15 @@ numbers, in one of two ways:
   fractions): Pyomo's ``update_parameters()`` re-evaluates every mutable expression and
   pushes it. Rare in operation; always correct.
 
+Every call into Pyomo's solver interface or a HiGHS run in the process holds one lock.
+HiGHS keeps a process-wide task scheduler that all its instances share, and two instances
+running at once from different threads can crash the process (ERGO-Code/HiGHS#810, #1005,
+#3141; seen here as a segfault when the engine's bidders for two markets solved at the
+same moment). Pyomo's interface redirects the process's ``sys.stdout`` while it hands a
+model over, which is not safe from two threads either (a "TeeStream deadlock" error).
+Solves are serialized: on a machine of a few cores HiGHS's own threads use them anyway,
+and a bidding cycle waits at most for one other solve.
+
 Integrality changes (:meth:`optimizer.base.DispatchModel.set_integer`) go through Pyomo's
 ``update_variables``. The automatic scans for structural changes are switched off: these
 models never change structure.
@@ -19,6 +28,7 @@ models never change structure.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -78,6 +88,10 @@ class _BulkHighs(Highs):
 MIP_REL_GAP = 1e-6
 
 
+# One hand-over or HiGHS run at a time in this process (see the module docstring).
+_LOCK = threading.RLock()
+
+
 class PersistentHighs:
     def __init__(
         self,
@@ -104,7 +118,8 @@ class PersistentHighs:
             "update_parameters",
         ):
             setattr(auto, flag, False)
-        self.opt.set_instance(model)
+        with _LOCK:
+            self.opt.set_instance(model)
         self.highs: highspy.Highs = self.opt._solver_model
         self.highs.setOptionValue("output_flag", False)
         self.highs.setOptionValue("log_to_console", False)
@@ -132,12 +147,14 @@ class PersistentHighs:
 
     def update_all_parameters(self) -> None:
         """Full path: re-evaluate every mutable expression and push it."""
-        self.opt.update_parameters()
+        with _LOCK:
+            self.opt.update_parameters()
 
     def update_variables(self, variables: Iterable[Any]) -> None:
         changed = list(variables)
         if changed:
-            self.opt.update_variables(changed)
+            with _LOCK:
+                self.opt.update_variables(changed)
 
     def set_costs(self, costs: F64) -> None:
         """Hot path: the whole objective coefficient vector at once."""
@@ -155,12 +172,13 @@ class PersistentHighs:
         # on the presolved model); a warm LP re-solve does better from its last basis.
         highs.setOptionValue("presolve", "off" if self._warm and not self.integer else "choose")
         self._warm = True
-        before = highs.getRunTime()
-        started = time.perf_counter()
-        highs.run()
-        solve_s = time.perf_counter() - started
-        highs_s = highs.getRunTime() - before
-        status = _STATUS.get(highs.getModelStatus(), str(highs.getModelStatus()))
-        values = np.asarray(highs.getSolution().col_value, dtype=np.float64)
-        objective = float(highs.getInfo().objective_function_value)
+        with _LOCK:
+            before = highs.getRunTime()
+            started = time.perf_counter()
+            highs.run()
+            solve_s = time.perf_counter() - started
+            highs_s = highs.getRunTime() - before
+            status = _STATUS.get(highs.getModelStatus(), str(highs.getModelStatus()))
+            values = np.asarray(highs.getSolution().col_value, dtype=np.float64)
+            objective = float(highs.getInfo().objective_function_value)
         return RunResult(status, objective, values, highs_s, solve_s)

@@ -591,3 +591,32 @@ def test_the_pyomo_objective_at_the_solution_is_what_highs_optimized() -> None:
         d.r[Product.REG_UP.value, t].set_value(float(sched.reserves_mw[Product.REG_UP][t]))
     assert sched.report is not None
     assert pyo.value(model.model.obj) == pytest.approx(sched.report.objective, rel=1e-9)
+
+
+def test_solves_from_many_threads_at_once_equal_the_sequential_ones() -> None:
+    """The engine's bidders (one per market) solve from worker threads at the same moment.
+    HiGHS shares one task scheduler between its instances, and concurrent runs crashed the
+    process (a segfault in CI); every run now holds the solver's lock. Each thread owns its
+    models, as each bidder's strategy does, and the results must equal solving in turn."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    T, S = 48, 4
+    cases = []
+    for _ in range(8):
+        prices = np.sort(rng.normal(20.0, 40.0, size=(S, T)), axis=0)  # negatives: MILP
+        cases.append(ScenarioInputs(interval_h=0.5, energy_price=prices))
+
+    def solve_all(offset: int) -> list[float]:
+        model = ScenarioBidModel(T, S)
+        out = []
+        for k in range(len(cases)):
+            sol = model.solve(battery(e_initial_mwh=0.5), cases[(k + offset) % len(cases)])
+            assert sol.report is not None
+            out.append(sol.report.objective)
+        return out
+
+    sequential = [solve_all(i) for i in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(solve_all, range(4)))
+    assert np.allclose(concurrent, sequential, rtol=1e-9, atol=1e-9)
