@@ -17,10 +17,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
-from market.bids import Bid, problems
+from market.bids import Bid, PriceBands, Side, problems
 from market.clearing import Award, clear_bid
 from market.definitions import MarketDefinition, Product
 
@@ -180,6 +180,9 @@ class SimulatedMarket:
         self._accepted: dict[tuple[str, Product, datetime], Bid] = {}
         self._by_interval: dict[datetime, set[tuple[str, Product, datetime]]] = {}
         self._times: list[datetime] = []  # the intervals with accepted bids, sorted
+        # fixed-band markets: each (group, product, trading day)'s bands, fixed by the first
+        # accepted bid that declared them
+        self._bands: dict[tuple[str, Product, date], PriceBands] = {}
         self.submissions = 0  # how many times a tx reached the market (for tests)
 
     def submit(self, tx_id: str, bids: Sequence[Bid]) -> SubmitResult:
@@ -190,7 +193,7 @@ class SimulatedMarket:
         refused: dict[str, str] = {}
         now = self.clock() if self.clock is not None else None
         for bid in bids:
-            found = problems(self.market, bid)
+            found = self._band_rules(bid) or problems(self.market, bid, day_bands=self._day(bid))
             if now is not None and not found:
                 gate = self.market.gate_closure(bid.product, bid.interval_start)
                 if now >= gate:
@@ -227,7 +230,35 @@ class SimulatedMarket:
                     restored += 1
         return restored
 
+    def _band_key(self, bid: Bid) -> tuple[str, Product, date]:
+        return (bid.group, bid.product, self.market.trading_day(bid.interval_start))
+
+    def _day(self, bid: Bid) -> dict[Side, list[float]] | None:
+        fixed = self._bands.get(self._band_key(bid))
+        return fixed.as_day_bands() if fixed is not None else None
+
+    def _band_rules(self, bid: Bid) -> list[str]:
+        """A fixed-band market's day rules: the day's first bid declares the bands, every
+        later bid of that day uses them (and may repeat, never change, the declaration)."""
+        if not self.market.curve.fixed_bands_per_trading_day:
+            return []
+        key = self._band_key(bid)
+        fixed = self._bands.get(key)
+        if fixed is None and bid.price_bands is None:
+            return [
+                f"{bid.where()}: the first bid of trading day {key[2]} for {bid.group} "
+                f"{bid.product.value} must declare the day's price bands"
+            ]
+        if fixed is not None and bid.price_bands is not None and bid.price_bands != fixed:
+            return [
+                f"{bid.where()}: trading day {key[2]}'s price bands are fixed at "
+                f"{fixed.model_dump()}; a rebid changes quantities only"
+            ]
+        return []
+
     def _accept(self, bid: Bid) -> None:
+        if self.market.curve.fixed_bands_per_trading_day and bid.price_bands is not None:
+            self._bands.setdefault(self._band_key(bid), bid.price_bands)
         key = (bid.group, bid.product, bid.interval_start)
         self._accepted[key] = bid
         if bid.interval_start not in self._by_interval:

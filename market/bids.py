@@ -14,6 +14,7 @@ Every edit makes a new version; the lifecycle is in :mod:`market.lifecycle`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -60,6 +61,23 @@ class BidCurve(BaseModel):
         return sum(s.quantity_mw for s in self.charge)
 
 
+class PriceBands(BaseModel):
+    """A trading day's band prices per side (markets whose band prices are fixed per
+    trading day, AEMO-like): declared with the day's first bid of a group and product, and
+    the only prices any bid of that day may use; rebids change quantities only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    discharge: list[float] = Field(default_factory=list, description="offer bands, ascending")
+    charge: list[float] = Field(default_factory=list, description="charge bands, ascending")
+
+    def of(self, side: Side) -> list[float]:
+        return self.discharge if side == Side.DISCHARGE else self.charge
+
+    def as_day_bands(self) -> dict[Side, list[float]]:
+        return {Side.DISCHARGE: list(self.discharge), Side.CHARGE: list(self.charge)}
+
+
 class Bid(BaseModel):
     """One version of a bid."""
 
@@ -75,6 +93,9 @@ class Bid(BaseModel):
     status: BidStatus = BidStatus.DRAFT
     curve: BidCurve
     solve_id: str | None = None
+    price_bands: PriceBands | None = Field(
+        None, description="the trading day's band prices (fixed-band markets)"
+    )
 
     @field_validator("interval_start", "interval_end")
     @classmethod
@@ -128,6 +149,10 @@ def problems(market: MarketDefinition, bid: Bid, *, day_bands: DayBands | None =
     rules = market.curve
     floor, cap = market.price_limits(bid.product)
     curve = bid.curve
+    if bid.price_bands is not None:
+        out.extend(band_problems(market, bid.price_bands, where, floor, cap))
+        if day_bands is None:
+            day_bands = bid.price_bands.as_day_bands()
     if bid.product in RESERVES and curve.charge:
         out.append(f"{where}: a {bid.product.value} bid offers capacity on the discharge side only")
     if not curve.discharge and not curve.charge:
@@ -183,6 +208,26 @@ def problems(market: MarketDefinition, bid: Bid, *, day_bands: DayBands | None =
                 f"{where}: charge bid at {highest_bid} >= discharge offer at {lowest_offer} "
                 "(the bid would buy and sell at the same clearing price)"
             )
+    return out
+
+
+def band_problems(
+    market: MarketDefinition, bands: PriceBands, where: str, floor: float, cap: float
+) -> list[str]:
+    """What is wrong with a declaration of a trading day's band prices."""
+    if not market.curve.fixed_bands_per_trading_day:
+        return [f"{where}: {market.market_id} has no price bands fixed per trading day"]
+    out = []
+    for side in Side:
+        prices = bands.of(side)
+        at = f"{where}, {side.value} price bands"
+        if len(prices) > market.curve.max_segments:
+            out.append(f"{at}: {len(prices)} bands, the market allows {market.curve.max_segments}")
+        if any(b <= a for a, b in itertools.pairwise(prices)):
+            out.append(f"{at}: {prices} must be strictly ascending")
+        outside = [p for p in prices if not (math.isfinite(p) and floor <= p <= cap)]
+        if outside:
+            out.append(f"{at}: {outside} outside [{floor}, {cap}] {market.currency}/MWh")
     return out
 
 

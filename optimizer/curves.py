@@ -39,6 +39,7 @@ did not accept.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -238,18 +239,23 @@ def fix_day_bands(
         Side.DISCHARGE: choose_day_bands(dis, max_bands, upward=True),
         Side.CHARGE: choose_day_bands(chg, max_bands, upward=False),
     }
-    snapped = []
-    for c in curves:
-        offers = snap_to_bands(
-            [(s.price_per_mwh, s.quantity_mw) for s in c.discharge], bands[Side.DISCHARGE], True
-        )
-        bids = snap_to_bands(
-            [(s.price_per_mwh, s.quantity_mw) for s in c.charge], bands[Side.CHARGE], False
-        )
-        snapped.append(
-            BidCurve(
-                discharge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in offers],
-                charge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in bids],
-            )
-        )
-    return bands, snapped
+    return bands, [snap_curve(c, bands) for c in curves]
+
+
+def snap_curve(curve: BidCurve, bands: Mapping[Side, Sequence[float]]) -> BidCurve:
+    """One curve on fixed band prices (:func:`snap_to_bands` per side): a rebid on a
+    trading day whose bands were chosen earlier."""
+    offers = snap_to_bands(
+        [(s.price_per_mwh, s.quantity_mw) for s in curve.discharge],
+        list(bands.get(Side.DISCHARGE, ())),
+        True,
+    )
+    bids = snap_to_bands(
+        [(s.price_per_mwh, s.quantity_mw) for s in curve.charge],
+        list(bands.get(Side.CHARGE, ())),
+        False,
+    )
+    return BidCurve(
+        discharge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in offers],
+        charge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in bids],
+    )

@@ -1,8 +1,8 @@
 """The aggregate-battery market model: energy and reserves co-optimized for one group.
 
 ``build_market_model(T, reserves)`` builds the Pyomo model once (the blocks of
-:mod:`optimizer.blocks` on one price path) and hands it to HiGHS through Pyomo's
-persistent interface. :meth:`MarketModel.solve` then sets prices, battery state and
+:mod:`optimizer.blocks` on one price path) and hands it to one HiGHS instance as matrices
+(:mod:`optimizer.solver`). :meth:`MarketModel.solve` then sets prices, battery state and
 economics as mutable parameters and re-solves; the model is never rebuilt.
 
 Objective (maximize expected net revenue)::

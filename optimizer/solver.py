@@ -1,7 +1,14 @@
-"""Pyomo's persistent HiGHS interface, with a vectorized fast path for re-solves.
+"""A Pyomo model handed to HiGHS as matrices, with a vectorized fast path for re-solves.
 
-The Pyomo model is handed to HiGHS once (``set_instance``). A re-solve then changes only
-numbers, in one of two ways:
+Only public interfaces on both sides. Pyomo's linear standard-form compiler
+(:class:`pyomo.repn.plugins.standard_form.LinearStandardFormCompiler`, ``mixed_form``)
+turns the model into its matrix, row bounds and objective once; column bounds and
+integrality are read from the variables (``lb``, ``ub``, ``is_integer``), and the whole
+model goes to highspy in one ``passModel``. That hand-over is also the fast one: on the
+8,760-interval year it takes about a third of what Pyomo's persistent interface took
+adding rows one constraint at a time.
+
+A re-solve then changes only numbers, in one of two ways:
 
 - *hot path* — the changes every re-solve makes (prices, hence objective coefficients; the
   initial energy, one row bound): pushed to the HiGHS model directly as whole vectors
@@ -9,21 +16,19 @@ numbers, in one of two ways:
   the solution is read back as an array. This is what keeps a 288-interval re-solve at a
   few milliseconds of overhead instead of re-evaluating every mutable expression.
 - *full path* — anything else (efficiencies, limits, interval length, deployment
-  fractions): Pyomo's ``update_parameters()`` re-evaluates every mutable expression and
-  pushes it. Rare in operation; always correct.
+  fractions): the model is compiled again from its mutable parameters and passed again,
+  with the last basis as the starting point and the objective vector the hot path last
+  set. Rare in operation; always correct, since it reads the model as it stands.
 
-Every call into Pyomo's solver interface or a HiGHS run in the process holds one lock.
-HiGHS keeps a process-wide task scheduler that all its instances share, and two instances
-running at once from different threads can crash the process (ERGO-Code/HiGHS#810, #1005,
-#3141; seen here as a segfault when the engine's bidders for two markets solved at the
-same moment). Pyomo's interface redirects the process's ``sys.stdout`` while it hands a
-model over, which is not safe from two threads either (a "TeeStream deadlock" error).
-Solves are serialized: on a machine of a few cores HiGHS's own threads use them anyway,
-and a bidding cycle waits at most for one other solve.
+Integrality changes (:meth:`optimizer.base.DispatchModel.set_integer`) go to HiGHS per
+column (``changeColsIntegrality``, ``changeColsBounds``) from the variables' domains.
 
-Integrality changes (:meth:`optimizer.base.DispatchModel.set_integer`) go through Pyomo's
-``update_variables``. The automatic scans for structural changes are switched off: these
-models never change structure.
+Every HiGHS run in the process holds one lock. HiGHS keeps a process-wide task scheduler
+that all its instances share, and two instances running at once from different threads
+can crash the process (ERGO-Code/HiGHS#810, #1005, #3141; seen here as a segfault when the
+engine's bidders for two markets solved at the same moment). Solves are serialized: on a
+machine of a few cores HiGHS's own threads use them anyway, and a bidding cycle waits at
+most for one other solve.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import highspy
 import numpy as np
 import numpy.typing as npt
 import pyomo.environ as pyo
-from pyomo.contrib.solver.solvers.highs import Highs
+from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -66,20 +71,6 @@ class RunResult:
         return self.status == "optimal"
 
 
-class _BulkHighs(Highs):
-    """Adds every variable in one call before the constraints (Pyomo adds them one
-    constraint at a time otherwise: an ``addVars`` and an integrality call per row)."""
-
-    def add_block(self, block: pyo.Block) -> None:
-        variables = list(block.component_data_objects(pyo.Var, descend_into=True))
-        self.add_variables(variables)
-        super().add_block(block)
-
-    def _add_variables(self, variables: list[Any]) -> None:
-        if variables:  # the per-constraint calls that follow find nothing new
-            super()._add_variables(variables)
-
-
 # HiGHS stops a MILP at a relative gap of 1e-4 by default: on a year of prices that is
 # tens of currency units off the optimum, so results would not equal an independent MILP to
 # 1e-6. The price: a 24-hour window of 5-minute prices with ~150 negative intervals takes
@@ -88,11 +79,65 @@ class _BulkHighs(Highs):
 MIP_REL_GAP = 1e-6
 
 
-# One hand-over or HiGHS run at a time in this process (see the module docstring).
-_LOCK = threading.RLock()
+# One HiGHS run at a time in this process (see the module docstring).
+_LOCK = threading.Lock()
+
+_ROW_SENSE_EQ, _ROW_SENSE_LE, _ROW_SENSE_GE = 0, 1, -1
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """The model as matrices: what one ``passModel`` needs."""
+
+    lp: highspy.HighsLp
+    columns: list[Any]
+    rows: list[Any]  # the constraint of each row
+
+
+def _compile(model: pyo.ConcreteModel) -> _Compiled:
+    info = LinearStandardFormCompiler().write(model, mixed_form=True, set_sense=None)
+    if len(info.objectives) != 1:
+        raise ValueError(f"{model.name}: expected one active objective, got {len(info.objectives)}")
+    columns = list(info.columns)
+    n_cols, n_rows = len(columns), len(info.rows)
+    lp = highspy.HighsLp()
+    lp.num_col_ = n_cols
+    lp.num_row_ = n_rows
+    lp.sense_ = (
+        highspy.ObjSense.kMaximize
+        if info.objectives[0].sense == pyo.maximize
+        else highspy.ObjSense.kMinimize
+    )
+    lp.offset_ = float(info.c_offset[0])
+    lp.col_cost_ = np.asarray(info.c.toarray()[0], dtype=np.float64)
+    inf = highspy.kHighsInf
+    lower = np.array([-inf if v.lb is None else v.lb for v in columns], dtype=np.float64)
+    upper = np.array([inf if v.ub is None else v.ub for v in columns], dtype=np.float64)
+    lp.col_lower_ = lower
+    lp.col_upper_ = upper
+    rhs = np.asarray(info.rhs, dtype=np.float64)
+    sense = np.fromiter((r.bound_type for r in info.rows), np.int8, n_rows)
+    lp.row_lower_ = np.where(sense == _ROW_SENSE_LE, -inf, rhs)
+    lp.row_upper_ = np.where(sense == _ROW_SENSE_GE, inf, rhs)
+    a = info.A.tocsc()
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.num_col_ = n_cols
+    lp.a_matrix_.num_row_ = n_rows
+    lp.a_matrix_.start_ = a.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = a.indices.astype(np.int32)
+    lp.a_matrix_.value_ = a.data.astype(np.float64)
+    integer = [v.is_integer() for v in columns]
+    if any(integer):
+        lp.integrality_ = [
+            highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+            for i in integer
+        ]
+    return _Compiled(lp, columns, [r.constraint for r in info.rows])
 
 
 class PersistentHighs:
+    """One HiGHS instance for one Pyomo model, kept across re-solves."""
+
     def __init__(
         self,
         model: pyo.ConcreteModel,
@@ -101,26 +146,7 @@ class PersistentHighs:
         mip_rel_gap: float = MIP_REL_GAP,
     ) -> None:
         self.model = model
-        self.opt = _BulkHighs()
-        cfg = self.opt.config
-        cfg.load_solutions = False
-        cfg.raise_exception_on_nonoptimal_result = False
-        auto = cfg.auto_updates
-        for flag in (
-            "check_for_new_or_removed_constraints",
-            "check_for_new_or_removed_vars",
-            "check_for_new_or_removed_params",
-            "check_for_new_objective",
-            "update_constraints",
-            "update_vars",
-            "update_named_expressions",
-            "update_objective",
-            "update_parameters",
-        ):
-            setattr(auto, flag, False)
-        with _LOCK:
-            self.opt.set_instance(model)
-        self.highs: highspy.Highs = self.opt._solver_model
+        self.highs = highspy.Highs()
         self.highs.setOptionValue("output_flag", False)
         self.highs.setOptionValue("log_to_console", False)
         # A cold first solve gains from presolve; after it, presolve would throw away the
@@ -129,10 +155,22 @@ class PersistentHighs:
         self.highs.setOptionValue("mip_rel_gap", float(mip_rel_gap))
         if time_limit_s is not None:
             self.highs.setOptionValue("time_limit", float(time_limit_s))
-        self._col_map: dict[int, int] = self.opt._pyomo_var_to_solver_var_map
-        self._row_map: dict[Any, int] = self.opt._pyomo_con_to_solver_con_map
-        self.n_cols = len(self._col_map)
+        compiled = _compile(model)
+        self._pass(compiled.lp)
+        self._col_map = {id(v): j for j, v in enumerate(compiled.columns)}
+        self._row_map: dict[int, int] = {}
+        for i, con in enumerate(compiled.rows):
+            self._row_map.setdefault(id(con), i)  # a ranged constraint's first row
+        self._shape = (len(compiled.columns), len(compiled.rows))
+        self.n_cols = len(compiled.columns)
+        self._costs: F64 | None = None  # the hot path's objective, kept over a full pass
+        self._row_bounds: dict[int, tuple[float, float]] = {}
         self.integer = False  # any integer column now (set by the model)
+
+    def _pass(self, lp: highspy.HighsLp) -> None:
+        status = self.highs.passModel(lp)
+        if status == highspy.HighsStatus.kError:
+            raise RuntimeError(f"{self.model.name}: HiGHS refused the compiled model")
 
     # -- structure lookups -----------------------------------------------------------------
 
@@ -141,27 +179,49 @@ class PersistentHighs:
         return np.fromiter((self._col_map[id(v)] for v in variables), np.int64, len(variables))
 
     def row(self, constraint: Any) -> int:
-        return int(self._row_map[constraint])
+        return int(self._row_map[id(constraint)])
 
     # -- changes ---------------------------------------------------------------------------
 
     def update_all_parameters(self) -> None:
-        """Full path: re-evaluate every mutable expression and push it."""
-        with _LOCK:
-            self.opt.update_parameters()
+        """Full path: compile the model again from its parameters and pass it, warm."""
+        compiled = _compile(self.model)
+        shape = (len(compiled.columns), len(compiled.rows))
+        if shape != self._shape:
+            raise RuntimeError(
+                f"{self.model.name}: the model changed shape {self._shape} -> {shape}; "
+                "models are built once and only their parameters change"
+            )
+        basis = self.highs.getBasis() if self._warm else None
+        self._pass(compiled.lp)
+        if self._costs is not None:
+            self.set_costs(self._costs)
+        for row, (lower, upper) in self._row_bounds.items():
+            self.highs.changeRowBounds(row, lower, upper)
+        if basis is not None and basis.valid:
+            self.highs.setBasis(basis)
 
     def update_variables(self, variables: Iterable[Any]) -> None:
+        """Integrality and bounds of these variables, as their Pyomo domains now say."""
         changed = list(variables)
-        if changed:
-            with _LOCK:
-                self.opt.update_variables(changed)
+        if not changed:
+            return
+        idx = self.cols(changed).astype(np.int32)
+        inf = highspy.kHighsInf
+        integrality = np.array([1 if v.is_integer() else 0 for v in changed], dtype=np.uint8)
+        lower = np.array([-inf if v.lb is None else v.lb for v in changed], dtype=np.float64)
+        upper = np.array([inf if v.ub is None else v.ub for v in changed], dtype=np.float64)
+        self.highs.changeColsIntegrality(len(changed), idx, integrality)
+        self.highs.changeColsBounds(len(changed), idx, lower, upper)
 
     def set_costs(self, costs: F64) -> None:
         """Hot path: the whole objective coefficient vector at once."""
+        self._costs = np.ascontiguousarray(costs, dtype=np.float64)
         idx = np.arange(self.n_cols, dtype=np.int32)
-        self.highs.changeColsCost(self.n_cols, idx, np.ascontiguousarray(costs, dtype=np.float64))
+        self.highs.changeColsCost(self.n_cols, idx, self._costs)
 
     def set_row_bounds(self, row: int, lower: float, upper: float) -> None:
+        self._row_bounds[row] = (lower, upper)
         self.highs.changeRowBounds(row, lower, upper)
 
     # -- solve -----------------------------------------------------------------------------

@@ -10,15 +10,15 @@ import pytest
 import sqlalchemy as sa
 
 from market.adapter import LoggedMarket, SimulatedMarket
-from market.bids import BidCurve, Segment
+from market.bids import BidCurve, PriceBands, Segment
 from market.definitions import Product, load_market
 from market.lifecycle import BidAction
 from tests.api_support import make_fleet
 from vpp.bidding.bidder import Bidder
 from vpp.bidding.feed import FeedPrices, us_realtime_feed
-from vpp.config import BiddingSettings, DatabaseSettings
+from vpp.config import BiddingSettings, DatabaseSettings, PriceFileSettings
 from vpp.store import db
-from vpp.store.bids import BidFilter, BidStore
+from vpp.store.bids import BidFilter, BidRow, BidStore, InvalidBidError
 from vpp.store.keys import Principal
 from vpp.store.tables import market_txlog
 from vpp.store.txlog import DbTxLog
@@ -36,8 +36,8 @@ class Clock:
 
 def setup(tmp_path: Path, **settings: object) -> tuple[Bidder, BidStore, Clock, SimulatedMarket]:
     """A bidder on a fresh database, clearing on the market's replayed prices (the
-    engine's own choice of feed, :func:`vpp.bidding.feed.feed_for`)."""
-    from vpp.bidding.feed import feed_for
+    engine's own choice of feed, :func:`vpp.bidding.feed.market_feed`)."""
+    from vpp.bidding.feed import market_feed
 
     engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/b.db"))
     db.upgrade(engine)
@@ -45,7 +45,7 @@ def setup(tmp_path: Path, **settings: object) -> tuple[Bidder, BidStore, Clock, 
     store = BidStore(engine, clock=clock)
     cfg = BiddingSettings(**settings)
     definition, product = load_market(cfg.market), Product(cfg.product)
-    feed, _ = feed_for(definition.currency, definition.interval(product))
+    feed, _ = market_feed(cfg.prices, definition.currency, definition.interval(product))
     sim = SimulatedMarket(definition, FeedPrices(feed, product))
     market = LoggedMarket(sim, DbTxLog(engine))
     fleet_store, hier = make_fleet()
@@ -240,3 +240,96 @@ def test_each_shipped_market_has_its_replayed_prices_or_a_clear_refusal() -> Non
     assert usd_h.values[0] == pytest.approx(float(rt.values[:12].mean())) and "proxy" in what
     with pytest.raises(LookupError, match="no shipped AUD prices"):
         feed_for("AUD", td(minutes=5))
+
+
+DATA = Path(__file__).resolve().parents[1] / "scenarios" / "data"
+
+
+def aud_prices(tmp_path: Path) -> dict[str, object]:
+    """``bidding.prices`` for the AEMO-like market: no AUD prices ship, so the test reads
+    the shipped US five-minute prices (Q1 2019) as if they were AUD/MWh — test data only."""
+    return {
+        "file": DATA / "dervet_rt_2019_q1_5min.csv",
+        "time_column": "Datetime (he)",
+        "column": "DA Price ($/kWh)",
+        "unit": "AUD/MWh",
+        "interval": "end",
+        "timezone": "Etc/GMT+8",
+        "time_format": "%m/%d/%Y %H:%M",
+    }
+
+
+def test_the_engine_bids_aemo_on_band_prices_fixed_for_the_trading_day(tmp_path: Path) -> None:
+    """The day's first cycle chooses each group's ten band prices per side and stores them;
+    every later cycle's curves use exactly those; the market takes the bands with the first
+    submission and refuses a rebid that changes them; an operator's edit off the bands is
+    refused naming them."""
+    bidder, store, clock, sim = setup(
+        tmp_path, market="aemo", product="energy_rt", prices=aud_prices(tmp_path)
+    )
+    aemo = load_market("aemo")
+    assert bidder.make_bids() > 0
+    first, _ = store.list_bids(BidFilter(group="north"), 0, 100)
+    day = aemo.trading_day(first[0].interval_start)
+    bands = store.bands_of("aemo", "north", "energy_rt", day)
+    assert bands is not None and 0 < len(bands.discharge) <= 10 and len(bands.charge) <= 10
+    report = store.get(first[0].bid_id).solve_report
+    assert report is not None and report["price_bands"][day.isoformat()] == bands.model_dump()
+
+    def on_bands(rows: list[BidRow]) -> None:
+        for r in rows:
+            assert {s["price_per_mwh"] for s in r.discharge} <= set(bands.discharge)
+            assert {s["price_per_mwh"] for s in r.charge} <= set(bands.charge)
+
+    on_bands(first)
+    clock.now += timedelta(minutes=30)  # a later cycle, same trading day: new intervals
+    assert bidder.make_bids() > 0
+    later, _ = store.list_bids(BidFilter(group="north"), 0, 200)
+    assert len(later) > len(first)
+    on_bands(later)
+    assert store.bands_of("aemo", "north", "energy_rt", day) == bands  # chosen once
+    first = sorted((r for r in later if r.gate_closure > clock.now), key=lambda r: r.interval_start)
+
+    # An edit off the bands is refused, naming them.
+    off = bands.discharge[0] + 0.5
+    with pytest.raises(InvalidBidError, match="not one of the trading day's discharge price"):
+        store.edit(
+            first[0].bid_id,
+            first[0].version,
+            BidCurve(discharge=[Segment(price_per_mwh=off, quantity_mw=0.1)]),
+            Principal("k1", "alice", "operator"),
+        )
+
+    # Submission: the market takes the bands with the day's first bid.
+    operator = Principal("k1", "alice", "operator")
+    store.review(first[0].bid_id, first[0].version, BidAction.APPROVE, operator)
+    clock.now = first[0].gate_closure - timedelta(seconds=30)
+    assert bidder.submit_due() == 1
+    assert store.row(first[0].bid_id).status == "accepted"
+    # A rebid whose declaration differs is refused by the market itself.
+    rebid = store.row(first[1].bid_id).to_bid(
+        PriceBands(discharge=[*bands.discharge[:-1], bands.discharge[-1] + 1], charge=bands.charge)
+    )
+    result = sim.submit("tx-changed-bands", [rebid])
+    assert rebid.bid_id in result.refused
+    assert "price bands are fixed" in result.refused[rebid.bid_id]
+
+
+def test_aemo_without_a_price_file_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    from vpp.config import ConfigError, Settings
+    from vpp.wiring import build_engine
+
+    cfg = Settings.model_validate(
+        {
+            "bidding": {"market": "aemo", "product": "energy_rt"},
+            "database": {"url": f"sqlite:///{tmp_path}/e.db"},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"give bidding\.prices, a AUD/MWh price file"):
+        build_engine(cfg, simulate=True, auto_migrate=True)
+    bad = dict(aud_prices(tmp_path), unit="USD/MWh")
+    cfg = cfg.model_copy(
+        update={"bidding": cfg.bidding.model_copy(update={"prices": PriceFileSettings(**bad)})}
+    )
+    with pytest.raises(ConfigError, match="prices in USD, the market settles in AUD"):
+        build_engine(cfg, simulate=True, auto_migrate=True)

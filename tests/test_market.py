@@ -14,7 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from market.adapter import LoggedMarket, MemoryTxLog, SimulatedMarket
-from market.bids import Bid, BidCurve, BidValidationError, Segment, problems, validate
+from market.bids import (
+    Bid,
+    BidCurve,
+    BidValidationError,
+    PriceBands,
+    Segment,
+    problems,
+    validate,
+)
 from market.clearing import clear, clear_bid
 from market.definitions import MARKETS, Product, load_market
 from market.forecasts import point_forecast, price_scenarios
@@ -211,6 +219,58 @@ def test_aemo_band_prices_fixed_per_trading_day() -> None:
         BidValidationError, match="not one of the trading day's discharge price bands"
     ):
         validate(aemo, b, day_bands=[0, 100, 200])
+
+
+def test_the_simulated_aemo_market_fixes_band_prices_per_trading_day() -> None:
+    """The day's first bid declares the bands; later bids use them and may not change them;
+    a restored order book keeps them; the next trading day needs its own declaration."""
+    aemo = load_market("aemo")
+    start = utc(2026, 11, 21, 18)  # 04:00 AEST on the 22nd: the first interval of a day
+    bands = PriceBands(discharge=[50, 100, 300], charge=[-20, 10])
+
+    def b(bid_id: str, at: datetime, curve: BidCurve, declared: PriceBands | None) -> Bid:
+        return bid(
+            curve,
+            bid_id=bid_id,
+            market="aemo",
+            product=Product.ENERGY_RT,
+            interval_start=at,
+            interval_end=at + timedelta(minutes=5),
+            price_bands=declared,
+        )
+
+    on_bands = BidCurve(discharge=[seg(100, 1), seg(300, 1)], charge=[seg(10, 1)])
+    prices = {(Product.ENERGY_RT, start + timedelta(minutes=5 * k)): 120.0 for k in range(300)}
+    sim = SimulatedMarket(aemo, prices)
+    refused = sim.submit("t1", [b("a", start, on_bands, None)]).refused["a"]
+    assert "must declare the day's price bands" in refused
+    assert sim.submit("t2", [b("a", start, on_bands, bands)]).accepted == ["a"]
+    later = start + timedelta(hours=3)
+    assert sim.submit("t3", [b("c", later, on_bands, None)]).accepted == ["c"]
+    off = BidCurve(discharge=[seg(120, 1)])
+    assert (
+        "not one of the trading day's" in sim.submit("t4", [b("d", later, off, None)]).refused["d"]
+    )
+    changed = PriceBands(discharge=[50, 100, 400], charge=[-20, 10])
+    assert "fixed at" in sim.submit("t5", [b("e", later, on_bands, changed)]).refused["e"]
+    next_day = start + timedelta(days=1)
+    assert "must declare" in sim.submit("t6", [b("f", next_day, on_bands, None)]).refused["f"]
+
+    # A restart rebuilds the order book from the transaction log, bands included.
+    log = MemoryTxLog()
+    first = SimulatedMarket(aemo, prices)
+    LoggedMarket(first, log).submit("t7", [b("a", start, on_bands, bands)])
+    again = SimulatedMarket(aemo, prices)
+    again.restore([("t7", *log.recorded("t7"))])
+    assert "fixed at" in again.submit("t8", [b("g", later, on_bands, changed)]).refused["g"]
+
+    # The declaration itself is checked, and only a fixed-band market takes one.
+    bad = PriceBands(discharge=[100, 50, *range(200, 2000, 200)], charge=[])
+    found = problems(aemo, b("h", start, on_bands, bad))
+    assert any("10 bands" in p or "11 bands" in p for p in found)
+    assert any("strictly ascending" in p for p in found)
+    caiso_bid = bid(on_bands, price_bands=bands)
+    assert any("no price bands fixed" in p for p in problems(load_market("caiso"), caiso_bid))
 
 
 def test_lifecycle_transitions_and_refusals() -> None:

@@ -330,6 +330,19 @@ class SimulatorSettings(_Section):
     faults: SimFaultSettings = SimFaultSettings()
 
 
+class PriceFileSettings(_Section):
+    """A price CSV the simulated market clears on instead of the shipped prices (the way
+    to bid a market whose currency ships none, AEMO's AUD), replayed by time of year."""
+
+    file: Path = Field(description="CSV file")
+    time_column: str = Field(description="column holding the interval label")
+    column: str = Field(description="column holding the price")
+    unit: str = Field(description="energy price unit, e.g. AUD/MWh")
+    interval: Literal["start", "end"] = Field(description="the label names the start or end")
+    timezone: str = Field("UTC", description="IANA zone of naive labels")
+    time_format: str | None = Field(None, description="strptime format, if not ISO 8601")
+
+
 class BiddingSettings(_Section):
     """The engine's own market loop: scenario bids per group, review, submission, awards."""
 
@@ -361,6 +374,11 @@ class BiddingSettings(_Section):
         None,
         description="replace the market's gate lead for the bid product (s): a demo setting "
         "that closes the loop fast; None keeps the market's own rule",
+    )
+    prices: PriceFileSettings | None = Field(
+        None,
+        description="clear on this price file (the market's currency and product interval) "
+        "instead of the shipped prices; needed for aemo",
     )
 
     @model_validator(mode="after")

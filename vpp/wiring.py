@@ -61,8 +61,9 @@ class RegistryFile:
 def _bidding(
     engine: Engine, scheduler: Scheduler, fleet: Callable[[], tuple[GroupsView | None, Any]]
 ) -> Bidder:
+    from market.prices import PriceDataError
     from vpp.bidding.bidder import Bidder, effective_market
-    from vpp.bidding.feed import FeedPrices, feed_for
+    from vpp.bidding.feed import FeedPrices, market_feed
 
     settings = engine.settings.bidding
     definition = effective_market(settings)
@@ -75,13 +76,15 @@ def _bidding(
             f"{', '.join(p.value for p in definition.products)}"
         ) from None
     try:
-        feed, _ = feed_for(definition.currency, definition.interval(product))
+        feed, _ = market_feed(settings.prices, definition.currency, definition.interval(product))
     except LookupError as exc:
         raise ConfigError(
             f"bidding.market {settings.market} ({product.value}): {exc} for the simulated "
             "market to clear on (shipped: caiso energy_rt and energy_da, eu-day-ahead "
-            "energy_da)"
+            f"energy_da); give bidding.prices, a {definition.currency}/MWh price file"
         ) from None
+    except PriceDataError as exc:
+        raise ConfigError(f"bidding.prices: {exc}") from None
     leadership = Leadership(engine.db, role="bidder", clock=engine.clock.now)
     market = LoggedMarket(
         SimulatedMarket(definition, FeedPrices(feed, product), clock=engine.clock.now),

@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -41,11 +41,12 @@ import pandas as pd
 from prometheus_client import Counter, Gauge, Histogram
 
 from market.adapter import LoggedMarket, SimulatedMarket
-from market.bids import Bid
+from market.bids import Bid, BidCurve, PriceBands, Side
 from market.clearing import Award
 from market.definitions import MarketDefinition, Product, load_market
 from market.forecasts import ForecastError
 from market.lifecycle import BidAction, BidStatus
+from optimizer.curves import fix_day_bands, snap_curve
 from optimizer.report import InfeasibleInputError
 from vpp.aggregate import battery_from_node
 from vpp.bidding.feed import PriceFeed
@@ -335,8 +336,9 @@ class Bidder:
             log.warning("group %s: no bids: %s", group, exc, extra=ctx(group_id=group))
             return 0
         SOLVE_SECONDS.labels("scenario").observe(time.perf_counter() - started)
+        curves, bands_used = self._on_day_bands(group, starts, plan.curves)
         new = []
-        for start, curve in zip(starts, plan.curves, strict=True):
+        for start, curve in zip(starts, curves, strict=True):
             bid_id = self.bid_id(group, start)
             if bid_id not in fresh or not (curve.discharge or curve.charge):
                 continue
@@ -379,6 +381,7 @@ class Bidder:
                     "p_discharge_rated_p90_kw": round(node.free.p_discharge_rated_p90_kw, 1),
                     "p_charge_rated_p90_kw": round(node.free.p_charge_rated_p90_kw, 1),
                 },
+                "price_bands": bands_used,
                 "expected_revenue": round(
                     sum(i["revenue_expected"] for i in plan.report.get("intervals", [])), 2
                 ),
@@ -394,6 +397,45 @@ class Bidder:
             extra=ctx(group_id=group, interval_start=new[0].interval_start),
         )
         return len(new)
+
+    def _on_day_bands(
+        self, group: str, starts: list[datetime], curves: list[BidCurve]
+    ) -> tuple[list[BidCurve], dict[str, dict[str, list[float]]]]:
+        """Fixed-band markets (AEMO-like): every curve on its trading day's band prices.
+
+        The day's bands are chosen from the curves of the group's first bidding cycle that
+        reaches the day (:func:`optimizer.curves.fix_day_bands`: quantity-weighted price
+        quantiles per side) and stored; every later cycle of that day snaps its curves to
+        them, offers up and charge bids down, so nothing trades at a price its curve did not
+        accept. The trade-off: bands chosen from the first hour's curves fit the rest of the
+        day less well than bands chosen from the whole day's plan would, but a market fixes
+        them at the first submission, before the rest of the day is known. Returns the
+        curves and the bands per trading day (for the solve report); other markets' curves
+        pass unchanged."""
+        rules = self.definition.curve
+        if not rules.fixed_bands_per_trading_day:
+            return curves, {}
+        by_day: dict[date, list[int]] = {}
+        for k, start in enumerate(starts):
+            by_day.setdefault(self.definition.trading_day(start), []).append(k)
+        out = list(curves)
+        used: dict[str, dict[str, list[float]]] = {}
+        for day, ks in by_day.items():
+            market, product = self.definition.market_id, self.product.value
+            bands = self.bids.bands_of(market, group, product, day)
+            if bands is None:
+                chosen, _ = fix_day_bands([curves[k] for k in ks], rules.max_segments)
+                bands = self.bids.fix_bands(
+                    market,
+                    group,
+                    product,
+                    day,
+                    PriceBands(discharge=chosen[Side.DISCHARGE], charge=chosen[Side.CHARGE]),
+                )
+            for k in ks:
+                out[k] = snap_curve(curves[k], bands.as_day_bands())
+            used[day.isoformat()] = bands.model_dump()
+        return out, used
 
     # -- review and submission -------------------------------------------------------------
 

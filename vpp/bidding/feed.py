@@ -18,7 +18,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from market.definitions import Product
-from market.prices import PriceSeries
+from market.prices import PriceDataError, PriceSeries, load_price_csv
+from vpp.config import PriceFileSettings
 
 YEAR_S = 365 * 86_400
 
@@ -84,6 +85,30 @@ def averaged(feed: PriceFeed, interval: timedelta) -> PriceFeed:
     return PriceFeed(values, feed.first_start, interval, feed.currency)
 
 
+def feed_from_file(cfg: PriceFileSettings, currency: str, interval: timedelta) -> PriceFeed:
+    """A price CSV as the feed, checked against the market it clears: its currency and its
+    product interval, and a whole number of intervals with none missing (the loader refuses
+    gaps and bad rows, naming the line)."""
+    series = load_price_csv(
+        cfg.file,
+        time_column=cfg.time_column,
+        column=cfg.column,
+        unit=cfg.unit,
+        interval=cfg.interval,
+        timezone=cfg.timezone,
+        time_format=cfg.time_format,
+    )
+    if series.currency != currency:
+        raise PriceDataError(
+            f"{cfg.file}: prices in {series.currency}, the market settles in {currency}"
+        )
+    if series.interval != interval:
+        raise PriceDataError(
+            f"{cfg.file}: {series.interval} intervals, the market's product has {interval}"
+        )
+    return PriceFeed(np.asarray(series.values, dtype=np.float64), series.start, interval, currency)
+
+
 def feed_for(currency: str, interval: timedelta) -> tuple[PriceFeed, str]:
     """The replayed prices for a market's currency and product interval, and what they are.
 
@@ -135,3 +160,15 @@ class FeedPrices(Mapping[tuple[Product, datetime], float]):
 
     def __len__(self) -> int:
         return 0
+
+
+def market_feed(
+    prices: PriceFileSettings | None, currency: str, interval: timedelta
+) -> tuple[PriceFeed, str]:
+    """The prices a simulated market clears on: the configured file (``bidding.prices``)
+    when there is one, else the shipped prices for the currency and interval. Raises
+    :class:`LookupError` (nothing ships for it, no file given) or
+    :class:`market.prices.PriceDataError` (the file is wrong, with where)."""
+    if prices is not None:
+        return feed_from_file(prices, currency, interval), f"{prices.file} (bidding.prices)"
+    return feed_for(currency, interval)

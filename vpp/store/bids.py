@@ -17,13 +17,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from market.adapter import LoggedMarket, SubmitResult
-from market.bids import Bid, BidCurve, Segment, problems
+from market.bids import Bid, BidCurve, PriceBands, Segment, problems
 from market.clearing import Award
 from market.definitions import MarketDefinition, Product, load_market
 from market.lifecycle import BidAction, BidStatus, LifecycleError, next_status
@@ -32,7 +32,14 @@ from vpp.records import plain
 from vpp.store.audit import record
 from vpp.store.keys import SYSTEM, Principal
 from vpp.store.paging import group_interval_conds, paged
-from vpp.store.tables import awards, bid_reviews, bid_versions, bids, solve_reports
+from vpp.store.tables import (
+    awards,
+    bid_reviews,
+    bid_versions,
+    bids,
+    market_day_bands,
+    solve_reports,
+)
 
 
 class BidError(Exception):
@@ -89,7 +96,7 @@ class BidRow:
             out[k] = getattr(self, k).isoformat()
         return out
 
-    def to_bid(self) -> Bid:
+    def to_bid(self, price_bands: PriceBands | None = None) -> Bid:
         return Bid(
             bid_id=self.bid_id,
             market=self.market,
@@ -104,6 +111,7 @@ class BidRow:
                 charge=[Segment.model_validate(s) for s in self.charge],
             ),
             solve_id=self.solve_id,
+            price_bands=price_bands,
         )
 
 
@@ -459,6 +467,65 @@ class BidStore:
         )
         return after
 
+    # -- fixed-band markets ------------------------------------------------------------------
+
+    def day_bands(
+        self, row: BidRow, conn: sa.Connection | None = None
+    ) -> tuple[MarketDefinition, PriceBands | None]:
+        """The market of a bid and, where its band prices are fixed per trading day, the
+        bands of the bid's trading day (None: not chosen yet, or not such a market)."""
+        market = load_market(row.market)
+        if not market.curve.fixed_bands_per_trading_day:
+            return market, None
+        return market, self.bands_of(
+            row.market, row.group, row.product, market.trading_day(row.interval_start), conn
+        )
+
+    def bands_of(
+        self,
+        market: str,
+        group: str,
+        product: str,
+        day: date,
+        conn: sa.Connection | None = None,
+    ) -> PriceBands | None:
+        q = sa.select(market_day_bands.c.discharge, market_day_bands.c.charge).where(
+            market_day_bands.c.market == market,
+            market_day_bands.c.group_id == group,
+            market_day_bands.c.product == product,
+            market_day_bands.c.trading_day == day,
+        )
+        if conn is None:
+            with self.engine.connect() as c:
+                r = c.execute(q).first()
+        else:
+            r = conn.execute(q).first()
+        return None if r is None else PriceBands(discharge=r.discharge, charge=r.charge)
+
+    def fix_bands(
+        self, market: str, group: str, product: str, day: date, bands: PriceBands
+    ) -> PriceBands:
+        """Store a trading day's bands unless some are stored already; the stored ones win
+        (two writers, or a restart, agree on the first choice)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    market_day_bands.insert().values(
+                        market=market,
+                        group_id=group,
+                        product=product,
+                        trading_day=day,
+                        discharge=list(bands.discharge),
+                        charge=list(bands.charge),
+                        created_at=self.clock(),
+                    )
+                )
+            return bands
+        except sa.exc.IntegrityError:
+            stored = self.bands_of(market, group, product, day)
+            assert stored is not None
+            return stored
+
     def edit(
         self,
         bid_id: str,
@@ -471,7 +538,8 @@ class BidStore:
         with self.engine.begin() as conn:
             row = self._guard(conn, bid_id, version, BidAction.EDIT, now)
             candidate = row.to_bid().model_copy(update={"curve": curve, "version": row.version + 1})
-            found = problems(load_market(row.market), candidate)
+            market, bands = self.day_bands(row, conn)
+            found = problems(market, candidate, day_bands=bands.as_day_bands() if bands else None)
             if found:
                 raise InvalidBidError(found)
             conn.execute(
@@ -528,12 +596,14 @@ class BidStore:
         now = self.clock()
         with self.engine.begin() as conn:
             rows = [self._guard(conn, b, None, BidAction.SUBMIT, now) for b in bid_ids]
+            # A fixed-band market learns the day's bands with every bid (the first declares).
+            outgoing = [r.to_bid(self.day_bands(r, conn)[1]) for r in rows]
             for row in rows:
                 self._advance(conn, row, BidAction.SUBMIT, principal, tx_id, now)
         self._changed()
         # The exchange itself is logged before and after by the adapter (transaction log).
         try:
-            result = adapter.submit(tx_id, [r.to_bid() for r in rows])
+            result = adapter.submit(tx_id, outgoing)
         except FencedError as exc:
             # Refused before anything was sent (a deposed leader): the bids go back to
             # approved, for the leader to submit.

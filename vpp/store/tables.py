@@ -278,3 +278,17 @@ group_aggregates = sa.Table(
     sa.Column("free_p_discharge_p90_kw", sa.Float, nullable=False),
     sa.Column("free_p_charge_p90_kw", sa.Float, nullable=False),
 )
+
+# Fixed-band markets (AEMO-like): a trading day's band prices per group and product, chosen
+# by the bidder at the day's first bids and used by every bid and rebid of that day.
+market_day_bands = sa.Table(
+    "market_day_bands",
+    metadata,
+    sa.Column("market", sa.String(50), primary_key=True),
+    sa.Column("group_id", sa.String(100), primary_key=True),
+    sa.Column("product", sa.String(20), primary_key=True),
+    sa.Column("trading_day", sa.Date, primary_key=True),
+    sa.Column("discharge", sa.JSON, nullable=False),
+    sa.Column("charge", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)

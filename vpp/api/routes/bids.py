@@ -201,7 +201,8 @@ def apply_edit(
     a new version (:class:`ConflictError` on a stale version or a closed gate)."""
     row = svc.bids.row(bid_id)
     candidate = row.to_bid().model_copy(update={"curve": curve, "version": row.version + 1})
-    rules = problems(load_market(row.market), candidate)
+    market, bands = svc.bids.day_bands(row)
+    rules = problems(market, candidate, day_bands=bands.as_day_bands() if bands else None)
     if rules:  # the market's rules first: a curve the market refuses needs no physics
         raise InvalidBidError(rules)
     found = _physics(svc, row, curve)
