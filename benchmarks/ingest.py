@@ -147,6 +147,7 @@ def _topics(suffix: str) -> TopicsSettings:
         acks=TopicSpec(name=f"bench.acks.{suffix}", partitions=8),
         deadletter=TopicSpec(name=f"bench.deadletter.{suffix}", partitions=1),
         aggregates=TopicSpec(name=f"bench.aggregates.{suffix}", partitions=1, compacted=True),
+        targets=TopicSpec(name=f"bench.targets.{suffix}", partitions=1, compacted=True),
     )
 
 

@@ -74,6 +74,7 @@ def _settings(bootstrap: str, suffix: str, session_timeout_ms: int = 10_000) -> 
             acks=TopicSpec(name=f"so.acks.{suffix}", partitions=4),
             deadletter=TopicSpec(name=f"so.deadletter.{suffix}", partitions=1),
             aggregates=TopicSpec(name=f"so.aggregates.{suffix}", partitions=1, compacted=True),
+            targets=TopicSpec(name=f"so.targets.{suffix}", partitions=1, compacted=True),
         ),
     )
 

@@ -151,6 +151,7 @@ def kafka_bus_settings(bootstrap: str, **kafka_overrides: object) -> BusSettings
         acks=TopicSpec(name=f"t.acks.{suffix}", partitions=4),
         deadletter=TopicSpec(name=f"t.deadletter.{suffix}", partitions=1),
         aggregates=TopicSpec(name=f"t.aggregates.{suffix}", partitions=1, compacted=True),
+        targets=TopicSpec(name=f"t.targets.{suffix}", partitions=1, compacted=True),
     )
     opts: dict[str, object] = {
         "bootstrap_servers": bootstrap,

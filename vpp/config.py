@@ -61,6 +61,9 @@ class TopicsSettings(_Section):
     deadletter: TopicSpec = TopicSpec(name="vpp.deadletter", partitions=1)
     # each instance's partial group aggregates, keyed group|instance (vpp.fleet.partials)
     aggregates: TopicSpec = TopicSpec(name="vpp.aggregates", partitions=1, compacted=True)
+    # every group and site target, keyed by dispatch id, for every instance to take its
+    # share of (vpp.dispatch.shares); a cancelled target's record says so
+    targets: TopicSpec = TopicSpec(name="vpp.targets", partitions=1, compacted=True)
 
     def all(self) -> list[TopicSpec]:
         return [
@@ -70,6 +73,7 @@ class TopicsSettings(_Section):
             self.acks,
             self.deadletter,
             self.aggregates,
+            self.targets,
         ]
 
 

@@ -113,6 +113,11 @@ def _bidding(
     return bidder
 
 
+def _is_site(ingest: Ingest, node: str) -> bool:
+    store = ingest.store
+    return node not in store.group_index and node in store.index
+
+
 def build_engine(
     settings: Settings, *, simulate: bool, auto_migrate: bool, clock: Clock | None = None
 ) -> Engine:
@@ -133,7 +138,14 @@ def build_engine(
     engine.add(view)
     engine.services.combined = view.view
     from vpp.dispatch.service import DispatchService
+    from vpp.dispatch.shares import ShareSource
 
+    # On Kafka other instances may share the fleet: targets travel on the targets topic and
+    # each instance covers its share (alone, the share is the whole target).
+    shared = settings.bus.kind == "kafka"
+    share = None
+    if shared:
+        share = ShareSource(lambda: ingest.member, view.fresh, lambda node: _is_site(ingest, node))
     dispatch = DispatchService(
         settings.dispatch,
         engine.bus,
@@ -141,7 +153,11 @@ def build_engine(
         db=engine.db,
         store=lambda: ingest.store,
         clock=engine.clock.time,
+        instance=ingest.member if shared else None,
+        share=share,
     )
+    if shared:
+        ingest.shortfalls = dispatch.core.shortfalls
     ingest.event_listeners.append(dispatch.on_site_events)
     engine.services.dispatch = dispatch
     scheduler = Scheduler(settings.scheduler, engine.clock)

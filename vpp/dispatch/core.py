@@ -88,9 +88,13 @@ class DispatchCore:
         store: Callable[[], FleetStore],
         *,
         seed: int | None = None,
+        share: Callable[[GroupTarget], tuple[float, float] | None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        # With other instances sharing the fleet: this instance's (base share, share) of a
+        # group target (vpp.dispatch.shares); None, or a None answer: the whole target.
+        self.share = share
         self.tracker = Tracker(
             TrackerSettings(
                 ack_timeout_s=settings.ack_timeout_s,
@@ -273,13 +277,44 @@ class DispatchCore:
                 self._close(eff, d, now)
             elif t.covers(moment):
                 self._check_following(d)
-                if not d.dispatched or t.group in self._redispatch:
+                if not d.dispatched or t.group in self._redispatch or self._reshared(d):
                     self._dispatch(eff, d, now)
         self._redispatch.clear()
         for d in self.deliveries.values():
             if d.target.covers(moment) and now >= self._measured_from(d):
                 d.samples.append((now, self._measure(d.target.group)))
         return eff
+
+    def _wanted(self, t: GroupTarget) -> tuple[float, float | None]:
+        """The kW this instance is to cover of a target, and its base share (None: the
+        whole target is this instance's)."""
+        got = self.share(t) if self.share is not None else None
+        if got is None:
+            return t.target_kw, None
+        base, share = got
+        return share, base
+
+    def _reshared(self, d: Delivery) -> bool:
+        """Whether this instance's share of a delivery under way moved (another instance
+        reported a shortfall, joined or went stale) by more than the deadband."""
+        if self.share is None or not d.dispatched:
+            return False
+        want, _ = self._wanted(d.target)
+        return abs(want - d.share_kw) > self.settings.deadband_kw
+
+    def shortfalls(self) -> dict[str, dict[str, float]]:
+        """Per group, what this instance cannot allocate of its base share of each target
+        under way (signed like the target): reported with its partials, for the other
+        instances to take over."""
+        out: dict[str, dict[str, float]] = {}
+        for d in self.deliveries.values():
+            if d.base_kw is None or not d.dispatched:
+                continue
+            sign = -1.0 if d.base_kw < 0 else 1.0
+            missing = abs(d.base_kw) - sign * d.allocated_kw
+            if missing > self.settings.deadband_kw:
+                out.setdefault(d.target.group, {})[d.target.dispatch_id] = sign * missing
+        return out
 
     def _measured_from(self, d: Delivery) -> float:
         """When an interval's delivery starts being measured: once every site of the node
@@ -352,6 +387,11 @@ class DispatchCore:
             rows = rows[~np.isin(rows, store.rows_of(list(self._pinned)))]
         return rows
 
+    def _owns(self, site: str) -> bool:
+        store = self.store()
+        i = store.index.get(site)
+        return i is not None and bool(store.owned[i])
+
     def _is_site(self, node: str) -> bool:
         store = self.store()
         return node not in store.group_index and node in store.index
@@ -388,9 +428,17 @@ class DispatchCore:
         t = d.target
         store = self.store()
         rows = self._rows(t.group)
+        want_kw, d.base_kw = self._wanted(t)
+        d.share_kw = want_kw
         if not rows.size:
             d.dispatched = True
-            d.shortfall_kw = t.target_kw
+            d.allocated_kw = 0.0
+            # Sharing the fleet, a site target for a site this instance does not own is
+            # the owner's to deliver: nothing of it is this instance's, not even a shortfall.
+            d.foreign = (
+                self.share is not None and self._is_site(t.group) and not self._owns(t.group)
+            )
+            d.shortfall_kw = 0.0 if d.foreign else want_kw
             return
         col = store.column
         excluded = (
@@ -423,12 +471,14 @@ class DispatchCore:
         # controllable sites make up the rest.
         fixed_kw = float(col("p_kw")[rows][online & ~eligible].sum())
         hours_left = max((t.interval_end.timestamp() - now) / 3600.0, 1e-6)
+        # A share carries the same fraction of the reserves as of the power.
+        frac = want_kw / t.target_kw if t.target_kw else 1.0
         result = split(
             inp,
-            t.target_kw - fixed_kw,
+            want_kw - fixed_kw,
             hours_left,
-            reserve_up_kw=t.reserve_up_kw,
-            reserve_down_kw=t.reserve_down_kw,
+            reserve_up_kw=t.reserve_up_kw * frac,
+            reserve_down_kw=t.reserve_down_kw * frac,
             resolution_kw=self.settings.resolution_kw,
         )
         sel = rows[eligible]

@@ -25,6 +25,11 @@ class Delivery:
     compliance: float | None = None
     excluded: set[str] = field(default_factory=set)
     dispatched: bool = False
+    # With instances sharing the fleet: this instance's share of the target (kW) and its
+    # base share before re-allocation (None: the whole target is this instance's).
+    share_kw: float = 0.0
+    base_kw: float | None = None
+    foreign: bool = False  # a site target for a site another instance owns
     # Setpoint of each site's live command of this delivery, by store row (NaN: none);
     # the deadband compares a re-dispatch against it.
     active_sp: F64 = field(default_factory=lambda: np.full(0, np.nan))
@@ -73,4 +78,7 @@ class Delivery:
             "redispatches": max(0, self.redispatches),
             "status": status,
             "updated_at": datetime.fromtimestamp(now, UTC),
+            # for instances sharing the fleet (vpp.store.dispatch_log.upsert_shared)
+            "share_kw": self.share_kw if self.dispatched else t.target_kw,
+            "foreign": self.foreign,
         }

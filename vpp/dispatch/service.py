@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,7 +42,13 @@ from vpp.dispatch.contract import (
 )
 from vpp.dispatch.core import DispatchCore, Effects
 from vpp.dispatch.delivery import Delivery
-from vpp.dispatch.targets import GroupTarget
+from vpp.dispatch.targets import (
+    GroupTarget,
+    TargetRecord,
+    decode_target,
+    encode_target,
+    from_awards,
+)
 from vpp.framing import decode_framed
 from vpp.ingest.deadletter import DeadLetterWriter
 from vpp.logs import ctx
@@ -81,6 +88,8 @@ class DispatchService:
         store: Callable[[], FleetStore],
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
+        instance: str | None = None,
+        share: Callable[[GroupTarget], tuple[float, float] | None] | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -88,7 +97,14 @@ class DispatchService:
         self.db = db
         self.store = store
         self.clock = clock
-        self.core = DispatchCore(settings, store, seed=seed)
+        # Sharing the fleet with other instances (``instance`` set): targets go out on the
+        # targets topic and come in from it, each instance covers its share
+        # (vpp.dispatch.shares) and writes its own part of each interval.
+        self.instance = instance
+        self.core = DispatchCore(settings, store, seed=seed, share=share)
+        self._outbox: list[tuple[GroupTarget, bool]] = []
+        self._targets: Consumer | None = None
+        self.targets_received = 0
         self.tracker = self.core.tracker
         self._ledger = ledger.LedgerWriter(db)
         self._producer: Producer | None = None
@@ -128,6 +144,12 @@ class DispatchService:
             asyncio.create_task(self._ack_loop(), name="dispatch acks"),
             asyncio.create_task(self._tick_loop(), name="dispatch ticks"),
         ]
+        if self.instance is not None:
+            # Every instance reads the whole compacted targets topic from the start.
+            self._targets = await self.bus.consumer(
+                [self.topics.targets.name], f"vpp-targets-{uuid.uuid4().hex[:8]}"
+            )
+            self._tasks.append(asyncio.create_task(self._targets_loop(), name="dispatch targets"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -137,7 +159,7 @@ class DispatchService:
                 await task
         await self._ledger.stop()
         await asyncio.to_thread(self._writer.shutdown, wait=True)  # drain pending writes
-        for closer in (self._consumer, self._producer):
+        for closer in (self._consumer, self._targets, self._producer):
             if closer is not None:
                 with contextlib.suppress(Exception):
                     await closer.stop()
@@ -167,22 +189,43 @@ class DispatchService:
     # -- inputs ----------------------------------------------------------------------------
 
     def _persist(self, rows: list[dict[str, Any]]) -> Future[None]:
-        """Write dispatch-log rows on the writer thread (one transaction per call)."""
-        future = self._writer.submit(dispatch_log.upsert_many, self.db, rows)
+        """Write dispatch-log rows on the writer thread (one transaction per call): the
+        interval rows, or, sharing the fleet, this instance's parts and their sums."""
+        if self.instance is None:
+            future = self._writer.submit(dispatch_log.upsert_many, self.db, rows)
+        else:
+            future = self._writer.submit(dispatch_log.upsert_shared, self.db, self.instance, rows)
         future.add_done_callback(_log_write_failure)
         return future
+
+    def _announce(self, targets: Sequence[GroupTarget], *, cancelled: bool = False) -> None:
+        """Sharing the fleet: targets made here go out on the targets topic (next tick)."""
+        if self.instance is not None:
+            self._outbox.extend((t, cancelled) for t in targets)
+
+    async def _flush_targets(self) -> None:
+        if not self._outbox or self._producer is None:
+            return
+        out, self._outbox = self._outbox, []
+        await self._producer.send_many(
+            self.topics.targets.name,
+            [(t.dispatch_id.encode(), encode_target(t, cancelled=c)) for t, c in out],
+        )
 
     def add_targets(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
         """Schedule targets (persisted — on the writer thread — so a restarted engine still
         knows them). Call from the event loop."""
         added, rows = self.core.add_targets(targets, self.clock())
         self._persist(rows)  # one transaction for a whole plan
+        self._announce(added)
         return added
 
     async def add_targets_async(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
         """:meth:`add_targets`, returning once the rows are in the database."""
         added, rows = self.core.add_targets(targets, self.clock())
         await asyncio.wrap_future(self._persist(rows))
+        self._announce(added)
+        await self._flush_targets()
         return added
 
     def conflicts(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
@@ -192,23 +235,87 @@ class DispatchService:
         """Add targets, replacing same-source ones (see :meth:`DispatchCore.replace_targets`)."""
         changed, rows = self.core.replace_targets(targets, self.clock())
         self._persist(rows)
+        self._announce(changed)
         return changed
 
     async def replace_targets_async(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
         """:meth:`replace_targets`, returning once the rows are in the database."""
         changed, rows = self.core.replace_targets(targets, self.clock())
         await asyncio.wrap_future(self._persist(rows))
+        self._announce(changed)
+        await self._flush_targets()
         return changed
 
     async def cancel_target(self, dispatch_id: str) -> None:
         """Cancel a target (see :meth:`DispatchCore.cancel`): ledger, release commands and
         the closed record, in that order."""
         async with self._lock:
+            target = self.core.deliveries[dispatch_id].target
             await self._carry_out(self.core.cancel(dispatch_id, self.clock()))
+            self._announce([target], cancelled=True)
+            await self._flush_targets()
 
     async def override_targets(self, targets: Sequence[GroupTarget]) -> None:
         """Replace targets whatever their source (see :meth:`DispatchCore.override`)."""
         await asyncio.wrap_future(self._persist(self.core.override(targets, self.clock())))
+        self._announce(targets)
+        await self._flush_targets()
+
+    async def _targets_loop(self) -> None:
+        """Targets other instances made (and, harmlessly, this one's own, already known):
+        new ones are scheduled, changed ones replace theirs, cancelled ones are cancelled;
+        a record that does not decode goes to the dead-letter topic."""
+        consumer = self._targets
+        assert consumer is not None and self._dlq is not None
+        while True:
+            try:
+                records = await consumer.getmany(max_records=5000, timeout_s=0.5)
+                if not records:
+                    continue
+                good, refused = [], []
+                for r in records:
+                    if r.value is None:
+                        continue  # a tombstone: compaction's, nothing to do
+                    try:
+                        rec = decode_target(r.value)
+                    except ValueError as exc:
+                        refused.append((r, "invalid", str(exc)))
+                        continue
+                    if r.key is not None and r.key != rec.dispatch_id.encode():
+                        refused.append((r, "key_mismatch", f"key {r.key!r} is not the id"))
+                        continue
+                    good.append(rec)
+                if refused:
+                    await self._dlq.refuse(refused)
+                    await self._dlq.flush()
+                await self._apply_remote(good)
+                await consumer.commit()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("targets batch failed; it is not committed")
+                await asyncio.sleep(1.0)
+
+    async def _apply_remote(self, records: Sequence[TargetRecord]) -> None:
+        async with self._lock:
+            now = self.clock()
+            moment = datetime.fromtimestamp(now, UTC)
+            rows: list[dict[str, Any]] = []
+            for rec in records:
+                t = rec.target()
+                if t.interval_end <= moment:
+                    continue
+                self.targets_received += 1
+                known = self.core.deliveries.get(t.dispatch_id)
+                if rec.cancelled:
+                    if known is not None:
+                        await self._carry_out(self.core.cancel(t.dispatch_id, now))
+                elif known is None:
+                    rows += self.core.add_targets([t], now)[1]
+                elif known.target != t:
+                    rows += self.core.override([t], now)
+            if rows:
+                self._persist(rows)
 
     def _load_targets(self, now: float) -> None:
         rows, _ = dispatch_log.list_intervals(
@@ -241,7 +348,7 @@ class DispatchService:
             if running is not loop:
                 loop.call_soon_threadsafe(self.on_awards, list(awards))
                 return
-        self._persist(self.core.on_awards(awards, self.clock()))
+        self.add_targets(from_awards(awards))
 
     def on_site_events(self, events: Sequence[SiteEvent]) -> None:
         self.core.on_site_events(events)
@@ -256,6 +363,7 @@ class DispatchService:
             now = self.clock() if now is None else now
             eff = self.core.tick(now)
             await self._carry_out(eff)
+            await self._flush_targets()
             self._gauge()
 
     async def _carry_out(self, eff: Effects) -> None:

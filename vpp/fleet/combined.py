@@ -22,7 +22,14 @@ import msgspec
 
 from vpp.bus.base import Bus, Consumer, Producer
 from vpp.config import IngestSettings, TopicsSettings
-from vpp.fleet.partials import CombinedView, GroupPartial, combine, decode_partial, partial_key
+from vpp.fleet.partials import (
+    CombinedView,
+    GroupPartial,
+    combine,
+    decode_partial,
+    fresh_partials,
+    partial_key,
+)
 from vpp.ingest.deadletter import DeadLetterWriter
 
 log = logging.getLogger(__name__)
@@ -111,6 +118,11 @@ class FleetView:
             return None
         now = self.clock() if now_s is None else now_s
         return combine(list(self.partials.values()), now, self.settings.partials_max_age_s)
+
+    def fresh(self, now_s: float | None = None) -> list[GroupPartial]:
+        """The partials that count now (see :func:`vpp.fleet.partials.fresh_partials`)."""
+        now = self.clock() if now_s is None else now_s
+        return fresh_partials(list(self.partials.values()), now, self.settings.partials_max_age_s)
 
     def status(self) -> dict[str, Any]:
         v = self.view()

@@ -23,7 +23,7 @@ the total.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +52,9 @@ class GroupPartial(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     free: dict[str, float]
     held: dict[str, float]
     counts: dict[str, list[int]]
+    # what this instance could not cover of each group target under way (dispatch id ->
+    # kW, signed like the target): the other instances take it over (vpp.dispatch.shares)
+    shortfall_kw: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 _encoder = msgspec.json.Encoder()
@@ -72,9 +75,14 @@ def decode_partial(raw: bytes) -> GroupPartial:
 
 
 def partials_of(
-    hierarchy: FleetHierarchy, instance: str, partitions: Iterable[int], partitions_total: int
+    hierarchy: FleetHierarchy,
+    instance: str,
+    partitions: Iterable[int],
+    partitions_total: int,
+    shortfalls: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[GroupPartial]:
-    """This instance's partial of every group in its newest snapshot."""
+    """This instance's partial of every group in its newest snapshot (with ``shortfalls``:
+    per group, the dispatch shortfalls it reports)."""
     sums, snap = hierarchy.sums, hierarchy.latest
     if sums is None or snap is None:
         return []
@@ -91,6 +99,7 @@ def partials_of(
                 partitions_total=partitions_total,
                 ts=ts,
                 counts={fam: [int(x) for x in c[g]] for fam, c in sums.counts.items()},
+                shortfall_kw=dict((shortfalls or {}).get(name, {})),
                 **parts,
             )
         )
@@ -158,6 +167,19 @@ def _fresh_and_stale(
     # the group moved them) is superseded: it neither counts nor widens anything.
     stale = {i for i in set(newest) - fresh if any(q not in owner for q in newest[i].partitions)}
     return fresh, stale
+
+
+def fresh_partials(
+    partials: Sequence[GroupPartial], now_s: float, max_age_s: float
+) -> list[GroupPartial]:
+    """The partials that count now (their instance's newest, fresh, not superseded)."""
+    fresh, _ = _fresh_and_stale(partials, now_s, max_age_s)
+    newest: dict[tuple[str, str], GroupPartial] = {}
+    for p in partials:
+        key = (p.group, p.instance)
+        if p.instance in fresh and (key not in newest or p.ts > newest[key].ts):
+            newest[key] = p
+    return list(newest.values())
 
 
 def combine(partials: Sequence[GroupPartial], now_s: float, max_age_s: float) -> CombinedView:

@@ -126,6 +126,9 @@ class Ingest:
         # Sites committed elsewhere now (peak shaving, site targets), by store row: the
         # hierarchy reports their capacity as committed, the rest as free to offer.
         self.committed: Callable[[FleetStore], npt.NDArray[np.bool_]] | None = None
+        # Per group, the dispatch shortfalls this instance reports with its partials (set by
+        # the wiring from dispatch: group -> dispatch id -> kW).
+        self.shortfalls: Callable[[], dict[str, dict[str, float]]] | None = None
         self.evaluate_every_s = evaluate_every_s
         self._producer: Producer | None = None
         self._dlq: DeadLetterWriter | None = None
@@ -393,7 +396,8 @@ class Ingest:
         self._partials_at = time.monotonic()
         telemetry = self.topics.telemetry
         owned = [p for t, p in self._owned if t == telemetry.name]
-        partials = partials_of(self.hierarchy, self.member, owned, telemetry.partitions)
+        shortfalls = self.shortfalls() if self.shortfalls is not None else None
+        partials = partials_of(self.hierarchy, self.member, owned, telemetry.partitions, shortfalls)
         await self._producer.send_many(
             self.topics.aggregates.name,
             [(partial_key(p), encode_partial(p)) for p in partials],

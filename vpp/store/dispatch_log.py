@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from vpp.store.paging import group_interval_conds, paged
-from vpp.store.tables import dispatch_intervals
+from vpp.store.tables import dispatch_intervals, dispatch_shares
 
 
 def upsert(engine: sa.Engine, row: dict[str, Any]) -> None:
@@ -26,23 +26,130 @@ def upsert_many(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
         return
     with engine.begin() as conn:
         for row in rows:
-            done = conn.execute(
-                dispatch_intervals.update()
-                .where(
-                    dispatch_intervals.c.dispatch_id == row["dispatch_id"],
-                    dispatch_intervals.c.status.not_in(FINAL),
+            _upsert_interval(conn, {k: v for k, v in row.items() if k in _COLUMNS})
+
+
+_COLUMNS = frozenset(dispatch_intervals.c.keys())
+_OUTCOME = ("allocated_kw", "shortfall_kw", "delivered_kw", "delivered_kwh", "redispatches")
+
+
+def _upsert_interval(conn: sa.Connection, row: dict[str, Any]) -> None:
+    done = conn.execute(
+        dispatch_intervals.update()
+        .where(
+            dispatch_intervals.c.dispatch_id == row["dispatch_id"],
+            dispatch_intervals.c.status.not_in(FINAL),
+        )
+        .values(**row)
+    ).rowcount
+    if done:
+        return
+    exists = conn.execute(
+        sa.select(dispatch_intervals.c.status).where(
+            dispatch_intervals.c.dispatch_id == row["dispatch_id"]
+        )
+    ).first()
+    if exists is None:
+        conn.execute(dispatch_intervals.insert().values(**row))
+
+
+def upsert_shared(engine: sa.Engine, instance: str, rows: list[dict[str, Any]]) -> None:
+    """Instances sharing the fleet: each row is this instance's part of an interval.
+
+    In one transaction per call: the instance's share row is upserted (final ones stay
+    final), the interval's row is created if missing and its status advanced, then its
+    outcome columns are set to the sums over every instance's share row — so the interval
+    reads as one group target against what all instances' sites did. An interval becomes
+    ``short`` if any instance's final part was short. A row of a site target this instance
+    does not own (``foreign``) only makes sure the interval exists.
+    """
+    if not rows:
+        return
+    with engine.begin() as conn:
+        for row in rows:
+            main = {k: v for k, v in row.items() if k in _COLUMNS}
+            did = row["dispatch_id"]
+            if not row.get("foreign"):
+                part = {
+                    "share_kw": row.get("share_kw", row["target_kw"]),
+                    **{k: main[k] for k in _OUTCOME},
+                    "status": main["status"],
+                    "updated_at": main["updated_at"],
+                }
+                key = (dispatch_shares.c.dispatch_id == did) & (
+                    dispatch_shares.c.instance == instance
                 )
-                .values(**row)
-            ).rowcount
-            if done:
-                continue
+                done = conn.execute(
+                    dispatch_shares.update()
+                    .where(key, dispatch_shares.c.status.not_in(FINAL))
+                    .values(**part)
+                ).rowcount
+                if (
+                    not done
+                    and conn.execute(sa.select(dispatch_shares.c.status).where(key)).first() is None
+                ):
+                    conn.execute(
+                        dispatch_shares.insert().values(dispatch_id=did, instance=instance, **part)
+                    )
             exists = conn.execute(
                 sa.select(dispatch_intervals.c.status).where(
-                    dispatch_intervals.c.dispatch_id == row["dispatch_id"]
+                    dispatch_intervals.c.dispatch_id == did
                 )
             ).first()
             if exists is None:
-                conn.execute(dispatch_intervals.insert().values(**row))
+                fresh = {**main, **dict.fromkeys(_OUTCOME, 0.0)}
+                fresh.update(delivered_kw=None, delivered_kwh=None, redispatches=0)
+                if row.get("foreign") and main["status"] in FINAL:
+                    fresh["status"] = "scheduled"
+                conn.execute(dispatch_intervals.insert().values(**fresh))
+            elif not row.get("foreign") and exists.status not in FINAL:
+                conn.execute(
+                    dispatch_intervals.update()
+                    .where(dispatch_intervals.c.dispatch_id == did)
+                    .values(status=main["status"], updated_at=main["updated_at"])
+                )
+            _sum_shares(conn, did, main["updated_at"])
+
+
+def _sum_shares(conn: sa.Connection, dispatch_id: str, now: Any) -> None:
+    s = dispatch_shares.c
+    agg = conn.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(s.allocated_kw), 0.0),
+            sa.func.coalesce(sa.func.sum(s.shortfall_kw), 0.0),
+            sa.func.sum(s.delivered_kw),
+            sa.func.sum(s.delivered_kwh),
+            sa.func.coalesce(sa.func.sum(s.redispatches), 0),
+            sa.func.sum(sa.case((s.status == "short", 1), else_=0)),
+            sa.func.sum(sa.case((s.status.in_(FINAL), 1), else_=0)),
+        ).where(s.dispatch_id == dispatch_id)
+    ).one()
+    parts, allocated, shortfall, delivered, delivered_kwh, redispatches, short, final = agg
+    if not parts:
+        return
+    values: dict[str, Any] = {
+        "allocated_kw": allocated,
+        "shortfall_kw": shortfall,
+        "delivered_kw": delivered,
+        "delivered_kwh": delivered_kwh,
+        "redispatches": redispatches,
+        "updated_at": now,
+    }
+    current = conn.execute(
+        sa.select(dispatch_intervals.c.status).where(
+            dispatch_intervals.c.dispatch_id == dispatch_id
+        )
+    ).scalar()
+    if current == "cancelled":
+        values["status"] = "cancelled"
+    elif final:
+        values["status"] = "short" if short else "delivered"
+    conn.execute(
+        dispatch_intervals.update()
+        .where(dispatch_intervals.c.dispatch_id == dispatch_id)
+        .values(**values)
+    )
 
 
 def list_intervals(

@@ -292,3 +292,21 @@ market_day_bands = sa.Table(
     sa.Column("charge", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
+
+# With engine instances sharing the fleet: each instance's part of one dispatch interval
+# (its share of the group target and what its sites did). The interval's row in
+# dispatch_intervals then holds the sums (vpp.store.dispatch_log.upsert_shared).
+dispatch_shares = sa.Table(
+    "dispatch_shares",
+    metadata,
+    sa.Column("dispatch_id", sa.String(100), primary_key=True),
+    sa.Column("instance", sa.String(200), primary_key=True),
+    sa.Column("share_kw", sa.Float, nullable=False),
+    sa.Column("allocated_kw", sa.Float, nullable=False),
+    sa.Column("shortfall_kw", sa.Float, nullable=False),
+    sa.Column("delivered_kw", sa.Float),
+    sa.Column("delivered_kwh", sa.Float),
+    sa.Column("redispatches", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)

@@ -1,0 +1,196 @@
+"""Dispatch shares (vpp.dispatch.shares): instances sharing a fleet split a group target
+in proportion to their headroom, an instance's shortfall moves to the others, and the
+interval's record is the sum of every instance's part."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from tests.test_twins import NOW, T0, reading, site
+from vpp.config import DatabaseSettings, DispatchSettings
+from vpp.dispatch.core import DispatchCore
+from vpp.dispatch.shares import ShareSource, split_shares
+from vpp.dispatch.targets import GroupTarget, decode_target, encode_target
+from vpp.fleet.hierarchy import FleetHierarchy
+from vpp.fleet.partials import GroupPartial, partials_of
+from vpp.store import db, dispatch_log
+from vpp.store.tables import dispatch_intervals, dispatch_shares
+from vpp.telemetry.decode import decode_batch
+from vpp.twins.store import FleetStore
+
+PARTITIONS = 4
+SITES = 40  # 5 kW each: 200 kW of discharge in the group when all are free
+
+
+def test_shares_follow_headroom_and_a_shortfall_moves_to_the_spare() -> None:
+    got = split_shares(300.0, {"a": 100.0, "b": 300.0}, {})
+    assert got["a"] == pytest.approx((75.0, 75.0)) and got["b"] == pytest.approx((225.0, 225.0))
+    # a can only do 25 of its 75: it keeps 25, b takes the 50 within its 75 kW spare
+    got = split_shares(300.0, {"a": 100.0, "b": 300.0}, {"a": 50.0})
+    assert got["a"] == pytest.approx((75.0, 25.0)) and got["b"] == pytest.approx((225.0, 275.0))
+    # more than the spare: b is capped at its headroom, the rest stays short
+    got = split_shares(390.0, {"a": 100.0, "b": 300.0}, {"a": 97.5})
+    assert got["b"][1] == pytest.approx(300.0) and got["a"][1] == pytest.approx(0.0)
+    # charging targets are negative, headroom is the charge side's
+    got = split_shares(-100.0, {"a": 150.0, "b": 50.0}, {"b": -20.0})
+    assert got["a"] == pytest.approx((-75.0, -95.0)) and got["b"] == pytest.approx((-25.0, -5.0))
+    # nobody with headroom: equal bases (each then reports its own shortfall)
+    assert split_shares(10.0, {"a": 0.0, "b": 0.0}, {}) == {"a": (5.0, 5.0), "b": (5.0, 5.0)}
+
+
+def _instance(owned: list[int]) -> tuple[FleetStore, FleetHierarchy]:
+    """Every instance registers every site; it counts the ones its partitions carry."""
+    store = FleetStore(partitions=PARTITIONS)
+    store.set_owned_partitions(owned)
+    for i in range(SITES):
+        store.register(site(f"s{i:02d}", "north"))
+    cols, _ = decode_batch([reading(f"s{i:02d}", -1.0, 1, 0.5) for i in range(SITES)])
+    store.fold(cols, NOW)
+    store.evaluate(NOW)
+    hier = FleetHierarchy(store)
+    hier.refresh(NOW)
+    return store, hier
+
+
+def _setpoints(core: DispatchCore, now: float) -> float:
+    eff = core.tick(now)
+    return sum(c.setpoint_kw for c in eff.commands)
+
+
+def test_two_instances_cover_a_group_target_and_hand_over_a_shortfall() -> None:
+    a_store, a_hier = _instance([0, 1])
+    b_store, b_hier = _instance([2, 3])
+    assert a_store.owned[:SITES].sum() + b_store.owned[:SITES].sum() == SITES
+    partials: dict[str, list[GroupPartial]] = {}
+
+    def publish(
+        name: str, hier: FleetHierarchy, core: DispatchCore | None, parts: list[int]
+    ) -> None:
+        shortfalls = core.shortfalls() if core is not None else None
+        partials[name] = partials_of(hier, name, parts, PARTITIONS, shortfalls)
+
+    def fresh() -> list[GroupPartial]:
+        return [p for ps in partials.values() for p in ps]
+
+    settings = DispatchSettings()
+    cores = {}
+    for name, store in (("a", a_store), ("b", b_store)):
+        share = ShareSource(lambda name=name: name, fresh, lambda node: node.startswith("s"))
+        cores[name] = DispatchCore(settings, lambda store=store: store, seed=1, share=share)
+    publish("a", a_hier, None, [0, 1])
+    publish("b", b_hier, None, [2, 3])
+    target = GroupTarget(
+        dispatch_id="north-1",
+        group="north",
+        interval_start=T0 - timedelta(minutes=1),
+        interval_end=T0 + timedelta(minutes=4),
+        target_kw=120.0,
+    )
+    for core in cores.values():
+        core.add_targets([target], NOW)
+    sent = {name: _setpoints(core, NOW) for name, core in cores.items()}
+    owned = {"a": float(a_store.owned[:SITES].sum()), "b": float(b_store.owned[:SITES].sum())}
+    for name in cores:  # each covers the fraction of the target its headroom is of the whole
+        assert sent[name] == pytest.approx(120.0 * owned[name] / SITES, abs=0.2)
+    assert sum(sent.values()) == pytest.approx(120.0, abs=0.2)
+    assert not cores["a"].shortfalls() and not cores["b"].shortfalls()
+
+    # a's partial overstates what it can do (its sites were counted free, now half of them
+    # belong to a site target of their own): it cannot allocate its base share ...
+    lost = [f"s{i:02d}" for i in np.flatnonzero(a_store.owned[:SITES]).tolist()[::2]]
+    pinned = [replace(target, dispatch_id=f"{s}-own", group=s, target_kw=0.0) for s in lost]
+    cores["a"].add_targets(pinned, NOW)
+    cores["a"].tick(NOW + 1)  # the site targets take their sites out of the group's split
+    cores["a"]._redispatch.add("north")
+    cores["a"].tick(NOW + 2)
+    short = cores["a"].shortfalls()
+    assert short["north"]["north-1"] > 5.0
+    # ... reports it with its next partial, and b takes it over within its spare headroom
+    publish("a", a_hier, cores["a"], [0, 1])
+    b_before = cores["b"].deliveries["north-1"].allocated_kw
+    cores["b"].tick(NOW + 3)
+    b_after = cores["b"].deliveries["north-1"].allocated_kw
+    assert b_after == pytest.approx(b_before + short["north"]["north-1"], abs=0.5)
+    total = sum(cores[n].deliveries["north-1"].allocated_kw for n in cores)
+    assert total == pytest.approx(120.0, abs=0.5)
+    # stable: a keeps reporting the same shortfall against its base share, b keeps its share
+    publish("a", a_hier, cores["a"], [0, 1])
+    cores["a"].tick(NOW + 4)
+    assert cores["a"].shortfalls()["north"]["north-1"] == pytest.approx(
+        short["north"]["north-1"], abs=0.5
+    )
+    cores["b"].tick(NOW + 5)
+    assert cores["b"].deliveries["north-1"].allocated_kw == pytest.approx(b_after, abs=0.5)
+    # the site targets are a's alone: b does not own those sites, so nothing of them is b's
+    cores["b"].add_targets(pinned[:1], NOW + 5)
+    cores["b"].tick(NOW + 6)
+    d = cores["b"].deliveries[pinned[0].dispatch_id]
+    assert d.foreign and d.shortfall_kw == 0.0
+
+
+def test_the_interval_record_is_the_sum_of_every_instances_part(tmp_path: Path) -> None:
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/s.db"))
+    db.upgrade(engine)
+    start = T0
+    base = {
+        "dispatch_id": "north-1",
+        "group_id": "north",
+        "interval_start": start,
+        "interval_end": start + timedelta(minutes=5),
+        "source": "award",
+        "target_kw": 100.0,
+        "reserve_up_kw": 0.0,
+        "reserve_down_kw": 0.0,
+        "delivered_kwh": None,
+        "redispatches": 0,
+        "updated_at": start,
+        "foreign": False,
+    }
+    a = {**base, "share_kw": 60.0, "allocated_kw": 60.0, "shortfall_kw": 0.0}
+    b = {**base, "share_kw": 40.0, "allocated_kw": 30.0, "shortfall_kw": 10.0}
+    dispatch_log.upsert_shared(engine, "a", [{**a, "status": "active", "delivered_kw": None}])
+    dispatch_log.upsert_shared(engine, "b", [{**b, "status": "active", "delivered_kw": None}])
+    dispatch_log.upsert_shared(engine, "a", [{**a, "status": "delivered", "delivered_kw": 59.0}])
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(dispatch_intervals)).one()
+    assert row.target_kw == 100.0 and row.allocated_kw == 90.0 and row.shortfall_kw == 10.0
+    assert row.status == "delivered"  # a's part closed; b's still open
+    dispatch_log.upsert_shared(engine, "b", [{**b, "status": "short", "delivered_kw": 28.0}])
+    # a late "active" from a lagging writer does not reopen a closed part
+    dispatch_log.upsert_shared(engine, "b", [{**b, "status": "active", "delivered_kw": 1.0}])
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(dispatch_intervals)).one()
+        parts = conn.execute(sa.select(sa.func.count()).select_from(dispatch_shares)).scalar()
+    assert parts == 2 and row.status == "short" and row.delivered_kw == pytest.approx(87.0)
+
+
+def test_target_records_round_trip_and_bad_ones_are_named() -> None:
+    t = GroupTarget(
+        dispatch_id="north-1",
+        group="north",
+        interval_start=T0,
+        interval_end=T0 + timedelta(minutes=5),
+        target_kw=-250.0,
+        reserve_up_kw=10.0,
+        source="manual",
+    )
+    rec = decode_target(encode_target(t, cancelled=True))
+    assert rec.target() == t and rec.cancelled
+    with pytest.raises(ValueError, match="interval_end"):
+        decode_target(encode_target(replace(t, interval_end=T0)))
+    with pytest.raises(ValueError, match="target_kw"):
+        decode_target(
+            b'{"dispatch_id":"x","group":"g","interval_start":"2026-11-21T12:00:00Z",'
+            b'"interval_end":"2026-11-21T12:05:00Z","target_kw":"lots"}'
+        )
+    with pytest.raises(ValueError):
+        decode_target(
+            b'{"dispatch_id":"x","group":"g","interval_start":"2026-11-21T12:00:00",'
+            b'"interval_end":"2026-11-21T12:05:00Z","target_kw":1}'
+        )
