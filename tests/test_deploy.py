@@ -95,3 +95,23 @@ def test_k8s_manifests_use_one_image_and_probe_the_health_endpoints() -> None:
                 assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert len(images) == 1
     assert sorted(args) == ["db", "serve", "simulate"]
+
+
+def test_the_engine_runs_as_several_instances_bounded_by_partitions() -> None:
+    """Replicas > 1 and no more than the telemetry partitions (an instance without a
+    partition owns no site), one pod replaced at a time, a disruption budget on the
+    engine, and compose with two engine instances."""
+    docs = _documents(DEPLOY / "k8s" / "engine.yaml")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    replicas = deployment["spec"]["replicas"]
+    partitions = Settings().bus.topics.telemetry.partitions
+    assert 1 < replicas <= partitions
+    rolling = deployment["spec"]["strategy"]
+    assert rolling["type"] == "RollingUpdate" and rolling["rollingUpdate"]["maxSurge"] == 0
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1
+    compose = _documents(DEPLOY / "compose.yaml")[0]
+    engines = [s for s in compose["services"].values() if s.get("command") == ["serve"]]
+    assert len(engines) >= 2

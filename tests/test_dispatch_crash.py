@@ -50,9 +50,10 @@ def env_for(tmp_path: Path, bootstrap: str, port: int) -> dict[str, str]:
         "VPP_DISPATCH__TICK_S": "0.25",
         "VPP_LOG__LEVEL": "WARNING",
     }
-    for topic in ("telemetry", "sites", "commands", "acks", "deadletter"):
+    for topic in ("telemetry", "sites", "commands", "acks", "deadletter", "aggregates", "targets"):
         env[f"VPP_BUS__TOPICS__{topic.upper()}__NAME"] = f"crash.{topic}.{suffix}"
-        env[f"VPP_BUS__TOPICS__{topic.upper()}__PARTITIONS"] = "1" if topic == "deadletter" else "4"
+        one = topic in ("deadletter", "aggregates", "targets")
+        env[f"VPP_BUS__TOPICS__{topic.upper()}__PARTITIONS"] = "1" if one else "4"
     return env
 
 

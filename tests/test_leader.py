@@ -4,6 +4,7 @@ marked go back to approved, and a new leader reconciles before it acts."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,16 @@ def _kill_session(lead: Leadership) -> None:
     admin = sa.create_engine(PG_BASE_URL)
     with admin.begin() as conn:
         conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+    # Termination is a signal: the backend (and its lock) goes a moment later, longer on a
+    # busy machine. Wait for it, as a standby's next check would.
+    for _ in range(200):
+        with admin.connect() as conn:
+            alive = conn.execute(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+            ).scalar_one()
+        if not alive:
+            break
+        time.sleep(0.02)
     admin.dispose()
 
 

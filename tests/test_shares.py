@@ -194,3 +194,117 @@ def test_target_records_round_trip_and_bad_ones_are_named() -> None:
             b'{"dispatch_id":"x","group":"g","interval_start":"2026-11-21T12:00:00",'
             b'"interval_end":"2026-11-21T12:05:00Z","target_kw":1}'
         )
+
+
+async def test_a_rebalance_hands_in_flight_commands_to_the_new_owner(tmp_path: Path) -> None:
+    """Two dispatch services share a fleet (one bus, one database). A site's command in
+    flight when its partition moves is taken over by the new owner from the ledger: resent
+    under its own id, acked there; the old owner stops tracking it; no second command."""
+    import asyncio
+
+    import msgspec
+
+    from vpp.bus.embedded import EmbeddedBus
+    from vpp.config import TopicsSettings
+    from vpp.dispatch.contract import Ack, command_decoder
+    from vpp.dispatch.service import DispatchService
+    from vpp.store.ledger import CommandStatus
+
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/h.db"))
+    db.upgrade(engine)
+    topics = TopicsSettings()
+    bus = EmbeddedBus()
+    await bus.start()
+    await bus.ensure_topics(topics.all())
+    now = [NOW]
+    settings = DispatchSettings(tick_s=3600, ack_timeout_s=30.0, max_attempts=3)
+    stores = {"a": _instance([0, 1])[0], "b": _instance([2, 3])[0]}
+    services = {
+        name: DispatchService(
+            settings,
+            bus,
+            topics,
+            db=engine,
+            store=lambda store=store: store,
+            clock=lambda: now[0],
+            instance=name,
+            share=ShareSource(lambda name=name: name, list, lambda n: n.startswith("s")),
+        )
+        for name, store in stores.items()
+    }
+    gateway = await bus.consumer([topics.commands.name], "gateways")
+    producer = await bus.producer()
+    a_sites = {f"s{i:02d}" for i in range(SITES) if stores["a"].owned[i]}
+    site_id = sorted(a_sites)[0]
+    try:
+        for svc in services.values():
+            await svc.start()
+        await services["a"].on_ownership(a_sites, set())
+        t = GroupTarget(
+            dispatch_id=f"{site_id}-own",
+            group=site_id,
+            interval_start=T0 - timedelta(minutes=1),
+            interval_end=T0 + timedelta(minutes=9),
+            target_kw=3.0,
+            source="manual",
+        )
+        await services["a"].add_targets_async([t])
+        for _ in range(100):  # b learns the target from the targets topic
+            if t.dispatch_id in services["b"].deliveries:
+                break
+            await asyncio.sleep(0.02)
+        assert t.dispatch_id in services["b"].deliveries
+        await services["a"].tick()
+        await services["b"].tick()
+        first = [command_decoder.decode(r.value) for r in await gateway.getmany(1000, 0.3)]
+        assert [c.site_id for c in first] == [site_id]  # only the owner commands the site
+        assert services["b"].deliveries[t.dispatch_id].foreign
+
+        # The site's partition moves from a to b.
+        moved = {
+            s
+            for s in a_sites
+            if stores["a"].partition[stores["a"].index[s]]
+            == stores["a"].partition[stores["a"].index[site_id]]
+        }
+        stores["a"].set_owned_partitions(
+            sorted({0, 1} - {int(stores["a"].partition[stores["a"].index[site_id]])})
+        )
+        stores["b"].set_owned_partitions(
+            sorted({2, 3} | {int(stores["b"].partition[stores["b"].index[site_id]])})
+        )
+        await services["a"].on_ownership(set(), moved)
+        await services["b"].on_ownership(moved, set())
+        assert first[0].command_id not in services["a"].tracker.commands
+        taken = services["b"].tracker.commands[first[0].command_id]
+        assert taken.state == CommandStatus.PENDING and taken.command.attempt == 2
+        resent = [command_decoder.decode(r.value) for r in await gateway.getmany(1000, 0.3)]
+        assert [(c.command_id, c.attempt) for c in resent] == [(first[0].command_id, 2)]
+
+        ack = Ack(1, first[0].command_id, site_id, "accepted", T0)  # type: ignore[arg-type]
+        await producer.send_many(topics.acks.name, [(site_id.encode(), msgspec.json.encode(ack))])
+        for _ in range(100):
+            if services["b"].tracker.commands[first[0].command_id].state == CommandStatus.ACKED:
+                break
+            await asyncio.sleep(0.02)
+        assert services["b"].tracker.commands[first[0].command_id].state == CommandStatus.ACKED
+        await services["b"].tick()  # the new owner keeps the command: nothing new is sent
+        assert not await gateway.getmany(1000, 0.3)
+    finally:
+        for svc in services.values():
+            await svc.stop()
+        await gateway.stop()
+        await producer.stop()
+        await bus.stop()
+    with engine.connect() as conn:
+        from vpp.store.tables import command_ledger
+
+        ids = (
+            conn.execute(
+                sa.select(command_ledger.c.command_id).where(command_ledger.c.site_id == site_id)
+            )
+            .scalars()
+            .all()
+        )
+    assert set(ids) == {first[0].command_id}  # one command, never re-issued under a new id
+    engine.dispose()

@@ -158,6 +158,7 @@ def build_engine(
     )
     if shared:
         ingest.shortfalls = dispatch.core.shortfalls
+        ingest.ownership_listeners.append(dispatch.on_ownership)
     ingest.event_listeners.append(dispatch.on_site_events)
     engine.services.dispatch = dispatch
     scheduler = Scheduler(settings.scheduler, engine.clock)

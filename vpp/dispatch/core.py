@@ -55,6 +55,7 @@ from vpp.twins.states import NAMES, CommandState, Connectivity, Operation, SiteE
 from vpp.twins.store import FleetStore
 
 I64 = npt.NDArray[np.int64]
+_LIVE = (CommandStatus.PENDING, CommandStatus.ACKED)  # a command that still holds its site
 
 # The twin command state each ledger event leaves a site in (others: unchanged).
 _EVENT_STATE = {
@@ -340,10 +341,32 @@ class DispatchCore:
         store = self.store()
         groups = {sid: store.groups[int(store.group[i])] for sid, i in store.index.items()}
         entries, resend = self.tracker.restore(rows, groups, now)
+        # The deliveries know their live setpoints again: a re-split that keeps a site's
+        # setpoint sends nothing new (the restored command stands, under its own id).
+        for cid in {issued.command_id for issued, _ in rows}:
+            t = self.tracker.commands.get(cid)
+            d = self.deliveries.get(t.command.dispatch_id) if t is not None else None
+            i = store.index.get(t.command.site_id) if t is not None else None
+            if t is not None and d is not None and i is not None and t.state in _LIVE:
+                d.active_at(np.array([i]), store.n)
+                d.active_sp[i] = t.command.setpoint_kw
         self._record(eff, entries, now)
         self._reflect(self.tracker.live_entries(now), now, eff)  # twins know them again
         eff.commands.extend(resend)
         return eff
+
+    def ownership_changed(self, sites: set[str]) -> None:
+        """Sites moved between instances: their groups re-split at the next tick, and a
+        site's own target is dispatched again by whichever instance owns the site now."""
+        store = self.store()
+        for d in self.deliveries.values():
+            node = d.target.group
+            if node in sites:
+                d.dispatched = d.foreign = False
+        for site in sites:
+            i = store.index.get(site)
+            if i is not None:
+                self._redispatch.add(store.groups[int(store.group[i])])
 
     def pinned_sites(self) -> list[str]:
         """Sites on a target of their own in the current interval (committed to it)."""

@@ -103,6 +103,8 @@ class DispatchService:
         self.instance = instance
         self.core = DispatchCore(settings, store, seed=seed, share=share)
         self._outbox: list[tuple[GroupTarget, bool]] = []
+        # sites gained before start (None once started)
+        self._pending_sites: set[str] | None = set()
         self._targets: Consumer | None = None
         self.targets_received = 0
         self.tracker = self.core.tracker
@@ -135,11 +137,19 @@ class DispatchService:
         self._loop = asyncio.get_running_loop()
         self._producer = await self.bus.producer()
         self._dlq = DeadLetterWriter(self._producer, self.topics.deadletter.name)
-        self._consumer = await self.bus.consumer(
-            [self.topics.acks.name], self.settings.consumer_group
-        )
+        # Sharing the fleet, an ack may come back for any instance's command: each instance
+        # reads every ack (its own consumer group) and takes the ones it tracks.
+        group = self.settings.consumer_group
+        if self.instance is not None:
+            group = f"{group}-{self.instance.replace('/', '-')}"
+        self._consumer = await self.bus.consumer([self.topics.acks.name], group)
         await asyncio.to_thread(self._load_targets, self.clock())
-        await self._restore()
+        if self.instance is None:
+            await self._restore()
+        else:  # the sites owned before start (assigned early) are taken over now
+            pending, self._pending_sites = self._pending_sites, None
+            if pending:
+                await self._take_over(pending)
         self._tasks = [
             asyncio.create_task(self._ack_loop(), name="dispatch acks"),
             asyncio.create_task(self._tick_loop(), name="dispatch ticks"),
@@ -164,10 +174,32 @@ class DispatchService:
                 with contextlib.suppress(Exception):
                     await closer.stop()
 
-    async def _restore(self) -> None:
+    async def on_ownership(self, gained: set[str], lost: set[str]) -> None:
+        """After a rebalance: stop tracking the commands of sites another instance now owns
+        (it takes them over from the ledger), and take over the open commands of the sites
+        this instance gained: pending ones are resent under their own ids, none is lost
+        or duplicated."""
+        if lost:
+            async with self._lock:
+                dropped = self.tracker.hand_over(lost)
+                self.core.ownership_changed(lost)
+            log.info("handed over %d commands of %d sites", dropped, len(lost))
+        if not gained:
+            return
+        if self._pending_sites is not None:  # not started yet: start() takes them over
+            self._pending_sites |= gained
+            return
+        await self._take_over(gained)
+
+    async def _take_over(self, sites: set[str]) -> None:
+        async with self._lock:
+            await self._restore(sites)
+            self.core.ownership_changed(sites)
+
+    async def _restore(self, sites: set[str] | None = None) -> None:
         now = self.clock()
         moment = datetime.fromtimestamp(now, UTC)
-        closed = await asyncio.to_thread(ledger.close_expired_while_down, self.db, moment)
+        closed = await asyncio.to_thread(ledger.close_expired_while_down, self.db, moment, sites)
         if closed:
             EXPIRED_WHILE_DOWN.inc(len(closed))
             self._count(closed)
@@ -175,7 +207,7 @@ class DispatchService:
                 "closed %d commands whose validity ended while the engine was down", len(closed)
             )
         self.expired_while_down = len(closed)
-        rows = await asyncio.to_thread(ledger.open_commands, self.db, moment)
+        rows = await asyncio.to_thread(ledger.open_commands, self.db, moment, sites)
         if not rows:
             return
         eff = self.core.restore(rows, now)
@@ -373,6 +405,8 @@ class DispatchService:
             self._count(eff.entries)
         await self._publish(eff.commands)
         for row in eff.rows:
+            if row.get("foreign"):
+                continue  # another instance's site: its owner logs and counts it
             if row["status"] in ("active", "delivered", "short"):
                 self._log_dispatch(row)
             if row["status"] in self.closed:

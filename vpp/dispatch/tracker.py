@@ -298,6 +298,18 @@ class Tracker:
         self._track(tracked)
         return entries, resend
 
+    def hand_over(self, sites: set[str]) -> int:
+        """Stop tracking every command of these sites, writing nothing: another instance
+        now owns them and takes their open commands over from the ledger. Returns how many
+        commands were dropped (their heap entries are skipped when they come due)."""
+        gone = [cid for cid, t in self.commands.items() if t.command.site_id in sites]
+        for cid in gone:
+            t = self.commands.pop(cid)
+            self.counts[t.state] -= 1
+        for site in sites:
+            self.latest.pop(site, None)
+        return len(gone)
+
     def forget_before(self, epoch: float) -> None:
         """Drop finished commands whose validity ended before ``epoch`` (memory bound)."""
         done = [

@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -129,6 +129,9 @@ class Ingest:
         # Per group, the dispatch shortfalls this instance reports with its partials (set by
         # the wiring from dispatch: group -> dispatch id -> kW).
         self.shortfalls: Callable[[], dict[str, dict[str, float]]] | None = None
+        # Told (sites gained, sites lost) after every rebalance that moved partitions:
+        # dispatch takes over the gained sites' open commands from the ledger.
+        self.ownership_listeners: list[Callable[[set[str], set[str]], Awaitable[None]]] = []
         self.evaluate_every_s = evaluate_every_s
         self._producer: Producer | None = None
         self._dlq: DeadLetterWriter | None = None
@@ -229,6 +232,7 @@ class Ingest:
     async def _on_assign(self, tps: frozenset[TopicPartition]) -> None:
         telemetry = self.topics.telemetry.name
         gained = [tp for tp in tps if tp not in self._owned and tp[0] == telemetry]
+        lost = [tp for tp in self._owned if tp not in tps and tp[0] == telemetry]
         self._owned = tps
         self.store.set_owned_partitions(p for t, p in tps if t == telemetry)
         for tp in gained:
@@ -236,6 +240,18 @@ class Ingest:
         if self.hierarchy.latest is not None:  # the view learns the new split at once
             self.refresh()
             await self.publish_partials(force=True)
+        if self.ownership_listeners and (gained or lost):
+            sites_gained = self._sites_of({p for _, p in gained})
+            sites_lost = self._sites_of({p for _, p in lost})
+            for listener in self.ownership_listeners:
+                await listener(sites_gained, sites_lost)
+
+    def _sites_of(self, partitions: set[int]) -> set[str]:
+        if not partitions:
+            return set()
+        store = self.store
+        rows = np.flatnonzero(np.isin(store.partition[: store.n], list(partitions)))
+        return {store.ids[i] for i in rows.tolist()}
 
     async def _restore_partition(self, tp: TopicPartition) -> None:
         consumer = self._consumer

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -177,8 +177,11 @@ def append(engine: sa.Engine, entries: Sequence[LedgerEntry]) -> None:
         conn.exec_driver_sql(sql, params)
 
 
-def open_commands(engine: sa.Engine, now: datetime) -> list[tuple[LedgerEntry, LedgerEntry]]:
-    """(issued entry, latest entry) of every command not in a final state and still valid."""
+def open_commands(
+    engine: sa.Engine, now: datetime, sites: Collection[str] | None = None
+) -> list[tuple[LedgerEntry, LedgerEntry]]:
+    """(issued entry, latest entry) of every command not in a final state and still valid
+    (of ``sites`` only, when given: an instance taking over some sites' commands)."""
     latest = (
         sa.select(sa.func.max(command_ledger.c.seq).label("seq"))
         .group_by(command_ledger.c.command_id)
@@ -189,9 +192,12 @@ def open_commands(engine: sa.Engine, now: datetime) -> list[tuple[LedgerEntry, L
             sa.select(command_ledger)
             .join(latest, latest.c.seq == command_ledger.c.seq)
             .where(
-                command_ledger.c.state.not_in(list(TERMINAL)), command_ledger.c.valid_until > now
+                command_ledger.c.state.not_in(list(TERMINAL)),
+                command_ledger.c.valid_until > now,
             )
         ).all()
+        if sites is not None:  # open commands are few (in flight): filter here, not in SQL
+            last_rows = [r for r in last_rows if r.site_id in sites]
         ids = [r.command_id for r in last_rows]
         issued = (
             {
@@ -215,10 +221,13 @@ def open_commands(engine: sa.Engine, now: datetime) -> list[tuple[LedgerEntry, L
     return out
 
 
-def close_expired_while_down(engine: sa.Engine, now: datetime) -> list[LedgerEntry]:
-    """Commands still open in the ledger whose validity ended while the engine was down:
-    each gets a final entry (``expired``, reason ``expired_while_down``), appended here, so
-    no command stays open forever. Returns the entries written."""
+def close_expired_while_down(
+    engine: sa.Engine, now: datetime, sites: Collection[str] | None = None
+) -> list[LedgerEntry]:
+    """Commands still open in the ledger whose validity ended while the engine was down
+    (or, with ``sites``, while no instance owned those sites): each gets a final entry
+    (``expired``, reason ``expired_while_down``), appended here, so no command stays open
+    forever. Returns the entries written."""
     latest = (
         sa.select(sa.func.max(command_ledger.c.seq).label("seq"))
         .group_by(command_ledger.c.command_id)
@@ -229,9 +238,12 @@ def close_expired_while_down(engine: sa.Engine, now: datetime) -> list[LedgerEnt
             sa.select(command_ledger)
             .join(latest, latest.c.seq == command_ledger.c.seq)
             .where(
-                command_ledger.c.state.not_in(list(TERMINAL)), command_ledger.c.valid_until <= now
+                command_ledger.c.state.not_in(list(TERMINAL)),
+                command_ledger.c.valid_until <= now,
             )
         ).all()
+    if sites is not None:
+        rows = [r for r in rows if r.site_id in sites]
     entries = [
         LedgerEntry(
             command_id=r.command_id,
