@@ -112,6 +112,7 @@ def test_three_instances_share_the_fleet_and_survive_a_sigkill(
     procs = [vpp({**base, "VPP_API__PORT": str(p)}, "serve") for p in ports]
     sim = vpp(base, "simulate")
     db = sa.create_engine(PG_BASE_URL, connect_args={"options": f"-csearch_path={schema}"})
+    dispatch_id = ""
     try:
         for p in ports:
             _wait(f"instance on {p} sees the whole fleet", lambda p=p: _whole(p, key, 3), 120)
@@ -136,14 +137,24 @@ def test_three_instances_share_the_fleet_and_survive_a_sigkill(
             lambda: abs(sum(_live_setpoints(db, dispatch_id).values()) + 20.0) < 0.5,
             40,
         )
-        with db.connect() as conn:
-            parts = conn.execute(
-                sa.select(dispatch_shares.c.instance, dispatch_shares.c.share_kw).where(
-                    dispatch_shares.c.dispatch_id == dispatch_id
+
+        def shares() -> list[Any]:
+            with db.connect() as conn:
+                return list(
+                    conn.execute(
+                        sa.select(dispatch_shares.c.instance, dispatch_shares.c.share_kw).where(
+                            dispatch_shares.c.dispatch_id == dispatch_id
+                        )
+                    )
                 )
-            ).all()
-        assert len(parts) == INSTANCES and sum(kw for _, kw in parts) == pytest.approx(
-            -20.0, abs=0.5
+
+        # Every instance wrote its part, and the parts add up to the target.
+        _wait(
+            "every instance's share recorded",
+            lambda: (
+                len(parts := shares()) == INSTANCES and abs(sum(kw for _, kw in parts) + 20.0) < 0.5
+            ),
+            30,
         )
 
         # SIGKILL the third instance: the others report the whole fleet again ...
@@ -161,13 +172,27 @@ def test_three_instances_share_the_fleet_and_survive_a_sigkill(
         for proc in (*procs, sim):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
+        if not dispatch_id:
+            db.dispose()
+            admin.dispose()
         for proc in (*procs, sim):
             try:
-                proc.wait(timeout=20)
+                proc.communicate(timeout=20)  # reads and closes its pipes
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.communicate()
 
-    # The ledger: no command id with two contents, every command with a history that ends.
+    try:
+        _check_ledger(db, dispatch_id)
+    finally:
+        db.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _check_ledger(db: sa.Engine, dispatch_id: str) -> None:
+    """No command id with two contents; every command's history starts with its issue."""
     with db.connect() as conn:
         rows = conn.execute(sa.select(command_ledger).order_by(command_ledger.c.seq)).all()
         interval = conn.execute(
@@ -179,9 +204,5 @@ def test_three_instances_share_the_fleet_and_survive_a_sigkill(
         key_ = (r.site_id, r.dispatch_id, r.setpoint_kw, r.valid_until)
         assert content.setdefault(r.command_id, key_) == key_, r.command_id
         events[r.command_id].append(r.event)
-    assert all(e[0] == "issued" for e in events.values())
+    assert events and all(e[0] == "issued" for e in events.values())
     assert interval.target_kw == -20.0
-    db.dispose()
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    admin.dispose()

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from market.adapter import LoggedMarket
-from vpp.fleet.hierarchy import FleetSnapshot
-from vpp.fleet.partials import CombinedView
+from vpp.fleet.hierarchy import FleetSnapshot, NodeAggregate
+from vpp.fleet.partials import CombinedView, whole_fleet
 from vpp.store.bids import BidStore
 from vpp.store.history import AggregateRecorder
 from vpp.store.keys import KeyStore
@@ -41,3 +41,12 @@ class Services:
     # every instance's partials combined (vpp.fleet.combined), when the view runs
     combined: Callable[[], CombinedView | None] = lambda: None
     cache: dict[str, Any] = field(default_factory=dict)  # serialized responses
+
+    def groups(self) -> dict[str, NodeAggregate]:
+        """The group aggregates every capability check and group page uses: the whole
+        fleet's (every instance's partials combined) when instances share the fleet, else
+        this instance's snapshot. A check against this instance's own partial would refuse
+        what the fleet can do."""
+        snap, _ = self.fleet()
+        view = whole_fleet(self.combined(), snap)
+        return dict(view.groups) if view is not None else {}

@@ -160,8 +160,7 @@ def _bid_context(user: User, bid_id: str) -> dict[str, Any]:
     detail = user.services.bids.get(bid_id)
     row = detail.bid
     report = detail.solve_report or {}
-    snap, _ = user.services.fleet()
-    node = snap.groups.get(row.group) if snap is not None else None
+    node = user.services.groups().get(row.group)
     awards, _ = user.services.bids.list_awards(
         group=row.group, start_from=row.interval_start, start_to=row.interval_end, limit=50
     )

@@ -46,7 +46,9 @@ async def fleet_page(
 ) -> Response:
     user = await current_user(request)
     snap, store = user.services.fleet()
-    groups = sorted(snap.groups.items()) if snap is not None else []
+    # The groups' figures are the whole fleet's (combined when instances share it); the
+    # site list is the sites this instance holds the twins of.
+    groups = sorted(user.services.groups().items())
     sites: list[Any] = []
     if snap is not None and store is not None and group in snap.groups:
         now_s = engine_now(request).timestamp()

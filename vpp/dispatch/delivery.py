@@ -79,6 +79,6 @@ class Delivery:
             "status": status,
             "updated_at": datetime.fromtimestamp(now, UTC),
             # for instances sharing the fleet (vpp.store.dispatch_log.upsert_shared)
-            "share_kw": self.share_kw if self.dispatched else t.target_kw,
+            "share_kw": self.share_kw,  # 0 until this instance takes its share
             "foreign": self.foreign,
         }

@@ -232,7 +232,7 @@ def _physics(svc: Services, row: BidRow, curve: BidCurve) -> list[str]:
     snap, _ = svc.fleet()
     if snap is None:
         return []
-    node = snap.groups.get(row.group)
+    node = svc.groups().get(row.group)
     if node is None:
         return [f"group {row.group!r} has no sites in the fleet now"]
     day = timedelta(days=1)

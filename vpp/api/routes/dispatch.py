@@ -215,11 +215,11 @@ async def schedule_manual_target(
 
 def _capability(svc: Services, body: TargetCreate) -> list[str]:
     """Unknown nodes and targets beyond what the node can do (422)."""
-    snap, store = svc.fleet()
+    _, store = svc.fleet()
     if store is None:
         return []
     if body.group in store.group_index:
-        node = snap.groups.get(body.group) if snap is not None else None
+        node = svc.groups().get(body.group)
         if node is None:
             return []
         return target_problems(
