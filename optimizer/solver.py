@@ -33,9 +33,12 @@ most for one other solve.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +86,24 @@ MIP_REL_GAP = 1e-6
 _LOCK = threading.Lock()
 
 _ROW_SENSE_EQ, _ROW_SENSE_LE, _ROW_SENSE_GE = 0, 1, -1
+
+
+@contextlib.contextmanager
+def _no_banner() -> Iterator[None]:
+    """HiGHS prints its banner to the process's standard output (file descriptor 1) as an
+    instance is created, before any option can turn its logging off (ERGO-Code/HiGHS#1702,
+    #1932); it would land in ``vpp optimize``'s report and in benchmarks' JSON. Descriptor 1
+    points at the null device for that call only (a constructor's microseconds, under the
+    module lock; models are built once and cached)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +167,8 @@ class PersistentHighs:
         mip_rel_gap: float = MIP_REL_GAP,
     ) -> None:
         self.model = model
-        self.highs = highspy.Highs()
+        with _LOCK, _no_banner():
+            self.highs = highspy.Highs()
         self.highs.setOptionValue("output_flag", False)
         self.highs.setOptionValue("log_to_console", False)
         # A cold first solve gains from presolve; after it, presolve would throw away the

@@ -620,3 +620,11 @@ def test_solves_from_many_threads_at_once_equal_the_sequential_ones() -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         concurrent = list(pool.map(solve_all, range(4)))
     assert np.allclose(concurrent, sequential, rtol=1e-9, atol=1e-9)
+
+
+def test_a_solve_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    """HiGHS prints its banner as an instance is created, before logging can be turned off;
+    the solver keeps it out of the CLI's reports and the benchmarks' JSON."""
+    MarketModel(3).solve(battery(), MarketInputs(interval_h=1.0, energy_price=np.ones(3)))
+    out, err = capfd.readouterr()
+    assert "HiGHS" not in out and "HiGHS" not in err
