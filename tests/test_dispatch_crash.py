@@ -49,6 +49,10 @@ def env_for(tmp_path: Path, bootstrap: str, port: int) -> dict[str, str]:
         "VPP_DISPATCH__ACK_TIMEOUT_S": "1.0",
         "VPP_DISPATCH__TICK_S": "0.25",
         "VPP_LOG__LEVEL": "WARNING",
+        # Consumer groups of this test only: members of another test's group (a SIGKILLed
+        # engine's included) must not take part in this one's rebalances.
+        "VPP_INGEST__GROUP_ID": f"crash-ingest-{suffix}",
+        "VPP_DISPATCH__CONSUMER_GROUP": f"crash-dispatch-{suffix}",
     }
     for topic in ("telemetry", "sites", "commands", "acks", "deadletter", "aggregates", "targets"):
         env[f"VPP_BUS__TOPICS__{topic.upper()}__NAME"] = f"crash.{topic}.{suffix}"
@@ -66,6 +70,21 @@ def vpp(env: dict[str, str], *args: str, **kw: Any) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         **kw,
     )
+
+
+def migrated_with_key(env: dict[str, str]) -> str:
+    """The database migrated and an operator key made, both by the CLI; returns the key."""
+    subprocess.run(
+        [sys.executable, "-m", "vpp", "db", "upgrade"], env=env, check=True, capture_output=True
+    )
+    created = subprocess.run(
+        [sys.executable, "-m", "vpp", "keys", "create", "--role", "operator", "--name", "test"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return created.stdout.strip().splitlines()[-1]
 
 
 def wait_online(port: int, key: str, sites: int, timeout_s: float = 90) -> None:
@@ -100,27 +119,7 @@ def test_sigkill_mid_interval_loses_nothing_and_resumes(
 ) -> None:
     port = free_port()
     env = env_for(tmp_path, kafka_bootstrap, port)
-    subprocess.run(
-        [sys.executable, "-m", "vpp", "db", "upgrade"], env=env, check=True, capture_output=True
-    )
-    created = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vpp",
-            "keys",
-            "create",
-            "--role",
-            "operator",
-            "--name",
-            "crash-test",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    key = created.stdout.strip().splitlines()[-1]
+    key = migrated_with_key(env)
     engine = vpp(env, "serve")
     sim = vpp(env, "simulate")
     restarted = None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -20,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import PG_BASE_URL, free_port
-from tests.test_dispatch_crash import env_for, vpp
+from tests.test_dispatch_crash import env_for, migrated_with_key, vpp
 from vpp.store.tables import command_ledger, dispatch_intervals, dispatch_shares
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -93,29 +92,27 @@ def test_three_instances_share_the_fleet_and_survive_a_sigkill(
             "VPP_SIMULATOR__SITES": str(SITES),
             "VPP_SIMULATOR__FAULTS__ACK_LOSS": "0",
             "VPP_INGEST__PARTIALS_EVERY_S": "1",
-            "VPP_INGEST__PARTIALS_MAX_AGE_S": "4",
+            "VPP_INGEST__PARTIALS_MAX_AGE_S": "10",
             "VPP_PEAK_SHAVING__ENABLED": "false",
             "VPP_DISPATCH__ACK_TIMEOUT_S": "2.0",
         }
     )
     for topic in ("telemetry", "commands", "acks"):
         base[f"VPP_BUS__TOPICS__{topic.upper()}__PARTITIONS"] = "6"
-    subprocess.run([sys.executable, "-m", "vpp", "db", "upgrade"], env=base, check=True)
-    created = subprocess.run(
-        [sys.executable, "-m", "vpp", "keys", "create", "--role", "operator", "--name", "t"],
-        env=base,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    key = created.stdout.strip().splitlines()[-1]
+    key = migrated_with_key(base)
     procs = [vpp({**base, "VPP_API__PORT": str(p)}, "serve") for p in ports]
     sim = vpp(base, "simulate")
     db = sa.create_engine(PG_BASE_URL, connect_args={"options": f"-csearch_path={schema}"})
     dispatch_id = ""
     try:
         for p in ports:
-            _wait(f"instance on {p} sees the whole fleet", lambda p=p: _whole(p, key, 3), 120)
+            try:
+                _wait(f"instance on {p} sees the whole fleet", lambda p=p: _whole(p, key, 3), 180)
+            except AssertionError:
+                for q, proc in zip(ports, procs, strict=True):
+                    body = _fleet(q, key) or {}
+                    print(q, proc.poll(), body.get("coverage"), body.get("fleet", {}).get("counts"))
+                raise
 
         # A group target, posted to one instance, covered by the three together.
         start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
