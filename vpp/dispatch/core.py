@@ -494,7 +494,8 @@ class DispatchCore:
         # controllable sites make up the rest.
         fixed_kw = float(col("p_kw")[rows][online & ~eligible].sum())
         hours_left = max((t.interval_end.timestamp() - now) / 3600.0, 1e-6)
-        # A share carries the same fraction of the reserves as of the power.
+        # A share carries the same fraction of the reserves as of the power. A reserve-only
+        # target (0 kW) is not split yet: each instance sharing the fleet holds it whole.
         frac = want_kw / t.target_kw if t.target_kw else 1.0
         result = split(
             inp,
