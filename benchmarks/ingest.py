@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._broker import tansu_broker
-from vpp.config import BusSettings, IngestSettings, KafkaSettings, TopicSpec, TopicsSettings
+from vpp.config import BusSettings, IngestSettings, KafkaSettings, TopicsSettings
 from vpp.ingest.loop import ingest_store
 from vpp.telemetry.contract import Telemetry, encode_telemetry
 from vpp.telemetry.decode import decode_batch
@@ -140,15 +140,7 @@ def bench_fold(n_msgs: int, n_sites: int) -> dict[str, float]:
 
 
 def _topics(suffix: str) -> TopicsSettings:
-    return TopicsSettings(
-        telemetry=TopicSpec(name=f"bench.telemetry.{suffix}", partitions=8),
-        sites=TopicSpec(name=f"bench.sites.{suffix}", partitions=8, compacted=True),
-        commands=TopicSpec(name=f"bench.commands.{suffix}", partitions=8),
-        acks=TopicSpec(name=f"bench.acks.{suffix}", partitions=8),
-        deadletter=TopicSpec(name=f"bench.deadletter.{suffix}", partitions=1),
-        aggregates=TopicSpec(name=f"bench.aggregates.{suffix}", partitions=1, compacted=True),
-        targets=TopicSpec(name=f"bench.targets.{suffix}", partitions=1, compacted=True),
-    )
+    return TopicsSettings.renamed(f"bench.{suffix}", partitions=8)
 
 
 def _bus_settings(bootstrap: str, suffix: str) -> BusSettings:

@@ -67,14 +67,8 @@ def _settings(bootstrap: str, suffix: str, session_timeout_ms: int = 10_000) -> 
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
         ),
-        topics=TopicsSettings(
-            telemetry=TopicSpec(name=f"so.telemetry.{suffix}", partitions=PARTITIONS),
-            sites=TopicSpec(name=f"so.sites.{suffix}", partitions=4, compacted=True),
-            commands=TopicSpec(name=f"so.commands.{suffix}", partitions=4),
-            acks=TopicSpec(name=f"so.acks.{suffix}", partitions=4),
-            deadletter=TopicSpec(name=f"so.deadletter.{suffix}", partitions=1),
-            aggregates=TopicSpec(name=f"so.aggregates.{suffix}", partitions=1, compacted=True),
-            targets=TopicSpec(name=f"so.targets.{suffix}", partitions=1, compacted=True),
+        topics=TopicsSettings.renamed(f"so.{suffix}", partitions=4).model_copy(
+            update={"telemetry": TopicSpec(name=f"so.{suffix}.telemetry", partitions=PARTITIONS)}
         ),
     )
 

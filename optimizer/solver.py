@@ -85,7 +85,7 @@ MIP_REL_GAP = 1e-6
 # One HiGHS run at a time in this process (see the module docstring).
 _LOCK = threading.Lock()
 
-_ROW_SENSE_EQ, _ROW_SENSE_LE, _ROW_SENSE_GE = 0, 1, -1
+_ROW_SENSE_LE, _ROW_SENSE_GE = 1, -1  # RowEntry.bound_type (0: an equality)
 
 
 @contextlib.contextmanager

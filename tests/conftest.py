@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from vpp.clock import Clock
-from vpp.config import BusSettings, KafkaSettings, TopicSpec, TopicsSettings
+from vpp.config import BusSettings, KafkaSettings, TopicsSettings
 
 PG_BASE_URL = os.environ.get("VPP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -144,15 +144,7 @@ def unique(prefix: str) -> str:
 def kafka_bus_settings(bootstrap: str, **kafka_overrides: object) -> BusSettings:
     """Kafka settings for tests: idempotence off (Tansu), fast heartbeats, per-test topics."""
     suffix = uuid.uuid4().hex[:8]
-    topics = TopicsSettings(
-        telemetry=TopicSpec(name=f"t.telemetry.{suffix}", partitions=4),
-        sites=TopicSpec(name=f"t.sites.{suffix}", partitions=4, compacted=True),
-        commands=TopicSpec(name=f"t.commands.{suffix}", partitions=4),
-        acks=TopicSpec(name=f"t.acks.{suffix}", partitions=4),
-        deadletter=TopicSpec(name=f"t.deadletter.{suffix}", partitions=1),
-        aggregates=TopicSpec(name=f"t.aggregates.{suffix}", partitions=1, compacted=True),
-        targets=TopicSpec(name=f"t.targets.{suffix}", partitions=1, compacted=True),
-    )
+    topics = TopicsSettings.renamed(f"t.{suffix}", partitions=4)
     opts: dict[str, object] = {
         "bootstrap_servers": bootstrap,
         "enable_idempotence": False,

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import free_port
+from vpp.config import TopicsSettings
 from vpp.store.tables import command_ledger
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -54,10 +55,9 @@ def env_for(tmp_path: Path, bootstrap: str, port: int) -> dict[str, str]:
         "VPP_INGEST__GROUP_ID": f"crash-ingest-{suffix}",
         "VPP_DISPATCH__CONSUMER_GROUP": f"crash-dispatch-{suffix}",
     }
-    for topic in ("telemetry", "sites", "commands", "acks", "deadletter", "aggregates", "targets"):
-        env[f"VPP_BUS__TOPICS__{topic.upper()}__NAME"] = f"crash.{topic}.{suffix}"
-        one = topic in ("deadletter", "aggregates", "targets")
-        env[f"VPP_BUS__TOPICS__{topic.upper()}__PARTITIONS"] = "1" if one else "4"
+    for role, spec in TopicsSettings.renamed(f"crash.{suffix}", partitions=4):
+        for field, value in spec.model_dump().items():
+            env[f"VPP_BUS__TOPICS__{role.upper()}__{field.upper()}"] = str(value).lower()
     return env
 
 

@@ -65,6 +65,19 @@ class TopicsSettings(_Section):
     # share of (vpp.dispatch.shares); a cancelled target's record says so
     targets: TopicSpec = TopicSpec(name="vpp.targets", partitions=1, compacted=True)
 
+    @classmethod
+    def renamed(cls, prefix: str, partitions: int) -> TopicsSettings:
+        """Every topic as ``{prefix}.{role}`` (tests and benchmarks isolate themselves on a
+        shared broker so): the keyed topics with ``partitions``, the single-partition ones
+        (dead letters, aggregates, targets) and compaction as shipped."""
+        out = {}
+        for role, spec in cls().model_dump().items():
+            parts = spec["partitions"] if spec["partitions"] == 1 else partitions
+            out[role] = TopicSpec(
+                name=f"{prefix}.{role}", partitions=parts, compacted=spec["compacted"]
+            )
+        return cls(**out)
+
     def all(self) -> list[TopicSpec]:
         return [
             self.telemetry,
