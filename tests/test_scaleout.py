@@ -9,7 +9,9 @@ import signal
 import subprocess
 import time
 import uuid
+import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,51 @@ import sqlalchemy as sa
 
 from tests.conftest import PG_BASE_URL, free_port
 from tests.test_dispatch_crash import env_for, migrated_with_key, vpp
-from vpp.store.tables import command_ledger, dispatch_intervals, dispatch_shares
+from vpp.store.tables import (
+    bids,
+    command_ledger,
+    dispatch_intervals,
+    dispatch_shares,
+    leader_terms,
+    market_txlog,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 SITES = 36
 INSTANCES = 3
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, sa.Engine]]:
+    """A PostgreSQL schema of the test's own (dropped afterwards) and an engine on it."""
+    schema = f"vpp_scale_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_BASE_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    db = sa.create_engine(PG_BASE_URL, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        yield schema, db
+    finally:
+        db.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _stop(procs: list[subprocess.Popen[str]]) -> dict[int, str]:
+    """SIGINT every process still running, wait for it; returns each one's stderr."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    logs = {}
+    for proc in procs:
+        try:
+            logs[proc.pid] = proc.communicate(timeout=20)[1]  # reads and closes its pipes
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            logs[proc.pid] = proc.communicate()[1]
+    return logs
 
 
 def _fleet(port: int, key: str) -> dict[str, Any] | None:
@@ -38,7 +79,7 @@ def _fleet(port: int, key: str) -> dict[str, Any] | None:
     return r.json() if r.status_code == 200 else None
 
 
-def _whole(port: int, key: str, instances: int) -> bool:
+def _whole(port: int, key: str, instances: int, sites: int = SITES) -> bool:
     """The instance answers for the whole fleet: every partition reported by ``instances``
     instances, and every simulated site online (the simulator's ground truth)."""
     body = _fleet(port, key)
@@ -49,7 +90,7 @@ def _whole(port: int, key: str, instances: int) -> bool:
         len(cov["instances"]) == instances
         and cov["partitions_reported"] == cov["partitions_total"]
         and not cov["stale_instances"]
-        and body["fleet"]["counts"]["connectivity"]["online"] == SITES
+        and body["fleet"]["counts"]["connectivity"]["online"] == sites
     )
 
 
@@ -77,12 +118,9 @@ def _live_setpoints(engine: sa.Engine, dispatch_id: str) -> dict[str, float]:
 
 
 def test_three_instances_share_the_fleet_and_survive_a_sigkill(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, pg_schema: tuple[str, sa.Engine]
 ) -> None:
-    schema = f"vpp_scale_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_BASE_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    schema, db = pg_schema
     ports = [free_port() for _ in range(INSTANCES)]
     base = env_for(tmp_path, kafka_bootstrap, ports[0])
     base.update(
@@ -102,7 +140,6 @@ def test_three_instances_share_the_fleet_and_survive_a_sigkill(
     key = migrated_with_key(base)
     procs = [vpp({**base, "VPP_API__PORT": str(p)}, "serve") for p in ports]
     sim = vpp(base, "simulate")
-    db = sa.create_engine(PG_BASE_URL, connect_args={"options": f"-csearch_path={schema}"})
     dispatch_id = ""
     try:
         for p in ports:
@@ -166,26 +203,8 @@ def test_three_instances_share_the_fleet_and_survive_a_sigkill(
         )
         print(f"complete aggregate again {back_s:.1f} s after the SIGKILL")
     finally:
-        for proc in (*procs, sim):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        if not dispatch_id:
-            db.dispose()
-            admin.dispose()
-        for proc in (*procs, sim):
-            try:
-                proc.communicate(timeout=20)  # reads and closes its pipes
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-
-    try:
-        _check_ledger(db, dispatch_id)
-    finally:
-        db.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+        _stop([*procs, sim])
+    _check_ledger(db, dispatch_id)
 
 
 def _check_ledger(db: sa.Engine, dispatch_id: str) -> None:
@@ -203,3 +222,204 @@ def _check_ledger(db: sa.Engine, dispatch_id: str) -> None:
         events[r.command_id].append(r.event)
     assert events and all(e[0] == "issued" for e in events.values())
     assert interval.target_kw == -20.0
+
+
+# -- one bidder: SIGKILL of the leader, and a deposed leader that comes back ---------------
+
+
+def _term(db: sa.Engine) -> tuple[int, str] | None:
+    with db.connect() as conn:
+        row = conn.execute(
+            sa.select(leader_terms.c.generation, leader_terms.c.holder).where(
+                leader_terms.c.role == "bidder"
+            )
+        ).first()
+    return (row.generation, row.holder) if row else None
+
+
+def _submissions(db: sa.Engine) -> list[tuple[str, int | None]]:
+    """(bid id, leader term) of every submission request in the market transaction log."""
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.select(market_txlog.c.tx_id, market_txlog.c.generation)
+            .where(market_txlog.c.operation == "submit", market_txlog.c.phase == "request")
+            .order_by(market_txlog.c.seq)
+        ).all()
+    # tx ids are f"submit-{bid_id}-v{version}" (vpp.bidding.bidder.submit_due)
+    return [(r.tx_id.removeprefix("submit-").rsplit("-v", 1)[0], r.generation) for r in rows]
+
+
+def _newest_draft(db: sa.Engine, taken: set[str]) -> str | None:
+    """The draft bid whose gate is furthest away (it stays open longest)."""
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.select(bids.c.bid_id)
+            .where(bids.c.status == "draft")
+            .order_by(bids.c.gate_closure.desc(), bids.c.bid_id)
+        ).all()
+    return next((r.bid_id for r in rows if r.bid_id not in taken), None)
+
+
+def _approve(port: int, key: str, bid_id: str) -> None:
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/api/v1/bids/{bid_id}/approve",
+        headers={"X-API-Key": key},
+        json={"version": 1, "comment": "approved by the fail-over test"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+
+
+def _lock_backend(db: sa.Engine, schema: str) -> int:
+    """The PostgreSQL backend holding the bidder's advisory lock (vpp.leader's key)."""
+    key = zlib.crc32(f"vpp:{schema}:bidder".encode()) - 2**31
+    with db.connect() as conn:
+        pid = conn.execute(
+            sa.text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND classid::bigint = :hi AND objid::bigint = :lo "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF},
+        ).scalar_one()
+    return int(pid)
+
+
+def _leads(port: int) -> float | None:
+    """The instance's own view of its leadership (its vpp_leader gauge)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=3).text
+    except httpx.TransportError:
+        return None
+    for line in text.splitlines():
+        if line.startswith('vpp_leader{role="bidder"}'):
+            return float(line.split()[-1])
+    return None
+
+
+def test_sigkill_of_the_leader_and_a_deposed_leader_that_comes_back(
+    kafka_bootstrap: str, tmp_path: Path, pg_schema: tuple[str, sa.Engine]
+) -> None:
+    """Two `vpp serve` instances bid on the simulated market (caiso real time, operators
+    approve through either instance's API). The leader is SIGKILLed: the standby takes the
+    next term and submits what is approved next. The killed instance comes back as a
+    standby; then the leader is frozen (SIGSTOP) and its lock session ended, as a network
+    partition does: the other takes a third term, and when the frozen one resumes it steps
+    down without a submission reaching the market. Each bid is submitted once, by the
+    term current at the time."""
+    schema, db = pg_schema
+    ports = [free_port() for _ in range(2)]
+    base = env_for(tmp_path, kafka_bootstrap, ports[0])
+    base.update(
+        {
+            "VPP_DATABASE__URL": PG_BASE_URL,
+            "VPP_DATABASE__SCHEMA_NAME": schema,
+            "VPP_SIMULATOR__SITES": "24",
+            "VPP_SIMULATOR__FAULTS__ACK_LOSS": "0",
+            "VPP_INGEST__PARTIALS_EVERY_S": "1",
+            "VPP_INGEST__PARTIALS_MAX_AGE_S": "10",
+            "VPP_PEAK_SHAVING__ENABLED": "false",
+            "VPP_LEADER__CHECK_EVERY_S": "0.5",
+            "VPP_BIDDING__ENABLED": "true",
+            "VPP_BIDDING__MARKET": "caiso",
+            "VPP_BIDDING__PRODUCT": "energy_rt",
+            "VPP_BIDDING__GATE_LEAD_S": "60",
+            "VPP_BIDDING__REVIEW_WINDOW_S": "120",
+            "VPP_BIDDING__HORIZON_INTERVALS": "3",
+            "VPP_BIDDING__SCENARIOS": "3",
+            # approved bids go to the market at the next submission pass
+            "VPP_BIDDING__SUBMIT_BEFORE_GATE_S": "3600",
+        }
+    )
+    key = migrated_with_key(base)
+    envs = [{**base, "VPP_API__PORT": str(p)} for p in ports]
+    procs = [vpp(e, "serve") for e in envs]
+    sim = vpp(base, "simulate")
+    everyone = [*procs, sim]
+    stopped: subprocess.Popen[str] | None = None
+    approved: list[str] = []
+
+    def by_holder(holder: str) -> int:
+        pids = [p.pid for p in procs]
+        return pids.index(int(holder.rsplit(":", 1)[1]))
+
+    def submitted(bid_id: str, term: int) -> bool:
+        return (bid_id, term) in _submissions(db)
+
+    try:
+        for p in ports:
+            _wait(
+                f"instance on {p} sees the whole fleet",
+                lambda p=p: _whole(p, key, 2, sites=24),
+                180,
+            )
+        _wait("a leader", lambda: _term(db) is not None, 30)
+        term1, holder = _term(db)  # type: ignore[misc]
+        lead = by_holder(holder)
+        other = 1 - lead
+        # the leader bids once the fleet has reported (it retries until then)
+        _wait("the leader's first bids", lambda: _newest_draft(db, set()) is not None, 90)
+        first = _newest_draft(db, set())
+        assert first is not None
+        _approve(ports[other], key, first)  # through the standby's API: the database carries it
+        approved.append(first)
+        _wait("the leader submits the approved bid", lambda: submitted(first, term1), 40)
+
+        # SIGKILL the leader: the standby takes the next term ...
+        procs[lead].send_signal(signal.SIGKILL)
+        procs[lead].wait(timeout=10)
+        took_s = _wait(
+            "the standby leads",
+            lambda: (t := _term(db)) is not None and t[0] == term1 + 1,
+            30,
+        )
+        assert by_holder(_term(db)[1]) == other  # type: ignore[index]
+        print(f"the standby led {took_s:.1f} s after the SIGKILL")
+        # ... and submits what is approved next
+        second = _newest_draft(db, set(approved))
+        assert second is not None
+        _approve(ports[other], key, second)
+        approved.append(second)
+        _wait("the new leader submits", lambda: submitted(second, term1 + 1), 40)
+
+        # The killed instance comes back: a standby while the other holds the lock.
+        procs[lead] = vpp(envs[lead], "serve")
+        everyone.append(procs[lead])
+        _wait("the restarted instance answers", lambda: _leads(ports[lead]) == 0.0, 90)
+        assert _term(db)[0] == term1 + 1  # type: ignore[index]
+
+        # Freeze the leader and end its lock session, as a partition the server noticed:
+        # the restarted instance takes a third term while the frozen one still believes
+        # it leads.
+        frozen = procs[other]
+        backend = _lock_backend(db, schema)
+        frozen.send_signal(signal.SIGSTOP)
+        stopped = frozen
+        with db.begin() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": backend})
+        _wait(
+            "the restarted instance takes a new term",
+            lambda: (t := _term(db)) is not None and t[0] == term1 + 2,
+            30,
+        )
+        third = _newest_draft(db, set(approved))
+        assert third is not None
+        _approve(ports[lead], key, third)  # due at once: the frozen one may try it on waking
+        approved.append(third)
+        frozen.send_signal(signal.SIGCONT)
+        stopped = None
+        _wait("the deposed leader steps down", lambda: _leads(ports[other]) == 0.0, 30)
+        _wait("the leader submits", lambda: submitted(third, term1 + 2), 40)
+        assert _leads(ports[lead]) == 1.0
+    finally:
+        if stopped is not None:
+            stopped.send_signal(signal.SIGCONT)
+        logs = _stop(everyone)
+    subs = _submissions(db)
+    # one submission per bid, each by the term that was current: none by the deposed
+    assert [b for b, _ in subs] == approved, subs
+    assert [g for _, g in subs] == [term1, term1 + 1, term1 + 2], subs
+    deposed = logs[procs[other].pid]
+    assert "no longer leads bidder" in deposed
+    if "submissions stopped" in deposed:
+        print("the deposed leader tried to submit on waking and was fenced")

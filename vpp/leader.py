@@ -90,6 +90,8 @@ class Leadership:
         self._postgres = db.dialect.name == "postgresql"
         self.elected = 0
         self.deposed = 0
+        LEADER.labels(role).set(0)  # a standby says so on /metrics from the start
+        TERM.labels(role).set(0)
 
     # -- state ---------------------------------------------------------------------------
 

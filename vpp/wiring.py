@@ -97,8 +97,23 @@ def _bidding(
     engine.add(bidder)
     engine.add(leadership)  # after the bidder: elected once the bidder is ready
 
+    async def first_bids() -> None:
+        """Bid and submit at once instead of at the next scheduled cycle (up to 5 minutes
+        away): at start-up and when this instance is elected. While the fleet has not
+        reported (instances joining their consumer group, partials not combined yet) it
+        tries again every 5 s."""
+        if not leadership.is_leader():
+            return
+        await asyncio.to_thread(bidder.make_bids)
+        await asyncio.to_thread(bidder.submit_due)
+        if not bidder.fleet_seen:
+            scheduler.soon("first-bids", first_bids, delay_s=5)
+
     async def lead() -> None:
+        elected = leadership.elected
         await asyncio.to_thread(leadership.tick)
+        if leadership.elected != elected:  # a new term: its predecessor stopped bidding
+            scheduler.soon("first-bids", first_bids, delay_s=0.0)
 
     scheduler.every("leadership", engine.settings.leader.check_every_s, lead)
     step = definition.interval(product).total_seconds()
@@ -109,7 +124,7 @@ def _bidding(
     scheduler.every("submissions", 15, bidder.submit_cycle)
     scheduler.every("bid-settlement", 15, bidder.settle_cycle, offset_s=7)
     scheduler.every("awards", step, bidder.awards_cycle, offset_s=1)
-    scheduler.soon("first-bids", bidder.cycle, delay_s=5)
+    scheduler.soon("first-bids", first_bids, delay_s=5)
     return bidder
 
 

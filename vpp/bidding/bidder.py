@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -157,6 +158,9 @@ class Bidder:
         )
         self._collected: set[datetime] = set()
         self.made = 0
+        self.fleet_seen = False  # a cycle has found groups to bid for
+        self._cycle_lock = threading.Lock()
+        self._submit_lock = threading.Lock()
         self.submitted = 0
         self.awarded = 0
         self.missed = 0
@@ -238,11 +242,17 @@ class Bidder:
         return f"{group}-{self.product.value}-{start:%Y%m%dT%H%MZ}"
 
     def make_bids(self, now: datetime | None = None) -> int:
-        """One bidding cycle (blocking: solves run here); returns the new bids stored."""
-        now = now or self.clock()
+        """One bidding cycle (blocking: solves run here); returns the new bids stored.
+        Cycles run one at a time (a scheduled cycle and a new leader's catch-up may meet):
+        each bids only the intervals the store does not hold yet."""
+        with self._cycle_lock:
+            return self._make_bids(now or self.clock())
+
+    def _make_bids(self, now: datetime) -> int:
         snap, _ = self.fleet()  # one immutable snapshot: never the live store from here
         if snap is None or not snap.groups:
             return 0
+        self.fleet_seen = True
         starts = self.next_intervals(now)
         index = pd.DatetimeIndex(starts)
         # Known prices only: the intervals that have ended by now.
@@ -440,8 +450,12 @@ class Bidder:
     # -- review and submission -------------------------------------------------------------
 
     def submit_due(self, now: datetime | None = None) -> int:
-        """Submit approved bids whose gate closes within ``submit_before_gate_s``."""
-        now = now or self.clock()
+        """Submit approved bids whose gate closes within ``submit_before_gate_s`` (one pass
+        at a time, as :meth:`make_bids`)."""
+        with self._submit_lock:
+            return self._submit_due(now or self.clock())
+
+    def _submit_due(self, now: datetime) -> int:
         horizon = now + timedelta(seconds=self.settings.submit_before_gate_s)
         if self.settings.auto_approve:
             for row in self.bids.due(BidStatus.DRAFT, now, horizon):
