@@ -134,6 +134,41 @@ def test_two_instances_cover_a_group_target_and_hand_over_a_shortfall() -> None:
     assert d.foreign and d.shortfall_kw == 0.0
 
 
+def test_a_reserve_only_target_holds_every_owned_site_on_every_instance() -> None:
+    """A 0 kW target with reserves: each instance holds the group's sites it owns at 0 kW,
+    so together they hold the whole group's headroom, none of it twice."""
+    stores = {"a": _instance([0, 1]), "b": _instance([2, 3])}
+    partials = {
+        name: partials_of(hier, name, parts, PARTITIONS, None)
+        for (name, (_, hier)), parts in zip(stores.items(), ([0, 1], [2, 3]), strict=True)
+    }
+
+    def fresh() -> list[GroupPartial]:
+        return [p for ps in partials.values() for p in ps]
+
+    target = GroupTarget(
+        dispatch_id="north-reserve",
+        group="north",
+        interval_start=T0 - timedelta(minutes=1),
+        interval_end=T0 + timedelta(minutes=4),
+        target_kw=0.0,
+        reserve_up_kw=80.0,
+        reserve_down_kw=40.0,
+    )
+    commanded: dict[str, str] = {}
+    for name, (store, _) in stores.items():
+        share = ShareSource(lambda name=name: name, fresh, lambda node: node.startswith("s"))
+        core = DispatchCore(DispatchSettings(), lambda store=store: store, seed=1, share=share)
+        core.add_targets([target], NOW)
+        eff = core.tick(NOW)
+        assert {c.setpoint_kw for c in eff.commands} == {0.0}
+        owned = {store.ids[i] for i in np.flatnonzero(store.owned[:SITES]).tolist()}
+        assert {c.site_id for c in eff.commands} == owned
+        for c in eff.commands:
+            assert commanded.setdefault(c.site_id, name) == name
+    assert len(commanded) == SITES
+
+
 def test_the_interval_record_is_the_sum_of_every_instances_part(tmp_path: Path) -> None:
     engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/s.db"))
     db.upgrade(engine)

@@ -495,7 +495,10 @@ class DispatchCore:
         fixed_kw = float(col("p_kw")[rows][online & ~eligible].sum())
         hours_left = max((t.interval_end.timestamp() - now) / 3600.0, 1e-6)
         # A share carries the same fraction of the reserves as of the power. A reserve-only
-        # target (0 kW) is not split yet: each instance sharing the fleet holds it whole.
+        # target (0 kW) needs no fraction: the split holds every site it covers at 0 kW
+        # whatever the reserve (a reserve only limits the power a non-zero target may take),
+        # so each instance holds its own sites of the group and together they hold the
+        # group's whole headroom.
         frac = want_kw / t.target_kw if t.target_kw else 1.0
         result = split(
             inp,
