@@ -10,7 +10,7 @@ import subprocess
 import time
 import uuid
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,8 @@ import sqlalchemy as sa
 
 from tests.conftest import PG_BASE_URL, free_port
 from tests.test_dispatch_crash import env_for, migrated_with_key, vpp
+from vpp.config import SimulatorSettings
+from vpp.sim.fleet import make_sites
 from vpp.store.tables import (
     bids,
     command_ledger,
@@ -91,7 +93,14 @@ def _whole(port: int, key: str, instances: int, sites: int = SITES) -> bool:
         and cov["partitions_reported"] == cov["partitions_total"]
         and not cov["stale_instances"]
         and body["fleet"]["counts"]["connectivity"]["online"] == sites
+        and {g["node_id"]: g["sites"] for g in body["groups"]} == _truth(sites)
     )
+
+
+def _truth(sites: int) -> dict[str, int]:
+    """The simulator's own fleet (its settings' seed and groups): sites per group."""
+    cfg = SimulatorSettings(sites=sites)
+    return dict(Counter(s.group for s in make_sites(sites, list(cfg.groups), seed=cfg.seed)))
 
 
 def _wait(what: str, check: Any, timeout_s: float) -> float:

@@ -118,7 +118,13 @@ class KafkaSettings(_Section):
     send_retry_deadline_s: PositiveFloat = Field(
         120.0, description="how long a publish keeps retrying while the broker is away (s)"
     )
-    session_timeout_ms: PositiveInt = 10_000
+    session_timeout_ms: PositiveInt = Field(
+        6_000,
+        description="a consumer-group member silent this long is dropped and its partitions "
+        "move (ms): most of an instance's fail-over time; 6 s is the lowest a Kafka broker "
+        "accepts by default (group.min.session.timeout.ms), and the event loop must never "
+        "stall this long",
+    )
     heartbeat_interval_ms: PositiveInt = 1_000
     max_partition_fetch_bytes: PositiveInt = 1024 * 1024
     fetch_max_bytes: PositiveInt = 8 * 1024 * 1024
