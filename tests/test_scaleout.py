@@ -20,11 +20,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from market.lifecycle import BidAction
 from tests.conftest import PG_BASE_URL, free_port
 from tests.test_dispatch_crash import env_for, migrated_with_key, vpp
 from vpp.config import SimulatorSettings
 from vpp.sim.fleet import make_sites
+from vpp.store.bids import BidStore
+from vpp.store.keys import Principal
 from vpp.store.tables import (
+    bid_reviews,
     bids,
     command_ledger,
     dispatch_intervals,
@@ -279,6 +283,17 @@ def _approve(port: int, key: str, bid_id: str) -> None:
     assert r.status_code == 200, r.text
 
 
+def _fenced(db: sa.Engine, bid_id: str) -> bool:
+    """The bid went back to approved because its submission was refused (fenced)."""
+    with db.connect() as conn:
+        comments = conn.execute(
+            sa.select(bid_reviews.c.comment).where(
+                bid_reviews.c.bid_id == bid_id, bid_reviews.c.action == "revert"
+            )
+        ).scalars()
+        return any("not sent" in (c or "") for c in comments)
+
+
 def _lock_backend(db: sa.Engine, schema: str) -> int:
     """The PostgreSQL backend holding the bidder's advisory lock (vpp.leader's key)."""
     key = zlib.crc32(f"vpp:{schema}:bidder".encode()) - 2**31
@@ -313,9 +328,10 @@ def test_sigkill_of_the_leader_and_a_deposed_leader_that_comes_back(
     approve through either instance's API). The leader is SIGKILLed: the standby takes the
     next term and submits what is approved next. The killed instance comes back as a
     standby; then the leader is frozen (SIGSTOP) and its lock session ended, as a network
-    partition does: the other takes a third term, and when the frozen one resumes it steps
-    down without a submission reaching the market. Each bid is submitted once, by the
-    term current at the time."""
+    partition does: the other takes a third term. When the frozen one resumes, its
+    submission of a bid approved meanwhile is refused at the transaction log (fenced: the
+    bid goes back to approved, nothing reaches the market) and it steps down; the leader
+    submits the bid. Each bid is submitted once, by the term current at the time."""
     schema, db = pg_schema
     ports = [free_port() for _ in range(2)]
     base = env_for(tmp_path, kafka_bootstrap, ports[0])
@@ -345,7 +361,7 @@ def test_sigkill_of_the_leader_and_a_deposed_leader_that_comes_back(
     procs = [vpp(e, "serve") for e in envs]
     sim = vpp(base, "simulate")
     everyone = [*procs, sim]
-    stopped: subprocess.Popen[str] | None = None
+    stopped: list[subprocess.Popen[str]] = []
     approved: list[str] = []
 
     def by_holder(holder: str) -> int:
@@ -403,7 +419,8 @@ def test_sigkill_of_the_leader_and_a_deposed_leader_that_comes_back(
         frozen = procs[other]
         backend = _lock_backend(db, schema)
         frozen.send_signal(signal.SIGSTOP)
-        stopped = frozen
+        frozen_at = time.monotonic()
+        stopped.append(frozen)
         with db.begin() as conn:
             conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": backend})
         _wait(
@@ -411,24 +428,33 @@ def test_sigkill_of_the_leader_and_a_deposed_leader_that_comes_back(
             lambda: (t := _term(db)) is not None and t[0] == term1 + 2,
             30,
         )
+        # Hold the new leader too, and approve a bid (straight in the database: both APIs
+        # are frozen), so that the deposed one meets it when it wakes: its submission pass
+        # (every 15 s) is due then, before its leadership check has run.
+        procs[lead].send_signal(signal.SIGSTOP)
+        stopped.append(procs[lead])
         third = _newest_draft(db, set(approved))
         assert third is not None
-        _approve(ports[lead], key, third)  # due at once: the frozen one may try it on waking
+        BidStore(db).review(
+            third, 1, BidAction.APPROVE, Principal("k", "op", "operator"), "while frozen"
+        )
         approved.append(third)
+        time.sleep(max(0.0, 16.5 - (time.monotonic() - frozen_at)))
         frozen.send_signal(signal.SIGCONT)
-        stopped = None
+        stopped.remove(frozen)
+        _wait("the deposed leader's submission refused at the log", lambda: _fenced(db, third), 30)
         _wait("the deposed leader steps down", lambda: _leads(ports[other]) == 0.0, 30)
+        procs[lead].send_signal(signal.SIGCONT)
+        stopped.remove(procs[lead])
         _wait("the leader submits", lambda: submitted(third, term1 + 2), 40)
         assert _leads(ports[lead]) == 1.0
     finally:
-        if stopped is not None:
-            stopped.send_signal(signal.SIGCONT)
+        for proc in stopped:
+            proc.send_signal(signal.SIGCONT)
         logs = _stop(everyone)
     subs = _submissions(db)
     # one submission per bid, each by the term that was current: none by the deposed
     assert [b for b, _ in subs] == approved, subs
     assert [g for _, g in subs] == [term1, term1 + 1, term1 + 2], subs
     deposed = logs[procs[other].pid]
-    assert "no longer leads bidder" in deposed
-    if "submissions stopped" in deposed:
-        print("the deposed leader tried to submit on waking and was fenced")
+    assert "no longer leads bidder" in deposed and "submissions stopped" in deposed
