@@ -102,6 +102,30 @@ def test_one_leader_a_new_term_fences_the_deposed_and_nothing_reaches_the_market
     b.step_down("test over")
 
 
+def test_a_fenced_leader_steps_down_at_once_and_a_stale_refusal_deposes_no_newer_term(
+    db: sa.Engine,
+) -> None:
+    """Told by the transaction log (``on_fenced``), a deposed leader stops before its next
+    check; a refusal of an old term does not depose the term the instance leads now."""
+    clock = Clock()
+    a = Leadership(db, holder="a", clock=clock)
+    b = Leadership(db, holder="b", clock=clock)
+    assert a.tick()
+    if db.dialect.name == "postgresql":
+        _kill_session(a)
+    assert b.tick()
+    store, bid_id = _approved(db, clock)
+    log = DbTxLog(db, clock, fence=a.fence, on_fenced=a.fenced)
+    with pytest.raises(FencedError):
+        store.submit([bid_id], ALICE, LoggedMarket(SimulatedMarket(MARKET, {}), log), "tx-a")
+    assert not a.is_leader() and a.deposed == 1  # no check needed
+    b.step_down("test over")
+    assert a.tick()  # a leads again, a newer term: an old refusal changes nothing
+    a.fenced(FencedError("late news of term 1", term=1))
+    assert a.is_leader() and a.generation == 3
+    a.step_down("test over")
+
+
 def test_a_new_leader_reconciles_what_its_predecessor_left_submitted(db: sa.Engine) -> None:
     clock = Clock()
     store, bid_id = _approved(db, clock)

@@ -20,13 +20,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from market.lifecycle import BidAction
 from tests.conftest import PG_BASE_URL, free_port
 from tests.test_dispatch_crash import env_for, migrated_with_key, vpp
 from vpp.config import SimulatorSettings
 from vpp.sim.fleet import make_sites
-from vpp.store.bids import BidStore
-from vpp.store.keys import Principal
 from vpp.store.tables import (
     bid_reviews,
     bids,
@@ -326,12 +323,13 @@ def test_sigkill_of_the_leader_and_a_deposed_leader_that_comes_back(
 ) -> None:
     """Two `vpp serve` instances bid on the simulated market (caiso real time, operators
     approve through either instance's API). The leader is SIGKILLed: the standby takes the
-    next term and submits what is approved next. The killed instance comes back as a
-    standby; then the leader is frozen (SIGSTOP) and its lock session ended, as a network
-    partition does: the other takes a third term. When the frozen one resumes, its
-    submission of a bid approved meanwhile is refused at the transaction log (fenced: the
-    bid goes back to approved, nothing reaches the market) and it steps down; the leader
-    submits the bid. Each bid is submitted once, by the term current at the time."""
+    next term and submits what is approved next. That one is killed too and the first comes
+    back, taking the third term as it starts; the other comes back as a standby. The
+    leader's lock session is then ended, as a network partition the database noticed: the
+    standby takes a fourth term. The deposed leader, which has not noticed, submits a bid
+    approved meanwhile: the transaction log refuses it (the bid goes back to approved,
+    nothing reaches the market) and it steps down at once; the leader submits the bid.
+    Each bid is submitted once, by the term current at the time."""
     schema, db = pg_schema
     ports = [free_port() for _ in range(2)]
     base = env_for(tmp_path, kafka_bootstrap, ports[0])
@@ -407,47 +405,49 @@ def test_sigkill_of_the_leader_and_a_deposed_leader_that_comes_back(
         approved.append(second)
         _wait("the new leader submits", lambda: submitted(second, term1 + 1), 40)
 
-        # The killed instance comes back: a standby while the other holds the lock.
-        procs[lead] = vpp(envs[lead], "serve")
+        # The second leader is killed too, and the first comes back while no one leads: it
+        # takes the next term as it starts. It checks its lock only hourly here
+        # (leader.check_every_s), so only the transaction log can tell it it was deposed.
+        procs[other].send_signal(signal.SIGKILL)
+        procs[other].wait(timeout=10)
+        procs[lead] = vpp({**envs[lead], "VPP_LEADER__CHECK_EVERY_S": "3600"}, "serve")
         everyone.append(procs[lead])
-        _wait("the restarted instance answers", lambda: _leads(ports[lead]) == 0.0, 90)
-        assert _term(db)[0] == term1 + 1  # type: ignore[index]
-
-        # Freeze the leader and end its lock session, as a partition the server noticed:
-        # the restarted instance takes a third term while the frozen one still believes
-        # it leads.
-        frozen = procs[other]
-        backend = _lock_backend(db, schema)
-        frozen.send_signal(signal.SIGSTOP)
-        frozen_at = time.monotonic()
-        stopped.append(frozen)
-        with db.begin() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": backend})
         _wait(
-            "the restarted instance takes a new term",
+            "the restarted instance leads",
             lambda: (t := _term(db)) is not None and t[0] == term1 + 2,
+            120,
+        )
+        assert by_holder(_term(db)[1]) == lead  # type: ignore[index]
+        procs[other] = vpp(envs[other], "serve")
+        everyone.append(procs[other])
+        _wait("the other instance is back, a standby", lambda: _leads(ports[other]) == 0.0, 120)
+
+        # End the leader's lock session, as a partition the server noticed: the standby
+        # takes a fourth term while the deposed one still believes it leads.
+        with db.begin() as conn:
+            conn.execute(
+                sa.text("SELECT pg_terminate_backend(:p)"), {"p": _lock_backend(db, schema)}
+            )
+        _wait(
+            "the standby takes a new term",
+            lambda: (t := _term(db)) is not None and t[0] == term1 + 3,
             30,
         )
-        # Hold the new leader too, and approve a bid (straight in the database: both APIs
-        # are frozen), so that the deposed one meets it when it wakes: its submission pass
-        # (every 15 s) is due then, before its leadership check has run.
-        procs[lead].send_signal(signal.SIGSTOP)
-        stopped.append(procs[lead])
+        assert by_holder(_term(db)[1]) == other  # type: ignore[index]
+        # Hold the new leader (SIGSTOP) and approve a bid through the deposed one's API: its
+        # next submission pass is refused at the transaction log, and it steps down at once.
+        procs[other].send_signal(signal.SIGSTOP)
+        stopped.append(procs[other])
         third = _newest_draft(db, set(approved))
         assert third is not None
-        BidStore(db).review(
-            third, 1, BidAction.APPROVE, Principal("k", "op", "operator"), "while frozen"
-        )
+        _approve(ports[lead], key, third)
         approved.append(third)
-        time.sleep(max(0.0, 16.5 - (time.monotonic() - frozen_at)))
-        frozen.send_signal(signal.SIGCONT)
-        stopped.remove(frozen)
-        _wait("the deposed leader's submission refused at the log", lambda: _fenced(db, third), 30)
-        _wait("the deposed leader steps down", lambda: _leads(ports[other]) == 0.0, 30)
-        procs[lead].send_signal(signal.SIGCONT)
-        stopped.remove(procs[lead])
-        _wait("the leader submits", lambda: submitted(third, term1 + 2), 40)
-        assert _leads(ports[lead]) == 1.0
+        _wait("the deposed leader's submission refused at the log", lambda: _fenced(db, third), 40)
+        _wait("the deposed leader steps down", lambda: _leads(ports[lead]) == 0.0, 10)
+        procs[other].send_signal(signal.SIGCONT)
+        stopped.remove(procs[other])
+        _wait("the leader submits", lambda: submitted(third, term1 + 3), 40)
+        assert _leads(ports[other]) == 1.0
     finally:
         for proc in stopped:
             proc.send_signal(signal.SIGCONT)
@@ -455,6 +455,6 @@ def test_sigkill_of_the_leader_and_a_deposed_leader_that_comes_back(
     subs = _submissions(db)
     # one submission per bid, each by the term that was current: none by the deposed
     assert [b for b, _ in subs] == approved, subs
-    assert [g for _, g in subs] == [term1, term1 + 1, term1 + 2], subs
-    deposed = logs[procs[other].pid]
-    assert "no longer leads bidder" in deposed and "submissions stopped" in deposed
+    assert [g for _, g in subs] == [term1, term1 + 1, term1 + 3], subs
+    deposed = logs[procs[lead].pid]
+    assert "fenced at the transaction log" in deposed and "submissions stopped" in deposed

@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -56,7 +57,12 @@ TERM = Gauge("vpp_leader_generation", "The term this instance leads (0: none)", 
 
 
 class FencedError(RuntimeError):
-    """An instance that no longer leads tried to act for the role."""
+    """An instance that no longer leads tried to act for the role; ``term`` is the term it
+    believed it led (None: it knew it led none)."""
+
+    def __init__(self, message: str, term: int | None = None) -> None:
+        super().__init__(message)
+        self.term = term
 
 
 def default_holder() -> str:
@@ -90,6 +96,8 @@ class Leadership:
         self._postgres = db.dialect.name == "postgresql"
         self.elected = 0
         self.deposed = 0
+        # tick runs in a worker thread; a fenced exchange (fenced) may step down from another
+        self._lock = threading.RLock()
         LEADER.labels(role).set(0)  # a standby says so on /metrics from the start
         TERM.labels(role).set(0)
 
@@ -108,13 +116,18 @@ class Leadership:
 
     def tick(self) -> bool:
         """Check the term if leading, else try to take it; returns whether this leads."""
-        if self.is_leader():
-            self.check()
-        if not self.is_leader():
-            self.try_acquire()
-        return self.is_leader()
+        with self._lock:
+            if self.is_leader():
+                self.check()
+            if not self.is_leader():
+                self.try_acquire()
+            return self.is_leader()
 
     def try_acquire(self) -> bool:
+        with self._lock:
+            return self._try_acquire()
+
+    def _try_acquire(self) -> bool:
         if self.is_leader():
             return True
         if self._postgres:
@@ -194,7 +207,19 @@ class Leadership:
         with self.db.connect() as c:
             return c.execute(q).scalar_one_or_none()
 
+    def fenced(self, exc: FencedError) -> None:
+        """An exchange of this instance was refused at the transaction log (called outside
+        the refused transaction): step down now rather than at the next check, unless a
+        newer term has been taken since the one refused."""
+        with self._lock:
+            if exc.term is not None and exc.term == self.generation:
+                self.step_down(f"fenced at the transaction log: {exc}")
+
     def step_down(self, reason: str) -> None:
+        with self._lock:
+            self._step_down(reason)
+
+    def _step_down(self, reason: str) -> None:
         if self.generation is None:
             return
         log.error(
@@ -233,7 +258,8 @@ class Leadership:
         current = conn.execute(q).scalar_one_or_none()
         if current != mine:
             raise FencedError(
-                f"{self.holder} led {self.role} in term {mine}; term {current} is current"
+                f"{self.holder} led {self.role} in term {mine}; term {current} is current",
+                term=mine,
             )
         return mine
 

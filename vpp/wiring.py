@@ -88,7 +88,7 @@ def _bidding(
     leadership = Leadership(engine.db, role="bidder", clock=engine.clock.now)
     market = LoggedMarket(
         SimulatedMarket(definition, FeedPrices(feed, product), clock=engine.clock.now),
-        DbTxLog(engine.db, engine.clock.now, fence=leadership.fence),
+        DbTxLog(engine.db, engine.clock.now, fence=leadership.fence, on_fenced=leadership.fenced),
     )
     engine.services.market = market
     bidder = Bidder(settings, engine.services.bids, market, feed, fleet, clock=engine.clock.now)

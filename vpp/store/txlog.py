@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from vpp.leader import FencedError
 from vpp.store.tables import market_txlog
 
 
@@ -21,7 +22,8 @@ class DbTxLog:
     transaction that records a request; it returns the current term, stored with the
     request and its response, or raises :class:`vpp.leader.FencedError` and nothing is
     recorded, so a deposed leader's exchange never starts. ``None``: a single instance,
-    no terms."""
+    no terms. ``on_fenced`` (the leader's :meth:`vpp.leader.Leadership.fenced`) is told of
+    a refusal once the refused transaction has ended."""
 
     def __init__(
         self,
@@ -29,12 +31,30 @@ class DbTxLog:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         *,
         fence: Callable[[sa.Connection], int] | None = None,
+        on_fenced: Callable[[FencedError], None] | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
         self.fence = fence
+        self.on_fenced = on_fenced
 
     def _insert(
+        self,
+        tx_id: str,
+        market: str,
+        operation: str,
+        phase: str,
+        request: dict[str, Any] | None,
+        response: dict[str, Any] | None,
+    ) -> None:
+        try:
+            self._insert_once(tx_id, market, operation, phase, request, response)
+        except FencedError as exc:
+            if self.on_fenced is not None:  # after the refused transaction has ended
+                self.on_fenced(exc)
+            raise
+
+    def _insert_once(
         self,
         tx_id: str,
         market: str,
