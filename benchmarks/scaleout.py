@@ -312,9 +312,7 @@ def _engine_env(bootstrap: str, schema: str, suffix: str) -> dict[str, str]:
         "VPP_BIDDING__HORIZON_INTERVALS": "3",
         "VPP_LOG__LEVEL": "WARNING",
     }
-    for role, spec in TopicsSettings.renamed(f"so.lead.{suffix}", partitions=4):
-        for field, value in spec.model_dump().items():
-            env[f"VPP_BUS__TOPICS__{role.upper()}__{field.upper()}"] = str(value).lower()
+    env.update(TopicsSettings.renamed(f"so.lead.{suffix}", partitions=4).environment())
     return env
 
 

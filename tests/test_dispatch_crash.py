@@ -55,9 +55,7 @@ def env_for(tmp_path: Path, bootstrap: str, port: int) -> dict[str, str]:
         "VPP_INGEST__GROUP_ID": f"crash-ingest-{suffix}",
         "VPP_DISPATCH__CONSUMER_GROUP": f"crash-dispatch-{suffix}",
     }
-    for role, spec in TopicsSettings.renamed(f"crash.{suffix}", partitions=4):
-        for field, value in spec.model_dump().items():
-            env[f"VPP_BUS__TOPICS__{role.upper()}__{field.upper()}"] = str(value).lower()
+    env.update(TopicsSettings.renamed(f"crash.{suffix}", partitions=4).environment())
     return env
 
 

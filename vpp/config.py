@@ -78,6 +78,16 @@ class TopicsSettings(_Section):
             )
         return cls(**out)
 
+    def environment(self) -> dict[str, str]:
+        """These topics as ``VPP_BUS__TOPICS__…`` environment variables, for a child
+        process (``vpp serve``, ``vpp simulate``) to use them."""
+        env = {}
+        for role, spec in self:
+            for field, value in spec.model_dump().items():
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                env[f"VPP_BUS__TOPICS__{role.upper()}__{field.upper()}"] = text
+        return env
+
     def all(self) -> list[TopicSpec]:
         return [
             self.telemetry,

@@ -7,7 +7,8 @@ and what it got back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +39,16 @@ class DbTxLog:
         self.fence = fence
         self.on_fenced = on_fenced
 
+    @contextlib.contextmanager
+    def _telling_of_fencing(self) -> Iterator[None]:
+        """Passes a refusal to ``on_fenced`` once the refused transaction has ended."""
+        try:
+            yield
+        except FencedError as exc:
+            if self.on_fenced is not None:
+                self.on_fenced(exc)
+            raise
+
     def _insert(
         self,
         tx_id: str,
@@ -47,23 +58,7 @@ class DbTxLog:
         request: dict[str, Any] | None,
         response: dict[str, Any] | None,
     ) -> None:
-        try:
-            self._insert_once(tx_id, market, operation, phase, request, response)
-        except FencedError as exc:
-            if self.on_fenced is not None:  # after the refused transaction has ended
-                self.on_fenced(exc)
-            raise
-
-    def _insert_once(
-        self,
-        tx_id: str,
-        market: str,
-        operation: str,
-        phase: str,
-        request: dict[str, Any] | None,
-        response: dict[str, Any] | None,
-    ) -> None:
-        with self.engine.begin() as conn:
+        with self._telling_of_fencing(), self.engine.begin() as conn:
             exists = conn.execute(
                 sa.select(market_txlog.c.seq).where(
                     market_txlog.c.tx_id == tx_id, market_txlog.c.phase == phase
