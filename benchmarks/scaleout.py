@@ -15,6 +15,8 @@ drain a smaller backlog (``--failover-messages``) at the shipped Kafka and inges
 (partials every 5 s, a 6 s group session), then one is killed with SIGKILL. Measured from
 the kill, in a fourth process's combined view (:class:`vpp.fleet.combined.FleetView`):
 
+- ``reassigned_s``: until the survivors own every partition (the group's session timeout
+  and the rebalance), from the instances' own reports;
 - ``complete_again_s``: until every partition is reported by a live instance again and
   the killed instance's partials no longer count (the group's session timeout, the
   rebalance, the new owners' partials sent at assignment); also with a 3 s session;
@@ -134,7 +136,8 @@ async def preload(bootstrap: str, suffix: str, n_msgs: int, n_sites: int) -> Non
 
 
 def member(bootstrap: str, suffix: str, name: str, out: Any, session_ms: int | None) -> None:
-    """One instance: the engine's ingest; reports (name, messages, cpu_s, t) every 0.1 s."""
+    """One instance: the engine's ingest; reports (name, messages, cpu_s, t, partitions
+    owned) every 0.1 s."""
     from vpp.bus.kafka import KafkaBus
     from vpp.ingest.loop import Ingest
 
@@ -145,7 +148,8 @@ def member(bootstrap: str, suffix: str, name: str, out: Any, session_ms: int | N
         await ing.start()
         while True:
             r = resource.getrusage(resource.RUSAGE_SELF)
-            out.put((name, ing.stats.messages, r.ru_utime + r.ru_stime, time.time(), os.getpid()))
+            owned = len(ing.telemetry_partitions())
+            out.put((name, ing.stats.messages, r.ru_utime + r.ru_stime, time.time(), owned))
             await asyncio.sleep(0.1)
 
     asyncio.run(run())
@@ -199,11 +203,16 @@ def drain(
         "cpu_per_instance": cpu,
         "messages_per_instance": {n: latest[n][0] for n in sorted(latest)},
     }
-    return result, (procs, out, suffix)
+    return result, (procs, out, suffix, t_last)
 
 
 async def failover(
-    bootstrap: str, suffix: str, procs: list[Any], out: Any, session_ms: int | None
+    bootstrap: str,
+    suffix: str,
+    procs: list[Any],
+    out: Any,
+    session_ms: int | None,
+    drained_at: float,
 ) -> dict[str, Any]:
     from vpp.bus.kafka import KafkaBus
     from vpp.fleet.combined import FleetView
@@ -226,7 +235,9 @@ async def failover(
         while time.monotonic() < deadline:
             v = current()
             live = {p.instance.rsplit("/", 1)[-1] for p in view.partials.values()}
-            if v is not None and members <= live:
+            # every member's partial sent after the backlog was folded: the true value
+            settled = all(p.ts > drained_at + 0.5 for p in view.partials.values())
+            if v is not None and members <= live and settled:
                 before = v.fleet.e_discharge_kwh.expected
                 break
             await asyncio.sleep(0.2)
@@ -235,11 +246,17 @@ async def failover(
         t0 = time.time()
         os.kill(victim.pid, signal.SIGKILL)
         await asyncio.sleep(1.0)  # the view notices only once its partial ages
-        complete = values = None
+        complete = values = reassigned = None
+        owned: dict[str, int] = {}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and values is None:
-            while not out.empty():  # keep the survivors' reports from filling the pipe
-                out.get_nowait()
+            while not out.empty():  # the survivors' reports (read, so the pipe never fills)
+                name, _, _, t, parts = out.get_nowait()
+                if t <= t0 or name == "m0":
+                    continue  # reported before the kill
+                owned[name] = parts
+                if reassigned is None and sum(owned.values()) == PARTITIONS and len(owned) > 1:
+                    reassigned = t - t0
             v = current()
             # the killed instance's last partials no longer count: the new owners' claim
             # its partitions (or they aged out)
@@ -252,6 +269,7 @@ async def failover(
             await asyncio.sleep(0.1)
         return {
             "killed": "m0",
+            "reassigned_s": round(reassigned, 2) if reassigned else None,
             "complete_again_s": round(complete, 2) if complete else None,
             "values_again_s": round(values, 2) if values else None,
             "session_timeout_ms": session_ms or KafkaSettings().session_timeout_ms,
@@ -268,7 +286,7 @@ def _summary(kills: list[dict[str, Any]]) -> dict[str, Any]:
         "kills": len(kills),
         "session_timeout_ms": kills[0]["session_timeout_ms"],
     }
-    for key in ("complete_again_s", "values_again_s"):
+    for key in ("reassigned_s", "complete_again_s", "values_again_s"):
         got = [k[key] for k in kills if k[key] is not None]
         out[f"{key}_median"] = round(statistics.median(got), 2) if got else None
         out[f"{key}_max"] = max(got) if got else None
@@ -460,7 +478,7 @@ def main() -> None:
         if "throughput" in parts:
             runs = []
             for k in (1, 2, 3):
-                r, (procs, _, _) = drain(bootstrap, k, args.messages, args.sites)
+                r, (procs, *_) = drain(bootstrap, k, args.messages, args.sites)
                 runs.append(r)
                 _end(procs)
             result["throughput"] = runs
@@ -474,10 +492,12 @@ def main() -> None:
             for label, session_ms in (("failover_shipped", None), ("failover_session_3s", 3000)):
                 kills = []
                 for _ in range(args.failover_kills):
-                    _, (procs, out, suffix) = drain(
+                    _, (procs, out, suffix, drained_at) = drain(
                         bootstrap, 3, args.failover_messages, args.sites, session_ms
                     )
-                    kills.append(asyncio.run(failover(bootstrap, suffix, procs, out, session_ms)))
+                    kills.append(
+                        asyncio.run(failover(bootstrap, suffix, procs, out, session_ms, drained_at))
+                    )
                     _end(procs)
                 result[label] = _summary(kills)
         if "leader" in parts:

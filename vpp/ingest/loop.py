@@ -346,7 +346,12 @@ class Ingest:
                     ):
                         self.refresh(now)
                 await self._snapshot()
-                if self._replaying and not catching_up:
+                # a short batch and a short backlog: what was there to replay is folded
+                if (
+                    self._replaying
+                    and not catching_up
+                    and len(records) < self.settings.batch_max_records
+                ):
                     # the replay of gained partitions has caught up: the other instances
                     # learn their sites' latest state now, not at the next cadence
                     self._replaying = False
@@ -444,12 +449,21 @@ class Ingest:
         (t0, n0), (t1, n1) = self._rate_window[0], self._rate_window[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
+    def telemetry_partitions(self) -> list[int]:
+        """The telemetry partitions this member owns now (its sites' twins)."""
+        return sorted(p for t, p in self._owned if t == self.topics.telemetry.name)
+
     def status(self) -> dict[str, Any]:
         snap = self.latest
         dead = self._dlq.count if self._dlq else 0
         rate = self.rate()
         line = f"{self.stats.messages} msgs ({rate:.0f}/s), {dead} dead-lettered"
-        out: dict[str, Any] = {"line": line, "messages": self.stats.messages, "deadletters": dead}
+        out: dict[str, Any] = {
+            "line": line,
+            "messages": self.stats.messages,
+            "deadletters": dead,
+            "partitions": self.telemetry_partitions(),
+        }
         if snap is not None:
             out["table"] = fleet_table(snap, rate, dead)
         return out
