@@ -23,7 +23,8 @@ the kill, in a fourth process's combined view (:class:`vpp.fleet.combined.FleetV
 - ``values_again_s``: until the view's expected discharge energy is back to its value
   before the kill (within 1e-6): the new owners have replayed the partitions they took
   over (no snapshot database here, so from the start of each partition) and sent their
-  partials as the replay caught up.
+  next partials (every ``ingest.partials_every_s``). The group's assignor moves most
+  partitions at a rebalance, not only the killed instance's, so every survivor replays.
 
 Leader fail-over to the next bid: two ``vpp serve`` instances bidding (caiso real time,
 5-minute intervals, gate 60 s, bids made 120 s before their gate) and a ``vpp simulate``

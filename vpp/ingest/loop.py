@@ -144,9 +144,6 @@ class Ingest:
         self._unrefreshed = False
         self._last_snapshot = time.monotonic()
         self._partials_at = -float("inf")
-        # Partitions were gained and their replay has not caught up yet: the partials sent
-        # at the assignment do not hold their sites' latest readings.
-        self._replaying = False
         self.partials_sent = 0
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=20)
         self.ready = asyncio.Event()
@@ -240,7 +237,6 @@ class Ingest:
         self.store.set_owned_partitions(p for t, p in tps if t == telemetry)
         for tp in gained:
             await self._restore_partition(tp)
-        self._replaying = self._replaying or bool(gained)
         if self.hierarchy.latest is not None:  # the view learns the new split at once
             self.refresh()
             await self.publish_partials(force=True)
@@ -346,19 +342,7 @@ class Ingest:
                     ):
                         self.refresh(now)
                 await self._snapshot()
-                # a short batch and a short backlog: what was there to replay is folded
-                if (
-                    self._replaying
-                    and not catching_up
-                    and len(records) < self.settings.batch_max_records
-                ):
-                    # the replay of gained partitions has caught up: the other instances
-                    # learn their sites' latest state now, not at the next cadence
-                    self._replaying = False
-                    self.refresh(now)
-                    await self.publish_partials(force=True)
-                else:
-                    await self.publish_partials()
+                await self.publish_partials()
             except asyncio.CancelledError:
                 raise
             except Exception:
