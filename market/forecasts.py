@@ -24,6 +24,7 @@ has probability ``1/n``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
@@ -41,6 +42,18 @@ DAY = timedelta(days=1)
 
 class ForecastError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A forecaster's answer for the intervals ``starts``: the point forecast, quantiles
+    at ``levels`` (ascending, ``(L, T)``) when it has them, and what it had to fill."""
+
+    point: F64
+    levels: F64 | None = None
+    quantiles: F64 | None = None
+    note: str | None = None
+    feature_fills: int = 0
 
 
 def _lag_positions(
@@ -168,3 +181,93 @@ def price_scenarios(
     for t, slot in enumerate(target_slot):
         out[:, t] = forecast[t] + by_slot[int(slot)]
     return out
+
+
+def error_quantiles(
+    series: PriceSeries,
+    starts: pd.DatetimeIndex,
+    method: Method,
+    levels: F64,
+    *,
+    window_days: int = 56,
+    seasonal_days: int = 28,
+) -> F64:
+    """``(L, T)``: the point forecast plus the quantiles at ``levels`` of its own errors at
+    the same time of day over the ``window_days`` before the first target (all of them
+    where a time of day has none) — the distribution :func:`price_buckets` cuts up."""
+    forecast = point_forecast(series, starts, method, seasonal_days=seasonal_days)
+    errors = historical_errors(
+        series, starts[0], method, window_days=window_days, seasonal_days=seasonal_days
+    )
+    step_s = int(series.interval.total_seconds())
+    slot_of_day = ((errors.index.hour * 3600 + errors.index.minute * 60) // step_s).to_numpy()
+    target_slot = ((starts.hour * 3600 + starts.minute * 60) // step_s).to_numpy()
+    pool_all = errors.to_numpy()
+    out = np.empty((levels.size, len(starts)))
+    cache: dict[int, F64] = {}
+    for t, slot in enumerate(target_slot.tolist()):
+        if slot not in cache:
+            pool = pool_all[slot_of_day == slot]
+            cache[slot] = np.quantile(pool if pool.size else pool_all, levels)
+        out[:, t] = forecast[t] + cache[slot]
+    return out
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """A price distribution per interval cut into ``n`` equally likely buckets.
+
+    Bucket ``k`` holds the prices between the quantiles at ``k/n`` and ``(k+1)/n``:
+    ``lower[k]``/``upper[k]`` are its edges (the outer edges are the market's floor and
+    cap), ``price[k]`` its conditional mean ``E[π | π in bucket k]``, ``prob[k] = 1/n``.
+    Rows ascend in every interval (comonotone), so the scenario model reads bucket ``k``
+    as scenario ``k`` and its dispatch as what a curve delivers at any price in the
+    bucket (:func:`optimizer.curves.curve_for_interval` with the edges as prices)."""
+
+    price: F64  # (n, T)
+    lower: F64  # (n, T)
+    upper: F64  # (n, T)
+    prob: F64  # (n,)
+
+
+def price_buckets(
+    levels: F64, quantiles: F64, n: int, floor: float, cap: float, fine: int = 8
+) -> Buckets:
+    """Cut the distribution given by ``quantiles`` ``(L, T)`` at ``levels`` into ``n``
+    buckets (see :class:`Buckets`).
+
+    The quantile function ``Q(u)`` is linear between the given levels and extended
+    beyond the outer ones with the slope of the nearest pair (a tail as wide as the
+    neighbouring spacing); each bucket's mean is the average of ``Q`` at ``fine``
+    equally spaced points inside it — the midpoint rule for ``n ∫ Q(u) du`` over the
+    bucket — and is clipped to the floor and cap."""
+    lv = np.asarray(levels, dtype=np.float64)
+    q = np.sort(np.asarray(quantiles, dtype=np.float64), axis=0)
+    if lv.size < 2:
+        raise ForecastError("a price distribution needs at least two quantile levels")
+
+    def quantile_at(u: F64) -> F64:
+        out = np.empty((u.size, q.shape[1]))
+        for t in range(q.shape[1]):
+            col = q[:, t]
+            lo_slope = (col[1] - col[0]) / (lv[1] - lv[0])
+            hi_slope = (col[-1] - col[-2]) / (lv[-1] - lv[-2])
+            v = np.interp(u, lv, col)
+            v = np.where(u < lv[0], col[0] - (lv[0] - u) * lo_slope, v)
+            v = np.where(u > lv[-1], col[-1] + (u - lv[-1]) * hi_slope, v)
+            out[:, t] = v
+        return out
+
+    edges_u = np.arange(1, n) / n
+    inner = quantile_at(edges_u) if n > 1 else np.empty((0, q.shape[1]))
+    t_count = q.shape[1]
+    lower = (
+        np.vstack([np.full((1, t_count), floor), inner]) if n > 1 else np.full((1, t_count), floor)
+    )
+    upper = np.vstack([inner, np.full((1, t_count), cap)]) if n > 1 else np.full((1, t_count), cap)
+    mid_u = (np.arange(n * fine) + 0.5) / (n * fine)
+    price = quantile_at(mid_u).reshape(n, fine, t_count).mean(axis=1)
+    price = np.clip(np.maximum.accumulate(price, axis=0), floor, cap)
+    lower = np.clip(np.maximum.accumulate(lower, axis=0), floor, cap)
+    upper = np.clip(np.maximum.accumulate(upper, axis=0), floor, cap)
+    return Buckets(price, lower, upper, np.full(n, 1.0 / n))

@@ -97,6 +97,38 @@ def _zone(name: str) -> ZoneInfo:
 
 # power unit -> factor to kW (site loads and PV in backtests)
 POWER_UNITS: dict[str, float] = {"kW": 1.0, "MW": 1000.0}
+# feature unit -> factor to the unit stored (MW for powers, currency/MWh for prices)
+FEATURE_UNITS: dict[str, tuple[str, float]] = {
+    "MW": ("MW", 1.0),
+    "GW": ("MW", 1000.0),
+    "kW": ("MW", 0.001),
+    **{u: (f"{UNITS[u][0]}/MWh", UNITS[u][1]) for u in ENERGY_UNITS},
+}
+
+
+def load_feature_csv(
+    path: Path,
+    *,
+    time_column: str,
+    column: str,
+    unit: str,
+    interval: Literal["start", "end"],
+    timezone: str,
+    time_format: str | None = None,
+) -> PriceSeries:
+    """Load one exogenous feature column (a load, wind or solar forecast in MW, or a
+    price) with the price conventions, except that an empty cell is a gap (``NaN``), not
+    an error: forecasts published by an operator have holes, and the caller reports and
+    fills them (:mod:`market.features`). Text that is not a number is still refused with
+    its line. The ``currency`` field names the stored unit (``MW`` or ``EUR/MWh``)."""
+    if unit not in FEATURE_UNITS:
+        raise PriceDataError(
+            f"{path}: unknown feature unit {unit!r}; known: {', '.join(FEATURE_UNITS)}"
+        )
+    stored, factor = FEATURE_UNITS[unit]
+    return _load_series(
+        path, time_column, column, stored, factor, interval, timezone, time_format, gaps=True
+    )
 
 
 def load_power_csv(
@@ -155,6 +187,8 @@ def _load_series(
     interval: Literal["start", "end"],
     timezone: str,
     time_format: str | None,
+    *,
+    gaps: bool = False,
 ) -> PriceSeries:
     tz = _zone(timezone)
     if path.is_dir():
@@ -182,8 +216,9 @@ def _load_series(
             f"{path} line {row + 2}: cannot parse time {raw_times.iloc[row]!r} in "
             f"{time_column!r}" + (f" with format {time_format!r}" if time_format else "")
         )
-    values = pd.to_numeric(frame[column].str.strip(), errors="coerce")
-    bad = values.isna()
+    cells = frame[column].str.strip()
+    values = pd.to_numeric(cells, errors="coerce")
+    bad = values.isna() & ~(cells.eq("") if gaps else False)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise PriceDataError(

@@ -45,6 +45,19 @@ class BlockColumns:
     e0_row: int
 
 
+@dataclass(frozen=True)
+class DispatchBounds:
+    """Per block and interval bounds on discharge and charge (MW, ``(blocks, T)``; ``NaN``
+    = the battery's own limit). Two uses: an interval already bid or awarded is *fixed*
+    (lower = upper = what it delivers in that block's price path), and a curve that must
+    contain a schedule gets the schedule as its *lower* bound in every block."""
+
+    dis_lower: F64
+    dis_upper: F64
+    ch_lower: F64
+    ch_upper: F64
+
+
 @dataclass(frozen=True, slots=True)
 class BlockSchedule:
     p_dis: F64
@@ -86,6 +99,12 @@ class DispatchModel:
         self.solves = 0
         # per block: the last solve's (c_dis, c_ch, reserve costs, end value)
         self._objective: dict[int, tuple[F64, F64, dict[Product, F64], float]] = {}
+        self._bounded = False  # dispatch bounds were pushed by the last solve
+        # Every solve from scratch (no basis kept): the answer is a function of this
+        # solve's inputs alone, not of what was solved before — bids must be (the live
+        # bidder and a backtest give the same bids on the same inputs, and a degenerate LP
+        # has many optima). Slower than a warm re-solve; decision models set it.
+        self.cold = False
 
     @property
     def solver(self) -> PersistentHighs:
@@ -94,6 +113,7 @@ class DispatchModel:
         if self._solver is None:
             started = time.perf_counter()
             solver = PersistentHighs(self.model, mip_rel_gap=self.mip_rel_gap)
+            solver.cold = self.cold
             T = list(self.model.T)  # noqa: N806 - the model's interval set
             self.columns = [
                 BlockColumns(
@@ -189,6 +209,36 @@ class DispatchModel:
             self._structure = key
         for cols in self.columns:  # hot path: E_{-1} is the balance row's constant
             self.solver.set_row_bounds(cols.e0_row, battery.e_initial_mwh, battery.e_initial_mwh)
+
+    def set_dispatch_bounds(self, battery: BatteryAggregate, bounds: DispatchBounds | None) -> None:
+        """Push ``bounds`` (or the battery's limits everywhere) to every block's ``P⁺, P⁻``
+        columns — the hot path: no Pyomo pass. Each solve sets them afresh, so a bound of
+        one solve never leaks into the next."""
+        if bounds is None and not self._bounded:
+            return  # nothing set before: the model's own bounds hold
+        self._bounded = bounds is not None
+        blocks = len(self.blocks)
+        shape = (blocks, self.horizon)
+        inf_d, inf_c = battery.p_discharge_max_mw, battery.p_charge_max_mw
+        if bounds is None:
+            lo_d = np.zeros(shape)
+            hi_d = np.full(shape, inf_d)
+            lo_c = np.zeros(shape)
+            hi_c = np.full(shape, inf_c)
+        else:
+            for name in ("dis_lower", "dis_upper", "ch_lower", "ch_upper"):
+                if getattr(bounds, name).shape != shape:
+                    raise ValueError(
+                        f"dispatch bounds {name}: {getattr(bounds, name).shape} != {shape}"
+                    )
+            hi_d = np.clip(np.nan_to_num(bounds.dis_upper, nan=inf_d), 0.0, inf_d)
+            hi_c = np.clip(np.nan_to_num(bounds.ch_upper, nan=inf_c), 0.0, inf_c)
+            lo_d = np.minimum(np.clip(np.nan_to_num(bounds.dis_lower, nan=0.0), 0.0, None), hi_d)
+            lo_c = np.minimum(np.clip(np.nan_to_num(bounds.ch_lower, nan=0.0), 0.0, None), hi_c)
+        idx = np.concatenate([np.concatenate([c.p_dis, c.p_ch]) for c in self.columns])
+        lower = np.concatenate([np.concatenate([lo_d[b], lo_c[b]]) for b in range(blocks)])
+        upper = np.concatenate([np.concatenate([hi_d[b], hi_c[b]]) for b in range(blocks)])
+        self.solver.set_col_bounds(idx, lower, upper)
 
     def objective_costs(
         self,

@@ -121,13 +121,22 @@ def curve_for_interval(
     market: MarketDefinition,
     product: Product,
     tick: float = 0.01,
+    *,
+    charge_prices: F64 | None = None,
 ) -> BidCurve:
-    """The market-conforming bid curve of one interval (see the module docstring)."""
+    """The market-conforming bid curve of one interval (see the module docstring).
+
+    ``prices`` price the discharge increments and ``charge_prices`` (default: the same)
+    the charge increments, scenario by scenario. A scenario that stands for a price
+    *bucket* ``[b_s, b_{s+1})`` (:mod:`vpp.bidding.distribution`) offers its discharge
+    increment at the bucket's lower edge ``b_s`` and bids its charge increment at the
+    upper edge ``b_{s+1}``: then every price in the bucket clears exactly the bucket's
+    dispatch, the semantics the model optimised."""
     floor, cap = market.price_limits(product)
     offer = offer_steps(prices, p_dis)
     if offer and p_dis[0] > 1e-7:  # dispatched in every scenario: price-taking
         offer[0] = (floor, offer[0][1])
-    charge = charge_steps(prices, p_ch)
+    charge = charge_steps(prices if charge_prices is None else charge_prices, p_ch)
     if charge and p_ch[-1] > 1e-7:
         charge[0] = (cap, charge[0][1])
     offers = _conform(offer, market, product)
@@ -259,3 +268,115 @@ def snap_curve(curve: BidCurve, bands: Mapping[Side, Sequence[float]]) -> BidCur
         discharge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in offers],
         charge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in bids],
     )
+
+
+def extreme_paths(
+    curves: Sequence[BidCurve],
+    floor: float,
+    cap: float,
+    interval_h: float,
+    eff_charge: float,
+    eff_discharge: float,
+) -> tuple[F64, F64]:
+    """Stored-energy change after each interval on the two extreme paths of a run of
+    curves (relative to the start; MWh at the cells):
+
+    - *low*: every offer clears, and only the charge bids priced at the cap (which clear
+      whatever the price) — the least energy any combination of awards can leave;
+    - *high*: every charge bid clears, and only the offers priced at the floor — the most.
+
+    Every realised day's net dispatch lies between the two in every interval, so its
+    stored energy lies between their running sums: both paths within the battery's limits
+    is exactly "any combination of awards is deliverable"."""
+    low, high = np.zeros(len(curves)), np.zeros(len(curves))
+    e_lo = e_hi = 0.0
+    for t, c in enumerate(curves):
+        taking_ch = sum(s.quantity_mw for s in c.charge if s.price_per_mwh >= cap)
+        taking_dis = sum(s.quantity_mw for s in c.discharge if s.price_per_mwh <= floor)
+        e_lo += (taking_ch * eff_charge - c.max_discharge_mw / eff_discharge) * interval_h
+        e_hi += (c.max_charge_mw * eff_charge - taking_dis / eff_discharge) * interval_h
+        low[t], high[t] = e_lo, e_hi
+    return low, high
+
+
+def deliverable(
+    curves: Sequence[BidCurve],
+    *,
+    e_low_mwh: float,
+    e_high_mwh: float,
+    e_min_mwh: float,
+    e_max_mwh: float,
+    interval_h: float,
+    eff_charge: float,
+    eff_discharge: float,
+    market: MarketDefinition,
+    product: Product,
+    locked: Sequence[bool] | None = None,
+) -> tuple[list[BidCurve], float]:
+    """The curves trimmed so that any combination of their awards is deliverable from any
+    start in ``[e_low_mwh, e_high_mwh]`` (stored energy), on the market's quantity step.
+
+    Plans are made in continuous quantities and floored to the market's step per segment
+    (:func:`_conform`); flooring a discharge leaves more stored than planned, flooring a
+    charge less, and a later full-power segment can then be undeliverable. This re-checks
+    the conformed curves on their extreme paths (:func:`extreme_paths`), interval by
+    interval from the first: where the low path would fall below ``e_min`` the offers are
+    cut, most expensive segment first (the least likely to clear); where the high path
+    would pass ``e_max`` the charge bids are cut, cheapest segment first. Cuts are whole
+    quantity steps, and a segment cut below the market's minimum is dropped. Cutting only
+    ever moves both paths towards the previous interval's energy, which was within limits,
+    so the walk ends with every interval deliverable. ``locked[t]`` marks a curve that
+    stands already (submitted or awarded): its paths count, it is never cut. Returns the
+    curves and the MWh cut.
+    """
+    rules = market.curve
+    step = rules.quantity_step_mw
+    smallest = max(rules.min_quantity_mw, step)
+    floor, cap = market.price_limits(product)
+    tol = 1e-9
+    out: list[BidCurve] = []
+    cut = 0.0
+    e_lo, e_hi = e_low_mwh, e_high_mwh
+
+    def after(
+        e_lo: float, e_hi: float, dis: list[list[float]], chg: list[list[float]]
+    ) -> tuple[float, float]:
+        out_all = sum(q for _, q in dis)
+        in_all = sum(q for _, q in chg)
+        in_taking = sum(q for p, q in chg if p >= cap)
+        out_taking = sum(q for p, q in dis if p <= floor)
+        lo = e_lo + (in_taking * eff_charge - out_all / eff_discharge) * interval_h
+        hi = e_hi + (in_all * eff_charge - out_taking / eff_discharge) * interval_h
+        return lo, hi
+
+    def shave(side: list[list[float]]) -> float:
+        """Cut one step off the side's last segment (offers: the dearest; charge bids:
+        the cheapest); returns the MW cut."""
+        seg = side[-1]
+        seg[1] = round(seg[1] - step, 9)
+        cut_mw = step
+        if seg[1] < smallest - 1e-12:
+            cut_mw += max(seg[1], 0.0)
+            side.pop()
+        return cut_mw
+
+    for t, curve in enumerate(curves):
+        dis = [[s.price_per_mwh, s.quantity_mw] for s in curve.discharge]  # price ascending
+        chg = [[s.price_per_mwh, s.quantity_mw] for s in curve.charge]  # price descending
+        for _ in range(0 if locked is not None and locked[t] else 10_000):
+            lo, hi = after(e_lo, e_hi, dis, chg)
+            if lo < e_min_mwh - tol and dis:
+                cut += shave(dis) * interval_h
+            elif hi > e_max_mwh + tol and chg:
+                cut += shave(chg) * interval_h
+            else:
+                break
+        lo, hi = after(e_lo, e_hi, dis, chg)
+        e_lo, e_hi = max(lo, e_min_mwh), min(hi, e_max_mwh)
+        out.append(
+            BidCurve(
+                discharge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in dis],
+                charge=[Segment(price_per_mwh=p, quantity_mw=q) for p, q in chg],
+            )
+        )
+    return out, cut

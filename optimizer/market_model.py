@@ -27,7 +27,7 @@ import numpy.typing as npt
 import pyomo.environ as pyo
 
 from market.definitions import RESERVES, Product
-from optimizer.base import DispatchModel
+from optimizer.base import DispatchBounds, DispatchModel
 from optimizer.blocks import UP, add_battery_params, build_dispatch_block
 from optimizer.inputs import BatteryAggregate, MarketInputs
 from optimizer.report import (
@@ -75,7 +75,9 @@ class MarketModel(DispatchModel):
         m.obj = pyo.Objective(expr=m.d.net, sense=pyo.maximize)
         super().__init__(m, [m.d], products, started, mip_rel_gap)
 
-    def solve(self, battery: BatteryAggregate, inputs: MarketInputs) -> MarketSchedule:
+    def solve(
+        self, battery: BatteryAggregate, inputs: MarketInputs, bounds: DispatchBounds | None = None
+    ) -> MarketSchedule:
         if inputs.horizon != self.horizon:
             raise ValueError(f"model built for {self.horizon} intervals, got {inputs.horizon}")
         price = np.asarray(inputs.energy_price, dtype=np.float64)
@@ -105,6 +107,7 @@ class MarketModel(DispatchModel):
             inputs.degradation_per_mwh,
         )
         costs = np.zeros(self.solver.n_cols)
+        self.set_dispatch_bounds(battery, bounds)
         self.objective_costs(
             costs,
             0,

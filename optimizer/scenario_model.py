@@ -31,7 +31,7 @@ import pyomo.environ as pyo
 
 from market.bids import BidCurve
 from market.definitions import MarketDefinition, Product
-from optimizer.base import DispatchModel
+from optimizer.base import DispatchBounds, DispatchModel
 from optimizer.blocks import add_battery_params, add_monotone_dispatch, build_dispatch_block
 from optimizer.curves import curve_for_interval
 from optimizer.inputs import BatteryAggregate, ScenarioInputs
@@ -82,7 +82,12 @@ class ScenarioBidModel(DispatchModel):
         self.scenarios = scenarios
         super().__init__(m, [m.scen[s] for s in m.S], (), started, mip_rel_gap)
 
-    def solve(self, battery: BatteryAggregate, inputs: ScenarioInputs) -> ScenarioSolution:
+    def solve(
+        self,
+        battery: BatteryAggregate,
+        inputs: ScenarioInputs,
+        bounds: DispatchBounds | None = None,
+    ) -> ScenarioSolution:
         if (inputs.scenarios, inputs.horizon) != (self.scenarios, self.horizon):
             raise ValueError(
                 f"model built for {self.scenarios} x {self.horizon}, got "
@@ -108,6 +113,7 @@ class ScenarioBidModel(DispatchModel):
             battery, inputs.interval_h, inputs.terminal, 1.0, {}, inputs.degradation_per_mwh
         )
         costs = np.zeros(self.solver.n_cols)
+        self.set_dispatch_bounds(battery, bounds)
         for s in range(self.scenarios):
             self.model.prob[s].set_value(float(probs[s]))
             self.objective_costs(

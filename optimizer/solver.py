@@ -187,7 +187,9 @@ class PersistentHighs:
         self.n_cols = len(compiled.columns)
         self._costs: F64 | None = None  # the hot path's objective, kept over a full pass
         self._row_bounds: dict[int, tuple[float, float]] = {}
+        self._col_bounds: tuple[I64, F64, F64] | None = None  # hot-path column bounds
         self.integer = False  # any integer column now (set by the model)
+        self.cold = False  # forget the last basis before each run (optimizer.base: why)
 
     def _pass(self, lp: highspy.HighsLp) -> None:
         status = self.highs.passModel(lp)
@@ -220,6 +222,8 @@ class PersistentHighs:
             self.set_costs(self._costs)
         for row, (lower, upper) in self._row_bounds.items():
             self.highs.changeRowBounds(row, lower, upper)
+        if self._col_bounds is not None:
+            self._apply_col_bounds(*self._col_bounds)
         if basis is not None and basis.valid:
             self.highs.setBasis(basis)
 
@@ -242,6 +246,19 @@ class PersistentHighs:
         idx = np.arange(self.n_cols, dtype=np.int32)
         self.highs.changeColsCost(self.n_cols, idx, self._costs)
 
+    def set_col_bounds(self, idx: I64, lower: F64, upper: F64) -> None:
+        """Hot path: bounds of these columns (kept over a full pass, replaced by the next
+        call). The model's own bounds for other columns are untouched."""
+        self._col_bounds = (
+            np.ascontiguousarray(idx, dtype=np.int32),
+            np.ascontiguousarray(lower, dtype=np.float64),
+            np.ascontiguousarray(upper, dtype=np.float64),
+        )
+        self._apply_col_bounds(*self._col_bounds)
+
+    def _apply_col_bounds(self, idx: I64, lower: F64, upper: F64) -> None:
+        self.highs.changeColsBounds(len(idx), idx, lower, upper)
+
     def set_row_bounds(self, row: int, lower: float, upper: float) -> None:
         self._row_bounds[row] = (lower, upper)
         self.highs.changeRowBounds(row, lower, upper)
@@ -252,8 +269,11 @@ class PersistentHighs:
         highs = self.highs
         # A cold first solve gains from presolve, and so does every MILP (branch and bound
         # on the presolved model); a warm LP re-solve does better from its last basis.
+        if self.cold:
+            highs.clearSolver()
+            self._warm = False
         highs.setOptionValue("presolve", "off" if self._warm and not self.integer else "choose")
-        self._warm = True
+        self._warm = not self.cold
         with _LOCK:
             before = highs.getRunTime()
             started = time.perf_counter()

@@ -13,6 +13,7 @@ from market.adapter import LoggedMarket, SimulatedMarket
 from market.bids import BidCurve, PriceBands, Segment
 from market.definitions import Product, load_market
 from market.lifecycle import BidAction
+from optimizer.curves import extreme_paths
 from tests.api_support import make_fleet
 from vpp.bidding.bidder import Bidder
 from vpp.bidding.feed import FeedPrices, us_realtime_feed
@@ -155,35 +156,59 @@ def test_bidder_reads_one_snapshot_never_the_live_store(tmp_path: Path) -> None:
 
 
 def test_standing_bids_leave_new_bids_only_the_energy_not_yet_promised(tmp_path: Path) -> None:
-    """A megawatt-hour is promised once: a later cycle's battery window is shrunk by what
-    the standing bids of earlier cycles could take out (or put in) if they all cleared."""
-    from vpp.aggregate import battery_from_node
+    """A megawatt-hour is promised once: the next cycle holds every standing bid of the
+    last one as it is (inside its horizon, fixed in the model; before it, carried forward as
+    the range from "nothing clears" to "everything clears"), and bids only what is new."""
+    from vpp.bidding.cycle import carry_forward
 
-    bidder, store, _, _ = setup(tmp_path)
-    assert bidder.promised_mwh("north", NOW + timedelta(days=1)) == (0.0, 0.0)
-    assert bidder.make_bids() > 0
-    out, inn = bidder.promised_mwh("north", NOW + timedelta(days=1))
-    rows, _ = store.list_bids(BidFilter(group="north"), 0, 100)
-    hours = 5 / 60
-    assert out == pytest.approx(sum(s["quantity_mw"] for r in rows for s in r.discharge) * hours)
-    assert inn == pytest.approx(sum(s["quantity_mw"] for r in rows for s in r.charge) * hours)
-    assert out > 0
+    bidder, store, clock, _ = setup(tmp_path)
     snap, _ = bidder.fleet()
     assert snap is not None
-    node = snap.groups["north"]
-    free = battery_from_node(node, eff_charge=0.95, eff_discharge=0.95)
-    left = battery_from_node(
-        node, eff_charge=0.95, eff_discharge=0.95, promised_out_mwh=out, promised_in_mwh=inn
+    first = bidder.cycle_inputs(NOW, snap.groups)
+    assert first is not None and not first.groups["north"].standing
+    assert bidder.make_bids() > 0
+    rows, _ = store.list_bids(BidFilter(group="north"), 0, 100)
+    stored = {r.interval_start: r.to_bid().curve for r in rows}
+    clock.now = NOW + bidder.step
+    later = bidder.cycle_inputs(clock.now, snap.groups)
+    assert later is not None
+    north = later.groups["north"]
+    assert north.standing == stored  # every live bid, as stored
+    assert len(north.fresh) == 1 and max(north.fresh) > max(stored)  # only the new interval
+    gap = [s for s in stored if s < later.horizon[0]]
+    assert gap  # the interval the horizon moved past is carried forward
+    battery = bidder.bid_cycle._battery("north", snap.groups["north"])
+    assert not isinstance(battery, str)
+    floor, cap = bidder.definition.price_limits(bidder.product)
+    lo, hi = carry_forward(
+        battery.e_initial_mwh,
+        north.standing,
+        clock.now,
+        later.horizon[0],
+        bidder.step,
+        battery,
+        floor,
+        cap,
     )
-    assert left.e_initial_mwh == pytest.approx(max(free.e_initial_mwh - out / 0.95, 0.0))
-    assert left.e_max_mwh - left.e_initial_mwh == pytest.approx(
-        max(free.e_max_mwh - free.e_initial_mwh - inn * 0.95, 0.0)
-    )
+    h = bidder.step.total_seconds() / 3600
+    low, high = extreme_paths([stored[s] for s in gap], floor, cap, h, 0.95, 0.95)
+    assert lo == pytest.approx(max(battery.e_initial_mwh + low[-1], 0.0))
+    assert hi == pytest.approx(min(battery.e_initial_mwh + high[-1], battery.e_max_mwh))
+    # The new interval gets only what every combination of the standing awards leaves:
+    # both extreme paths of the window (standing curves and the new one) stay in limits.
+    result = bidder.bid_cycle.run(later)
+    made = result.groups["north"]
+    assert made.report["energy_carried_mwh"] == {"low": round(lo, 6), "high": round(hi, 6)}
+    assert made.battery.e_initial_mwh == pytest.approx(lo)
+    assert made.curves[:-1] == [stored[s] for s in later.horizon[:-1]]  # held as they are
+    low, high = extreme_paths(made.curves, floor, cap, h, 0.95, 0.95)
+    assert lo + low.min() >= -1e-9
+    assert hi + high.max() <= battery.e_max_mwh + 1e-9
     # Rejected bids promise nothing.
     operator = Principal("k1", "alice", "operator")
-    for r in rows:
+    for r in store.list_bids(BidFilter(group="north"), 0, 100)[0]:
         store.review(r.bid_id, r.version, BidAction.REJECT, operator, "test")
-    assert bidder.promised_mwh("north", NOW + timedelta(days=1)) == (0.0, 0.0)
+    assert bidder.standing("north", NOW, NOW + timedelta(days=1)) == {}
 
 
 def test_the_engine_bids_the_eu_day_ahead_auction_a_trading_day_at_a_time(

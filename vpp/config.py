@@ -388,8 +388,17 @@ class BiddingSettings(_Section):
     review_window_s: PositiveFloat = Field(
         600.0, description="bids are made at least this long before their gate closes (s)"
     )
-    scenarios: PositiveInt = Field(10, le=100, description="price scenarios per solve")
-    forecast: Literal["persistence_day", "persistence_week", "seasonal"] = "persistence_day"
+    strategy: Literal["scenarios", "schedule"] = Field(
+        "scenarios",
+        description="scenarios: monotone curves on the forecast's price buckets, anchored on "
+        "its schedule; schedule: the forecast's optimal schedule, bid price-taking",
+    )
+    scenarios: PositiveInt = Field(10, le=100, description="price buckets per curve")
+    forecast: Literal["persistence_day", "persistence_week", "seasonal", "lear", "learned"] = Field(
+        "seasonal",
+        description="the forecaster bids are made on (lear and learned need hourly or "
+        "coarser intervals and a year of replayed history; they fall back otherwise)",
+    )
     history_days: PositiveInt = Field(14, le=120, description="forecast-error history (days)")
     degradation_per_mwh: float = Field(5.0, ge=0, description="currency per MWh throughput")
     vom_per_mwh: float = Field(0.0, ge=0, description="variable O&M, currency per MWh discharged")

@@ -128,7 +128,17 @@ class OptimizeResult:
 
 
 # Strategy keys that only a forecast-driven backtest uses: the bound refuses them.
-BACKTEST_ONLY = ("bid_quantile", "scenarios", "base_forecast", "history_days", "learned")
+BACKTEST_ONLY = (
+    "bid_quantile",
+    "scenarios",
+    "base_forecast",
+    "anchor",
+    "features",
+    "backup_reserve_fraction",
+    "history_days",
+    "learned",
+    "lear",
+)
 
 
 def check_bound(scenario: Scenario) -> None:
@@ -148,6 +158,12 @@ def check_bound(scenario: Scenario) -> None:
                 "which vpp optimize does not run (it computes the perfect-foresight bound); "
                 "use `vpp backtest SCENARIO`, or remove the key"
             )
+    if scenario.features is not None:
+        raise ScenarioError(
+            f"scenario {scenario.name}: features: feature series feed forecasters, which vpp "
+            "optimize does not run (it computes the perfect-foresight bound); use "
+            "`vpp backtest SCENARIO`, or remove the key"
+        )
 
 
 def optimize(

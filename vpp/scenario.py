@@ -19,11 +19,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from market.definitions import MARKETS, RESERVES, MarketDefinition, Product, load_market
+from market.features import FeatureError, FeatureSet, feature_set
 from market.prices import (
     CAPACITY_UNITS,
     ENERGY_UNITS,
     PriceDataError,
     PriceSeries,
+    load_feature_csv,
     load_power_csv,
     load_price_csv,
 )
@@ -151,22 +153,58 @@ ProductName = Literal["energy", "reg_up", "reg_down", "spinning"]
 
 
 StrategyName = Literal[
-    "perfect", "persistence_day", "persistence_week", "seasonal", "scenarios", "learned"
+    "perfect", "persistence_day", "persistence_week", "seasonal", "lear", "learned", "scenarios"
 ]
-BaseForecast = Literal["persistence_day", "persistence_week", "seasonal"]
+BaseForecast = Literal["persistence_day", "persistence_week", "seasonal", "lear", "learned"]
+
+
+class FeatureColumn(_Model):
+    """One feature series: its CSV column, unit and publication rule."""
+
+    column: str
+    unit: str = Field("MW", description="MW, GW, kW or a price unit such as EUR/MWh")
+    known: timedelta = Field(
+        timedelta(0),
+        description="the value for an interval is known this long after (negative: before) "
+        "the gate closure of that interval's trading day",
+    )
+
+
+class FeatureSource(_Model):
+    """Exogenous series a forecaster may use (day-ahead load, wind and solar forecasts)."""
+
+    file: Path = Field(description="CSV file, relative to the scenario file's folder")
+    time_column: str
+    interval: Literal["start", "end"] = Field(description="the label names the start or end")
+    timezone: str = Field("UTC", description="IANA zone of naive labels")
+    time_format: str | None = None
+    columns: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")], FeatureColumn] = Field(
+        min_length=1, description="feature name -> its column"
+    )
 
 
 class Learned(_Model):
-    """The ``learned`` strategy's walk-forward training."""
+    """The ``learned`` forecaster's walk-forward training (quantile gradient boosting)."""
 
-    train_days: int = Field(91, ge=7, le=730, description="days of past decisions trained on")
-    retrain_every: timedelta = Field(timedelta(days=7), description="retrain period")
+    train_days: int = Field(
+        728, ge=28, le=3650, description="days of history before each decision trained on"
+    )
+    retrain_every: timedelta = Field(timedelta(days=28), description="retrain period")
 
     @model_validator(mode="after")
     def _positive(self) -> Learned:
         if self.retrain_every < timedelta(days=1):
             raise ValueError("retrain_every must be at least a day (P1D)")
         return self
+
+
+class Lear(_Model):
+    """The ``lear`` forecaster: LASSO per delivery slot, one model per calibration window
+    (the forecasts of the windows are averaged)."""
+
+    windows_days: list[Annotated[int, Field(ge=28, le=3650)]] = Field(
+        [364, 1456], min_length=1, description="calibration windows (days before the decision)"
+    )
 
 
 class Strategy(_Model):
@@ -198,12 +236,22 @@ class Strategy(_Model):
     )
     sustain_h: float = Field(1.0, gt=0, description="reserves must be sustainable (h)")
     bid_quantile: float = Field(0.9, description="size bids to P50 (0.5) or P90 (0.9) health")
-    scenarios: int = Field(10, ge=1, le=200, description="price scenarios (scenarios, learned)")
+    scenarios: int = Field(10, ge=1, le=200, description="price buckets of the curve strategy")
     base_forecast: BaseForecast = Field(
-        "persistence_day", description="the point forecast the scenarios strategy spreads"
+        "lear", description="the forecaster the scenarios (curve) strategy bids on"
+    )
+    anchor: bool = Field(
+        True, description="curves dispatch at least their own forecast's schedule (scenarios)"
+    )
+    features: list[str] = Field(
+        [], description="feature names (from features.columns) the forecasters use"
+    )
+    backup_reserve_fraction: float = Field(
+        0.0, ge=0, lt=1, description="share of each group's energy kept back (backup)"
     )
     history_days: int = Field(28, ge=1, le=365, description="forecast-error history (days)")
     learned: Learned = Learned()
+    lear: Lear = Lear()
 
     @field_validator("products")
     @classmethod
@@ -331,6 +379,7 @@ class Scenario(_Model):
     market: str = Field(description=f"one of {', '.join(MARKETS)}")
     prices: PriceSource
     reserve_prices: ReservePriceSource | None = None
+    features: FeatureSource | None = None
     fleet: list[FleetEntry] = Field(min_length=1)
     strategy: Strategy = Strategy()
     backtest: Backtest = Backtest()
@@ -351,6 +400,17 @@ class Scenario(_Model):
         ]
         if missing:
             raise ValueError(f"strategy.products {missing} need reserve_prices columns")
+        return self
+
+    @model_validator(mode="after")
+    def _features_named(self) -> Scenario:
+        given = set(self.features.columns) if self.features is not None else set()
+        unknown = [n for n in self.strategy.features if n not in given]
+        if unknown:
+            raise ValueError(
+                f"strategy.features {unknown} are not in features.columns "
+                f"({', '.join(sorted(given)) or 'no features: key'})"
+            )
         return self
 
     @property
@@ -428,7 +488,44 @@ def load_scenario(path: Path) -> Scenario:
         )
         for f in scenario.fleet
     ]
-    return scenario.model_copy(update={"prices": prices, "reserve_prices": reserve, "fleet": fleet})
+    features = scenario.features
+    if features is not None:
+        features = features.model_copy(update={"file": base / features.file})
+    return scenario.model_copy(
+        update={"prices": prices, "reserve_prices": reserve, "fleet": fleet, "features": features}
+    )
+
+
+def load_features(
+    scenario: Scenario, market: MarketDefinition, product: Product
+) -> FeatureSet | None:
+    """The scenario's feature series (only those its strategy names) with their publication
+    rule; ``None`` when it names none. Errors name the key."""
+    src = scenario.features
+    names = scenario.strategy.features
+    if src is None or not names:
+        return None
+    series = {}
+    for name in names:
+        col = src.columns[name]
+        try:
+            series[name] = load_feature_csv(
+                src.file,
+                time_column=src.time_column,
+                column=col.column,
+                unit=col.unit,
+                interval=src.interval,
+                timezone=src.timezone,
+                time_format=src.time_format,
+            )
+        except (PriceDataError, FileNotFoundError) as exc:
+            raise ScenarioError(
+                f"scenario {scenario.name}: features.columns.{name}: {exc}"
+            ) from None
+    try:
+        return feature_set(series, market, product, {n: src.columns[n].known for n in names})
+    except FeatureError as exc:
+        raise ScenarioError(f"scenario {scenario.name}: features: {exc}") from None
 
 
 def load_prices(scenario: Scenario) -> tuple[PriceSeries, dict[Product, PriceSeries]]:

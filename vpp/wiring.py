@@ -200,6 +200,8 @@ def build_engine(
     if settings.peak_shaving.enabled:
         shaver = _peak_shaving(engine, scheduler, lambda: ingest.store, dispatch)
     engine.services.peak_shaver = shaver
+    if shaver is not None:
+        dispatch.core.committed_sites = shaver.committed_sites
 
     def committed(store: FleetStore) -> npt.NDArray[np.bool_]:
         """Sites committed elsewhere now: on a target of their own, or peak shaving."""

@@ -92,6 +92,8 @@ class FleetExecutor:
         self.core = DispatchCore(dispatch, lambda: self.store, seed=seed)
         self.grid_s = float(min(cfg.telemetry_interval_s for cfg in sites))
         self.committed = np.array([cfg.tariff is not None for cfg in sites])
+        committed_ids = tuple(cfg.site_id for cfg in sites if cfg.tariff is not None)
+        self.core.committed_sites = lambda: committed_ids
         self.shaver: PeakShaver | None = None
         self._replan_s = 0.0
         if peak_shaving is not None and self.committed.any():

@@ -119,11 +119,7 @@ def cumulative_plot(result: BacktestResult) -> str:
 
 def curve_plot(result: BacktestResult) -> str | None:
     chosen = next(
-        (
-            s
-            for s in result.strategies
-            if s.name in ("scenarios", "learned") and s.example_curve is not None
-        ),
+        (s for s in result.strategies if s.name == "scenarios" and s.example_curve is not None),
         None,
     )
     chosen = chosen or next((s for s in result.strategies if s.example_curve is not None), None)

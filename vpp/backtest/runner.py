@@ -45,21 +45,33 @@ import pandas as pd
 from pydantic import ValidationError
 
 from market.adapter import LoggedMarket, MemoryTxLog, SimulatedMarket
-from market.bids import Bid
 from market.definitions import MarketDefinition, Product
-from market.forecasts import ForecastError
+from market.features import FeatureSet
 from market.prices import PriceDataError, PriceSeries, load_price_csv
-from optimizer.inputs import BatteryAggregate
-from optimizer.report import InfeasibleInputError
-from vpp.aggregate import KW_PER_MW, battery_from_node
+from vpp.aggregate import KW_PER_MW
 from vpp.backtest.executor import FleetExecutor
 from vpp.backtest.windows import Decision, WindowError, decisions
-from vpp.bidding.strategies import LearnedStrategy, Strategy, StrategyName, make_strategy
+from vpp.bidding.cycle import (
+    BidCycle,
+    CycleInputs,
+    CycleResult,
+    CycleSettings,
+    GroupInput,
+    MemoryBands,
+)
+from vpp.bidding.strategies import Fixed, Strategy, StrategyName, make_strategy
 from vpp.config import DispatchSettings, PeakShavingSettings
 from vpp.dispatch.targets import from_awards
 from vpp.optimize import optimize
 from vpp.peak_shaving import tou_prices
-from vpp.scenario import FleetEntry, Scenario, ScenarioError, energy_product, load_series
+from vpp.scenario import (
+    FleetEntry,
+    Scenario,
+    ScenarioError,
+    energy_product,
+    load_features,
+    load_series,
+)
 from vpp.sim.fleet import CommandFaults, TelemetryFaults
 from vpp.twins.registry import SiteConfig, Tariff
 
@@ -89,6 +101,7 @@ class Inputs:
     soc0: F64
     loads: dict[int, tuple[PriceSeries | None, PriceSeries | None]]  # class -> (load, pv)
     spread_per_mwh: float
+    features: FeatureSet | None = None  # the strategy's feature series, with publication
 
     @property
     def step(self) -> timedelta:
@@ -230,8 +243,21 @@ def prepare(
     spread = scenario.backtest.imbalance.spread_per_mwh
     if spread is None:
         spread = DEFAULT_SPREAD_PER_MWH[market.market_id]
+    features = load_features(scenario, market, product)
     return Inputs(
-        scenario, market, product, series, lo, hi, found, sites, site_class, soc0, loads, spread
+        scenario,
+        market,
+        product,
+        series,
+        lo,
+        hi,
+        found,
+        sites,
+        site_class,
+        soc0,
+        loads,
+        spread,
+        features,
     )
 
 
@@ -311,6 +337,31 @@ def published_at(inputs: Inputs) -> npt.NDArray[np.int64]:
 # -- one strategy ------------------------------------------------------------------------
 
 
+def strategy_for(inputs: Inputs, name: StrategyName) -> Strategy:
+    """The strategy ``name`` with the scenario's settings (the live bidder builds its own
+    from ``bidding.*`` through the same :func:`make_strategy`)."""
+    st = inputs.scenario.strategy
+    return make_strategy(
+        name,
+        inputs.market,
+        inputs.product,
+        degradation_per_mwh=st.degradation_per_mwh,
+        vom_per_mwh=st.vom_per_mwh,
+        mip_rel_gap=st.mip_rel_gap,
+        terminal=st.terminal,
+        scenarios=st.scenarios,
+        history_days=st.history_days,
+        base=st.base_forecast,
+        per_day=round(timedelta(days=1) / inputs.step),
+        features=st.features,
+        anchor=st.anchor,
+        lear_windows_days=st.lear.windows_days,
+        learned_train_days=st.learned.train_days,
+        learned_retrain_days=max(1, round(st.learned.retrain_every / timedelta(days=1))),
+        seed=inputs.scenario.backtest.seed,
+    )
+
+
 def run_strategy(
     inputs: Inputs,
     name: StrategyName,
@@ -318,11 +369,14 @@ def run_strategy(
     poison_after: datetime | None = None,
     record_bids: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    inspect: Callable[[int, CycleInputs, CycleResult], None] | None = None,
 ) -> StrategyResult:
     """Replay one strategy over the period (see the module docstring).
 
-    ``poison_after`` replaces every price published after that instant with garbage (for
-    the no-look-ahead test); ``record_bids`` keeps each decision's submitted bids as JSON.
+    ``poison_after`` replaces every price and feature value published after that instant
+    with garbage (for the no-look-ahead test); ``record_bids`` keeps each decision's
+    submitted bids as JSON; ``inspect`` sees each decision's bid-cycle inputs and result
+    (the live-bidder equivalence test).
     """
     wall0 = time.perf_counter()
     sc = inputs.scenario
@@ -336,48 +390,23 @@ def run_strategy(
         rng = np.random.default_rng(12345)
         values[late] = rng.uniform(-3000.0, 3000.0, int(late.sum()))
     dt_h = inputs.interval_h
-    per_day = round(timedelta(days=1) / inputs.step)
-    strategy: Strategy = make_strategy(
-        name,
+    strategy = strategy_for(inputs, name)
+    feats = inputs.features
+    if feats is not None and poison_after is not None:
+        feats = feats.poisoned_after(poison_after)
+    cycle = BidCycle(
         market,
         product,
-        degradation_per_mwh=st.degradation_per_mwh,
-        vom_per_mwh=st.vom_per_mwh,
-        mip_rel_gap=st.mip_rel_gap,
-        terminal=st.terminal,
-        scenarios=st.scenarios,
-        history_days=st.history_days,
-        base=st.base_forecast,
-        per_day=per_day,
-        train_days=st.learned.train_days,
-        retrain_every=st.learned.retrain_every,
-        seed=bt.seed,
+        strategy,
+        CycleSettings(st.bid_quantile, st.backup_reserve_fraction),
+        MemoryBands(),
     )
-    if isinstance(strategy, LearnedStrategy):
-        strategy.bind(values, starts)
     groups = inputs.market_groups
     market_rows = {
         g: np.array([s.group == g and s.tariff is None for s in inputs.sites]) for g in groups
     }
     tariffed = np.array([s.tariff is not None for s in inputs.sites])
     caps = np.array([s.capacity_kwh for s in inputs.sites])
-    eff = {
-        g: (
-            float(
-                np.average(
-                    [s.eff_charge for s in inputs.sites if s.group == g and s.tariff is None],
-                    weights=caps[market_rows[g]],
-                )
-            ),
-            float(
-                np.average(
-                    [s.eff_discharge for s in inputs.sites if s.group == g and s.tariff is None],
-                    weights=caps[market_rows[g]],
-                )
-            ),
-        )
-        for g in groups
-    }
     f = bt.faults
     offline_per_hour = (
         f.offline_fraction / ((1.0 - f.offline_fraction) * f.offline_mean_s / 3600.0)
@@ -442,6 +471,10 @@ def run_strategy(
     curves_kept: dict[tuple[str, int], Any] = {}
     refused = 0
     notes: dict[str, int] = {}
+    fallbacks: dict[str, int] = {}  # decisions whose forecaster fell back, by the one used
+    fills = 0  # feature values not published by their decision, filled
+    quantiles: dict[float, F64] = {}  # the forecast's quantiles per level (curve strategy)
+    trimmed = {g: 0.0 for g in groups}  # MWh cut from plans to keep awards deliverable
     highs_s = solve_s = 0.0
     bids_by_decision: dict[int, bytes] = {}
     # meters at each boundary lo..hi: net (kWh, + out), throughput (kWh), stored (kWh)
@@ -476,37 +509,6 @@ def run_strategy(
         for p in range(lo, hi):
             push(starts[p].timestamp(), 2, "clear", (p, 1))
 
-    def project(battery: BatteryAggregate, group: str, now: float, first: int) -> BatteryAggregate:
-        """Carry the group's energy from now to the first bid interval through what it is
-        committed to (awards, or the expected clearing of bids not cleared yet)."""
-        e = battery.e_initial_mwh
-        eta_c, eta_d = battery.eff_charge, battery.eff_discharge
-        p = max(
-            lo,
-            int(np.searchsorted(starts, pd.Timestamp(now, unit="s", tz="UTC"), side="right")) - 1,
-        )
-        step_s = inputs.step.total_seconds()
-        while p < first:
-            start = starts[p].timestamp()
-            share = min(1.0, max(0.0, (start + step_s - max(now, start)) / step_s))
-            if share > 0 and p >= lo:
-                mw = award[group][p - lo]
-                if np.isnan(mw):
-                    mw = planned[group][p - lo]
-                if not np.isnan(mw):
-                    e -= (max(mw, 0.0) / eta_d - max(-mw, 0.0) * eta_c) * dt_h * share
-                    e = min(max(e, battery.e_min_mwh), battery.e_max_mwh)
-            p += 1
-        return BatteryAggregate(
-            e_min_mwh=battery.e_min_mwh,
-            e_max_mwh=battery.e_max_mwh,
-            e_initial_mwh=e,
-            p_charge_max_mw=battery.p_charge_max_mw,
-            p_discharge_max_mw=battery.p_discharge_max_mw,
-            eff_charge=eta_c,
-            eff_discharge=eta_d,
-        )
-
     def sample_boundary(p: int) -> None:
         meters = executor.fleet.meters
         stored = executor.fleet.soc * caps
@@ -517,75 +519,74 @@ def run_strategy(
             m_soc[g][p - lo] = float(stored[rows].sum() / caps[rows].sum())
 
     def decide(k: int) -> None:
-        nonlocal refused, highs_s, solve_s
+        nonlocal refused, highs_s, solve_s, fills
         dec = inputs.decisions[k]
         snap = executor.snapshot()
-        now = executor.now
-        horizon = starts[dec.first : dec.end]
-        if name == "perfect":
-            known = PriceSeries(series.name, series.currency, series.interval, starts, values)
-        else:
-            known = PriceSeries(
-                series.name,
-                series.currency,
-                series.interval,
-                starts[: dec.cutoff],
-                values[: dec.cutoff],
-            )
-        try:
-            view = strategy.prices(known, horizon, dec.window)
-        except ForecastError as exc:
-            notes[f"no forecast: {exc}"[:120]] = notes.get(f"no forecast: {exc}"[:120], 0) + 1
-            return
-        if view.note:
-            notes[view.note] = notes.get(view.note, 0) + 1
-        forecast[dec.first - lo : dec.first - lo + dec.kept] = view.forecast[: dec.kept]
-        submitted = []
+        now = executor.clock.now()
+        cutoff = len(starts) if name == "perfect" else dec.cutoff
+        known = PriceSeries(
+            series.name, series.currency, series.interval, starts[:cutoff], values[:cutoff]
+        )
+        horizon = [s.to_pydatetime() for s in starts[dec.first : dec.end]]
+        bid_window = frozenset(horizon[: dec.kept])
+        current = max(lo, int(np.searchsorted(starts, pd.Timestamp(now), side="right")) - 1)
+        groups_in: dict[str, GroupInput] = {}
         for g in groups:
             node = snap.groups.get(g)
             if node is None:
                 continue
-            eta_c, eta_d = eff[g]
-            battery = battery_from_node(
-                node, eff_charge=eta_c, eff_discharge=eta_d, quantile=st.bid_quantile
-            )
-            if battery.p_discharge_max_mw <= 0 and battery.p_charge_max_mw <= 0:
-                continue
-            battery = project(battery, g, now, dec.first)
-            try:
-                plan = strategy.plan(view, battery, dt_h, dec.kept)
-            except InfeasibleInputError as exc:
-                key = f"infeasible: {exc}"[:120]
-                notes[key] = notes.get(key, 0) + 1
-                continue
-            highs_s += plan.highs_s
-            solve_s += plan.solve_s
-            bids = []
-            for j, curve in enumerate(plan.curves):
+            standing: dict[datetime, Fixed] = {}
+            for p in range(current, dec.first):
+                if not lo <= p < hi:
+                    continue
+                mw = award[g][p - lo]
+                held = curves_kept.get((g, p)) if np.isnan(mw) else float(mw)
+                if held is not None:
+                    standing[starts[p].to_pydatetime()] = held
+            groups_in[g] = GroupInput(node, standing, bid_window)
+        cycle_in = CycleInputs(
+            now=now,
+            horizon=horizon,
+            kept=dec.kept,
+            known=known,
+            features=None if feats is None else feats.known_at(now),
+            groups=groups_in,
+        )
+        result = cycle.run(cycle_in)
+        if inspect is not None:
+            inspect(k, cycle_in, result)
+        for problem in result.problems:
+            key = problem[:120]
+            notes[key] = notes.get(key, 0) + 1
+        view = result.view
+        if view is None:
+            return
+        if view.note:
+            notes[view.note] = notes.get(view.note, 0) + 1
+            fallbacks[view.forecaster] = fallbacks.get(view.forecaster, 0) + 1
+        fills += view.feature_fills
+        forecast[dec.first - lo : dec.first - lo + dec.kept] = view.forecast[: dec.kept]
+        if view.quantiles is not None and view.levels is not None:
+            for j, lev in enumerate(view.levels):
+                quantiles.setdefault(round(float(lev), 4), np.full(n, np.nan))[
+                    dec.first - lo : dec.first - lo + dec.kept
+                ] = view.quantiles[j, : dec.kept]
+        submitted = []
+        for g, made in sorted(result.groups.items()):
+            highs_s += made.highs_s
+            solve_s += made.solve_s
+            trimmed[g] += made.mwh_trimmed
+            for j, curve in enumerate(made.curves):
                 p = dec.first + j
-                planned[g][p - lo] = plan.expected_mw[j]
+                planned[g][p - lo] = made.expected_mw[j]
                 offer_mw[g][p - lo] = curve.max_discharge_mw
                 charge_bid_mw[g][p - lo] = curve.max_charge_mw
                 segments[g][p - lo] = len(curve.discharge) + len(curve.charge)
                 curves_kept[(g, p)] = curve
-                if not (curve.discharge or curve.charge):
-                    continue
-                s = starts[p].to_pydatetime()
-                bids.append(
-                    Bid(
-                        bid_id=f"{g}-{product.value}-{s:%Y%m%dT%H%MZ}",
-                        market=market.market_id,
-                        group=g,
-                        product=product,
-                        interval_start=s,
-                        interval_end=s + inputs.step,
-                        curve=curve,
-                    )
-                )
-            if bids:
-                result = exchange.submit(f"{name}-{g}-d{k}", bids)
-                refused += len(result.refused)
-                submitted.extend(bids)
+            if made.bids:
+                res = exchange.submit(f"{name}-{g}-d{k}", made.bids)
+                refused += len(res.refused)
+                submitted.extend(made.bids)
         if record_bids:
             bids_by_decision[k] = json.dumps(
                 [b.model_dump(mode="json") for b in submitted], sort_keys=True
@@ -745,6 +746,13 @@ def run_strategy(
             "plans": executor.stats.peak_plans,
             "skipped": executor.stats.peak_skipped,
         }
+    summary["forecast"] = forecast_quality(
+        strategy.forecaster.name, series.values[lo:hi], forecast, quantiles
+    )
+    summary["forecast"]["fallbacks"] = fallbacks
+    summary["forecast"]["feature_fills"] = fills
+    summary["trimmed_mwh"] = float(sum(trimmed.values()))
+    summary["warnings"] = warnings_of(summary)
     summary["timing"] = {
         "wall_s": time.perf_counter() - wall0,
         "highs_s": highs_s,
@@ -763,6 +771,61 @@ def run_strategy(
     return StrategyResult(
         name, summary, pd.concat(rows, ignore_index=True), bids_by_decision, example
     )
+
+
+def forecast_quality(
+    forecaster: str, price: F64, forecast: F64, quantiles: dict[float, F64]
+) -> dict[str, Any]:
+    """How good the forecast the strategy bid on was, over the intervals it forecast: MAE,
+    sMAPE (``mean 2|f − p| / (|f| + |p|)``, intervals where both are 0 left out) and, for a
+    forecast with quantiles, the share of prices at or below each level's quantile (a
+    calibrated level ``q`` covers ``q`` of them)."""
+    ok = ~np.isnan(forecast)
+    out: dict[str, Any] = {"forecaster": forecaster, "intervals": int(ok.sum())}
+    if not ok.any():
+        return out | {"mae": None, "smape": None}
+    err = np.abs(forecast[ok] - price[ok])
+    denom = np.abs(forecast[ok]) + np.abs(price[ok])
+    nz = denom > 0
+    out["mae"] = float(err.mean())
+    out["smape"] = float((2 * err[nz] / denom[nz]).mean()) if nz.any() else None
+    if quantiles:
+        cover = {}
+        for level, q in sorted(quantiles.items()):
+            has = ~np.isnan(q)
+            if has.any():
+                cover[f"{level:g}"] = round(float((price[has] <= q[has]).mean()), 4)
+        out["coverage"] = cover
+    return out
+
+
+def warnings_of(summary: dict[str, Any]) -> list[str]:
+    """What an analyst must not miss: a strategy that loses money, a bill that rises with
+    the battery, decisions whose forecaster fell back, feature values filled."""
+    out = []
+    if summary["net"] < 0:
+        out.append(f"net revenue is negative ({summary['net']:.2f})")
+    for site, bill in summary.get("tariffs", {}).items():
+        change = (bill["demand_charge"] + bill["energy"]) - (
+            bill["demand_charge_without"] + bill["energy_without"]
+        )
+        if change > 0:
+            out.append(
+                f"{site}: the bill rises by {change:.2f} {bill['currency']} with the battery"
+            )
+    fb = summary["forecast"].get("fallbacks") or {}
+    if fb:
+        taken = ", ".join(f"{k} {v}×" for k, v in sorted(fb.items()))
+        out.append(
+            f"{summary['forecast']['forecaster']} fell back in "
+            f"{sum(fb.values())} of {summary['bids']['decisions']} decisions ({taken})"
+        )
+    if summary["forecast"].get("feature_fills"):
+        out.append(
+            f"{summary['forecast']['feature_fills']} feature values were not published by "
+            "their decision and were filled"
+        )
+    return out
 
 
 def bills(
@@ -823,7 +886,10 @@ def bound(inputs: Inputs) -> tuple[dict[str, Any], F64]:
                     "end": (starts[inputs.hi - 1] + inputs.step).to_pydatetime(),
                 }
             ),
-            "strategy": sc.strategy.model_copy(update={"horizon": None, "reoptimize_every": None}),
+            # the bound is one number per period and fleet: no strategy setting moves it
+            "strategy": sc.strategy.model_copy(
+                update={"horizon": None, "reoptimize_every": None, "terminal": "free"}
+            ),
         }
     )
     started = time.perf_counter()

@@ -1,19 +1,12 @@
 """The engine's market loop: bid, review, submit, collect awards.
 
 Every interval the bidder looks at the intervals whose gates close at least
-``review_window_s`` from now (the next ``horizon_intervals`` of them) and, for each group
-of the fleet, solves the scenario bidding model:
-
-- the group is one battery sized to its P90 deliverable power and the lower bound of its
-  available energy (:func:`vpp.aggregate.battery_from_node`) — the fleet's live health,
-  not its nameplate;
-- prices are comonotone scenarios around a persistence (or seasonal) forecast, from the
-  forecast's own errors over ``history_days`` (:func:`market.forecasts.price_scenarios`);
-- energy left at the end of the horizon is valued at the median scenario price times
-  the discharge efficiency, so a one-hour look-ahead does not empty the fleet.
-
-The forecast and the curves come from :class:`vpp.bidding.strategies.ScenarioStrategy`, the
-same code the backtest replays.
+``review_window_s`` from now (the next ``horizon_intervals`` of them, or a whole trading
+day where one daily gate closes it) and runs the bid cycle (:mod:`vpp.bidding.cycle`) on
+them: the same code ``vpp backtest`` replays. The bidder only assembles the cycle's inputs
+— the fleet's snapshot, the prices published by now (the intervals that have ended), and
+each group's standing commitments read from the bid store (its awards, else the curves of
+its live bids) — and stores what comes out.
 
 Each interval's monotone curve becomes a draft bid (one per group and interval, id
 ``<group>-<product>-<start>``) with the solve report attached; operators review them in
@@ -30,28 +23,20 @@ import asyncio
 import logging
 import math
 import threading
-import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from prometheus_client import Counter, Gauge, Histogram
 
 from market.adapter import LoggedMarket, SimulatedMarket
-from market.bids import Bid, BidCurve, PriceBands, Side
 from market.clearing import Award
 from market.definitions import MarketDefinition, Product, load_market
-from market.forecasts import ForecastError
 from market.lifecycle import BidAction, BidStatus
-from optimizer.curves import fix_day_bands, snap_curve
-from optimizer.report import InfeasibleInputError
-from vpp.aggregate import battery_from_node
+from vpp.bidding.cycle import BidCycle, CycleInputs, CycleSettings, GroupInput
 from vpp.bidding.feed import PriceFeed
-from vpp.bidding.strategies import PriceView, ScenarioStrategy
+from vpp.bidding.strategies import Fixed, make_strategy
 from vpp.config import BiddingSettings, ConfigError
 from vpp.fleet.hierarchy import GroupsView, NodeAggregate
 from vpp.leader import FencedError
@@ -136,9 +121,9 @@ class Bidder:
         self.settings = settings
         self.bids = bids
         self.market = market
-        self.definition: MarketDefinition = effective_market(settings)
+        definition = effective_market(settings)
         self.product = Product(settings.product)
-        self.step = self.definition.interval(self.product)
+        self.step = definition.interval(self.product)
         self.feed = feed
         self.fleet = fleet
         self.clock = clock
@@ -146,8 +131,9 @@ class Bidder:
         # Whether this instance leads the bidder role (vpp.leader); only the leader makes
         # bids, submits, settles and collects awards. One instance alone always leads.
         self.leading: Callable[[], bool] = lambda: True
-        self.strategy = ScenarioStrategy(
-            self.definition,
+        self.strategy = make_strategy(
+            "scenarios" if settings.strategy == "scenarios" else settings.forecast,
+            definition,
             self.product,
             base=settings.forecast,
             scenarios=settings.scenarios,
@@ -155,6 +141,14 @@ class Bidder:
             degradation_per_mwh=settings.degradation_per_mwh,
             vom_per_mwh=settings.vom_per_mwh,
             terminal="value",
+            per_day=round(timedelta(days=1) / self.step),
+        )
+        self.bid_cycle = BidCycle(
+            definition,
+            self.product,
+            self.strategy,
+            CycleSettings(settings.quantile, settings.backup_reserve_fraction),
+            bids,
         )
         self._collected: set[datetime] = set()
         self.made = 0
@@ -167,6 +161,16 @@ class Bidder:
         self.unawarded = 0
         self.last_error: str | None = None
         bids.listeners.append(self._count_statuses)
+
+    @property
+    def definition(self) -> MarketDefinition:
+        """The market the engine bids in (the bid cycle's: one definition for both)."""
+        return self.bid_cycle.market
+
+    @definition.setter
+    def definition(self, value: MarketDefinition) -> None:
+        self.bid_cycle.market = value
+        self.strategy.market = value
 
     async def start(self) -> None:
         self._count_statuses()
@@ -253,199 +257,104 @@ class Bidder:
         if snap is None or not snap.groups:
             return 0
         self.fleet_seen = True
-        starts = self.next_intervals(now)
-        index = pd.DatetimeIndex(starts)
-        # Known prices only: the intervals that have ended by now.
-        history = self.feed.series(
-            starts[0] - timedelta(days=self.settings.history_days + 8),
-            now - self.step + timedelta(seconds=1),
-        )
-        try:
-            view = self.strategy.prices(history, index)
-        except ForecastError as exc:
-            self.last_error = str(exc)
-            log.warning("no bids this cycle: %s", exc)
+        inputs = self.cycle_inputs(now, snap.groups)
+        if inputs is None:
             return 0
+        result = self.bid_cycle.run(inputs)
+        for problem in result.problems:
+            self.last_error = problem
+            log.warning("bidding: %s", problem)
         made = 0
-        for group, node in sorted(snap.groups.items()):
-            wanted = {self.bid_id(group, s): s for s in starts}
-            fresh = set(wanted) - self.bids.existing(list(wanted))
-            if not fresh:
+        for group, g in sorted(result.groups.items()):
+            SOLVE_SECONDS.labels("scenario").observe(g.solve_s)
+            if not g.bids:
                 continue
-            made += self._bid_group(group, node, starts, view, fresh)
+            solve_id = f"solve-{group}-{uuid.uuid4().hex[:12]}"
+            self.bids.create(g.bids, solve_id=solve_id, report=g.report, market=self.definition)
+            log.info(
+                "group %s: %d draft bids from %s",
+                group,
+                len(g.bids),
+                solve_id,
+                extra=ctx(group_id=group, interval_start=g.bids[0].interval_start),
+            )
+            made += len(g.bids)
         self.made += made
         return made
 
-    def promised_mwh(self, group: str, until: datetime) -> tuple[float, float]:
-        """Energy (MWh at the grid) the group's standing bids could still take out and put
-        in: every live bid (draft to awarded) for an interval not yet over and starting
-        before ``until``, each as if its whole curve cleared.
+    def cycle_inputs(
+        self, now: datetime, groups: Mapping[str, NodeAggregate]
+    ) -> CycleInputs | None:
+        """What the bid cycle decides on at ``now``: the next bid window, the prices that
+        have been published (intervals ended by now), and per group what it stands
+        committed to from the current interval on (its awards, else its live bids' curves)
+        and which intervals of the window it does not hold yet."""
+        starts = self.next_intervals(now)
+        held_ids = self.bids.existing([self.bid_id(g, s) for g in groups for s in starts])
+        fresh = {
+            g: frozenset(s for s in starts if self.bid_id(g, s) not in held_ids) for g in groups
+        }
+        if not any(fresh.values()):
+            return None
+        history = self.feed.series(
+            starts[0] - timedelta(days=self.strategy.forecaster.lookback_days),
+            self.known_until(now),
+        )
+        current = self._align(now - self.step + timedelta(microseconds=1))
+        if current > now:
+            current -= self.step
+        return CycleInputs(
+            now=now,
+            horizon=starts,
+            kept=len(starts),
+            known=history,
+            features=None,
+            groups={
+                g: GroupInput(node, self.standing(g, current, starts[-1] + self.step), fresh[g])
+                for g, node in groups.items()
+            },
+        )
 
-        Conservative twice over, by choice: the snapshot's energy is measured now, so an
-        interval under way counts whole; and the cycle's model still plans the horizon's
-        already-bid intervals (its plan there is not offered, but uses energy), so the new
-        bids get less than the exact remainder. The alternative — fixing the standing
-        curves' awards per scenario inside the model — is exact but not built yet."""
-        now = self.clock()
+    def known_until(self, now: datetime) -> datetime:
+        """Prices of intervals starting before this instant are published at ``now``: where
+        a daily gate closes a trading day, every trading day whose gate has passed (the
+        auction publishes the whole day at once); where each interval has its own gate,
+        the intervals that have ended. The backtest's decisions know the same
+        (:mod:`vpp.backtest.windows`)."""
+        definition = self.definition
+        if definition.product(self.product).gate_closure.kind == "daily":
+            day = definition.trading_day(now)
+            while (
+                definition.gate_closure(self.product, definition.trading_day_start_utc(day)) <= now
+            ):
+                day += timedelta(days=1)
+            return definition.trading_day_start_utc(day)
+        return now - self.step + timedelta(microseconds=1)
+
+    def standing(self, group: str, start: datetime, end: datetime) -> dict[datetime, Fixed]:
+        """The group's commitments for intervals starting in ``[start, end)``: the awarded
+        net MW where an award is stored, else the curve of a live bid (draft to accepted:
+        it may still clear)."""
         rows, _ = self.bids.list_bids(
             BidFilter(
-                market=self.definition.market_id,
-                group=group,
-                start_from=now - self.step + timedelta(microseconds=1),
-                start_to=until,
+                market=self.definition.market_id, group=group, start_from=start, start_to=end
             ),
             0,
             10_000,
         )
-        hours = self.step.total_seconds() / 3600
-        out = inn = 0.0
+        out: dict[datetime, Fixed] = {}
         for r in rows:
             if r.status in _LIVE and r.product == self.product.value:
-                out += sum(s["quantity_mw"] for s in r.discharge) * hours
-                inn += sum(s["quantity_mw"] for s in r.charge) * hours
-        return out, inn
-
-    def _bid_group(
-        self,
-        group: str,
-        node: NodeAggregate,
-        starts: list[datetime],
-        view: PriceView,
-        fresh: set[str],
-    ) -> int:
-        eta_c, eta_d = node.eta_charge, node.eta_discharge
-        reserve_kwh = self.settings.backup_reserve_fraction * (
-            node.free.e_discharge_kwh.lower / eta_d
-        )
-        promised_out, promised_in = self.promised_mwh(group, starts[-1] + self.step)
-        battery = battery_from_node(
-            node,
-            eff_charge=eta_c,
-            eff_discharge=eta_d,
-            quantile=self.settings.quantile,
-            backup_reserve_kwh=reserve_kwh,
-            promised_out_mwh=promised_out,
-            promised_in_mwh=promised_in,
-        )
-        if battery.p_discharge_max_mw <= 0 and battery.p_charge_max_mw <= 0:
-            return 0
-        smallest = self.definition.curve.min_quantity_mw
-        if max(battery.p_discharge_max_mw, battery.p_charge_max_mw) < smallest:
-            self.last_error = (
-                f"{group}: free power at P{round(self.settings.quantile * 100)} "
-                f"{battery.p_discharge_max_mw * 1000:.0f} kW out, "
-                f"{battery.p_charge_max_mw * 1000:.0f} kW in is below "
-                f"{self.definition.market_id}'s smallest bid ({smallest * 1000:.0f} kW)"
-            )
-            return 0
-        started = time.perf_counter()
-        try:
-            plan = self.strategy.plan(view, battery, self.step.total_seconds() / 3600, len(starts))
-        except InfeasibleInputError as exc:
-            self.last_error = f"{group}: {exc}"
-            log.warning("group %s: no bids: %s", group, exc, extra=ctx(group_id=group))
-            return 0
-        SOLVE_SECONDS.labels("scenario").observe(time.perf_counter() - started)
-        curves, bands_used = self._on_day_bands(group, starts, plan.curves)
-        new = []
-        for start, curve in zip(starts, curves, strict=True):
-            bid_id = self.bid_id(group, start)
-            if bid_id not in fresh or not (curve.discharge or curve.charge):
-                continue
-            new.append(
-                Bid(
-                    bid_id=bid_id,
-                    market=self.definition.market_id,
-                    group=group,
-                    product=self.product,
-                    interval_start=start,
-                    interval_end=start + self.step,
-                    curve=curve,
-                )
-            )
-        if not new:
-            return 0
-        prices = view.scenarios if view.scenarios is not None else view.forecast[None, :]
-        report = dict(plan.report)
-        report.update(
-            {
-                "group": group,
-                "battery": asdict(battery),
-                "quantile": self.settings.quantile,
-                "forecast": self.settings.forecast,
-                "scenario_prices": {
-                    "min": float(prices.min()),
-                    "median": float(np.median(prices)),
-                    "max": float(prices.max()),
-                },
-                "currency": self.definition.currency,
-                "interval_starts": [s.isoformat() for s in starts],
-                "committed_elsewhere": {
-                    "sites": node.committed.sites,
-                    "p_discharge_kw": round(node.committed.p_discharge_kw.expected, 1),
-                    "p_charge_kw": round(node.committed.p_charge_kw.expected, 1),
-                    "e_discharge_kwh": round(node.committed.e_discharge_kwh.expected, 1),
-                },
-                "free": {
-                    "sites": node.free.sites,
-                    "p_discharge_rated_p90_kw": round(node.free.p_discharge_rated_p90_kw, 1),
-                    "p_charge_rated_p90_kw": round(node.free.p_charge_rated_p90_kw, 1),
-                },
-                "price_bands": bands_used,
-                "expected_revenue": round(
-                    sum(i["revenue_expected"] for i in plan.report.get("intervals", [])), 2
-                ),
-            }
-        )
-        solve_id = f"solve-{group}-{uuid.uuid4().hex[:12]}"
-        self.bids.create(new, solve_id=solve_id, report=report, market=self.definition)
-        log.info(
-            "group %s: %d draft bids from %s",
-            group,
-            len(new),
-            solve_id,
-            extra=ctx(group_id=group, interval_start=new[0].interval_start),
-        )
-        return len(new)
-
-    def _on_day_bands(
-        self, group: str, starts: list[datetime], curves: list[BidCurve]
-    ) -> tuple[list[BidCurve], dict[str, dict[str, list[float]]]]:
-        """Fixed-band markets (AEMO-like): every curve on its trading day's band prices.
-
-        The day's bands are chosen from the curves of the group's first bidding cycle that
-        reaches the day (:func:`optimizer.curves.fix_day_bands`: quantity-weighted price
-        quantiles per side) and stored; every later cycle of that day snaps its curves to
-        them, offers up and charge bids down, so nothing trades at a price its curve did not
-        accept. The trade-off: bands chosen from the first hour's curves fit the rest of the
-        day less well than bands chosen from the whole day's plan would, but a market fixes
-        them at the first submission, before the rest of the day is known. Returns the
-        curves and the bands per trading day (for the solve report); other markets' curves
-        pass unchanged."""
-        rules = self.definition.curve
-        if not rules.fixed_bands_per_trading_day:
-            return curves, {}
-        by_day: dict[date, list[int]] = {}
-        for k, start in enumerate(starts):
-            by_day.setdefault(self.definition.trading_day(start), []).append(k)
-        out = list(curves)
-        used: dict[str, dict[str, list[float]]] = {}
-        for day, ks in by_day.items():
-            market, product = self.definition.market_id, self.product.value
-            bands = self.bids.bands_of(market, group, product, day)
-            if bands is None:
-                chosen, _ = fix_day_bands([curves[k] for k in ks], rules.max_segments)
-                bands = self.bids.fix_bands(
-                    market,
-                    group,
-                    product,
-                    day,
-                    PriceBands(discharge=chosen[Side.DISCHARGE], charge=chosen[Side.CHARGE]),
-                )
-            for k in ks:
-                out[k] = snap_curve(curves[k], bands.as_day_bands())
-            used[day.isoformat()] = bands.model_dump()
-        return out, used
+                out[r.interval_start] = r.to_bid().curve
+        awards, _ = self.bids.list_awards(group=group, start_from=start, start_to=end, limit=10_000)
+        awarded: dict[datetime, float] = {}
+        for a in awards:
+            if a["product"] == self.product.value and a["market"] == self.definition.market_id:
+                t = a["interval_start"]
+                t = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+                awarded[t] = awarded.get(t, 0.0) + float(a["p_mw"])
+        out.update(awarded)
+        return out
 
     # -- review and submission -------------------------------------------------------------
 

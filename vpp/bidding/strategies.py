@@ -1,27 +1,55 @@
-"""Bidding strategies: from the prices known at a decision to one bid curve per interval.
+"""Bidding strategies: from the prices and features known at a decision to one bid curve
+per interval.
 
-The same code bids in the running engine (:mod:`vpp.bidding.bidder`) and in backtests
-(:mod:`vpp.backtest.runner`). A strategy has two steps:
+The same code bids in the running engine and in backtests — both through the one bid
+cycle (:mod:`vpp.bidding.cycle`). A strategy is a *forecaster* and a way to turn its
+forecast into curves:
 
-1. :meth:`Strategy.prices` — the forecast of the horizon from the prices known at the
-   decision (a point forecast, or comonotone price scenarios), shared by every group;
-2. :meth:`Strategy.plan` — one group's battery (sized to the fleet's health) optimized on
-   that forecast, read as market-conforming curves for the intervals bid.
+1. :meth:`Strategy.prices` — the forecast of the horizon from what is published by the
+   decision: a point forecast and, for the curve strategy, quantiles of the price;
+2. :meth:`Strategy.plan` — one group's battery (sized to the fleet's health) optimised on
+   that forecast, read as market-conforming curves for the intervals bid, with the
+   intervals the group already bid or was awarded held as they are.
 
-The strategies:
+Forecasters (:data:`FORECASTERS`): ``perfect`` (the actual prices; backtests only),
+``persistence_day``, ``persistence_week``, ``seasonal`` (:func:`market.forecasts.point_forecast`),
+``lear`` (a LASSO per delivery slot on lagged prices and the day-ahead load, wind and
+solar forecasts, :mod:`market.lear`) and ``learned`` (quantile gradient boosting on the same
+information, :mod:`market.learned`). A forecaster that cannot answer (too little history,
+a product it does not forecast) falls back to ``seasonal``, then ``persistence_day``; the
+fallback is noted, counted and shown.
 
-- ``perfect``: the actual prices (the bound; only backtests can run it). A deterministic
-  schedule submitted as price-taking bids.
-- ``persistence_day``, ``persistence_week``, ``seasonal``: a point forecast
-  (:func:`market.forecasts.point_forecast`), a deterministic schedule
-  (:class:`optimizer.market_model.MarketModel`), submitted as price-taking bids — what a
-  schedule-based tool does.
-- ``scenarios`` (the engine's default): comonotone price scenarios around a point forecast
-  from its own recent errors (:func:`market.forecasts.price_scenarios`), the scenario
-  bidding model (:class:`optimizer.scenario_model.ScenarioBidModel`) and its monotone
-  price–quantity curves: the fleet offers more the higher the price turns out.
-- ``learned``: the same curves from quantile gradient boosting trained walk-forward
-  (:mod:`market.learned`).
+Strategies (:data:`STRATEGIES`): every forecaster's name is a **schedule** strategy — the
+deterministic optimum on its point forecast (:class:`optimizer.market_model.MarketModel`),
+bid price-taking, what a schedule-based tool does. ``scenarios`` is the **curve** strategy
+on the forecaster ``base_forecast``:
+
+- the forecast's distribution per interval is cut into ``n`` equally likely price buckets
+  (:func:`market.forecasts.price_buckets`: edges at the ``k/n`` quantiles, each bucket's
+  conditional mean price);
+- the scenario model (:class:`optimizer.scenario_model.ScenarioBidModel`) plans one
+  dispatch per bucket, monotone in price, maximising the expected net revenue
+  ``Σ_k (1/n) Σ_t [π̄_{k,t}(P⁺_{k,t} − P⁻_{k,t}) − c_deg(P⁺+P⁻) − c_vom P⁺]Δt + v·E_{k,T}``;
+- bucket ``k``'s discharge increment is offered at the bucket's lower edge and its charge
+  increment bid at its upper edge (:func:`optimizer.curves.curve_for_interval`), so any
+  price inside the bucket clears exactly the bucket's dispatch: each segment is priced at
+  the price from which that megawatt is worth dispatching to the battery — its
+  opportunity value in the model, net of degradation and O&M;
+- with ``anchor`` (the default) every bucket dispatches at least the schedule of the same
+  point forecast: the curve is that schedule plus options that only clear at prices
+  where the model expects them to pay.
+
+Why anchor. Any combination of awards must stay within the battery's limits; with curves
+per interval that means the two extreme paths (every bucket lowest, every bucket highest)
+must be feasible (:func:`optimizer.curves.extreme_paths`). Under that guarantee the
+expected revenue of a set of curves depends only on each interval's *marginal* price
+distribution: the joint behaviour of a day never enters (each interval's award depends on
+its own price only, and the terminal value is linear in the energy left). A day-ahead
+forecast's error is mostly the level of the whole day, which a schedule's spread is
+immune to and a curve with absolute prices is not: measured on DE 2019, free curves on
+LEAR's distribution earned 0.8 points of the bound less than LEAR's own schedule, and the
+anchored curves earned at least the schedule (the backtest benchmark quotes both). The
+anchor keeps the hedge's upside and removes its downside to that schedule.
 
 Terminal state at the end of each horizon (``terminal``): ``free`` (no value, no target),
 ``initial`` (end no lower than the start), a fraction ``f`` (end at least
@@ -32,9 +60,9 @@ price times the discharge efficiency — the running engine's choice for its sho
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -42,9 +70,20 @@ import pandas as pd
 
 from market.bids import BidCurve
 from market.definitions import MarketDefinition, Product
-from market.forecasts import ForecastError, Method, point_forecast, price_scenarios
+from market.features import FeatureSet, fill_gaps
+from market.forecasts import (
+    Buckets,
+    Forecast,
+    ForecastError,
+    Method,
+    error_quantiles,
+    point_forecast,
+    price_buckets,
+)
+from market.lear import LearForecaster
 from market.learned import QuantileForecaster, Window
 from market.prices import PriceSeries
+from optimizer.base import DispatchBounds
 from optimizer.curves import curve_for_interval, self_schedule
 from optimizer.inputs import BatteryAggregate, MarketInputs, ScenarioInputs, Terminal
 from optimizer.market_model import MarketModel
@@ -52,27 +91,42 @@ from optimizer.scenario_model import ScenarioBidModel
 from optimizer.solver import MIP_REL_GAP
 
 F64 = npt.NDArray[np.float64]
-StrategyName = Literal[
-    "perfect", "persistence_day", "persistence_week", "seasonal", "scenarios", "learned"
-]
-STRATEGIES: tuple[StrategyName, ...] = (
-    "perfect",
+ForecasterName = Literal["persistence_day", "persistence_week", "seasonal", "lear", "learned"]
+FORECASTERS: tuple[ForecasterName, ...] = (
     "persistence_day",
     "persistence_week",
     "seasonal",
-    "scenarios",
+    "lear",
     "learned",
 )
+StrategyName = Literal[
+    "perfect", "persistence_day", "persistence_week", "seasonal", "lear", "learned", "scenarios"
+]
+STRATEGIES: tuple[StrategyName, ...] = ("perfect", *FORECASTERS, "scenarios")
 TerminalRule = Literal["free", "initial", "value"] | float
+# the quantile levels forecasters report (fine enough to cut into buckets)
+LEVELS: F64 = np.round(np.linspace(0.025, 0.975, 39), 4)
+# a standing commitment inside a plan's horizon: an awarded net MW, or a live bid's curve
+Fixed = float | BidCurve | None
 
 
 @dataclass(frozen=True)
 class PriceView:
-    """The forecast of a horizon: a point forecast and, for curve strategies, scenarios."""
+    """The forecast of a horizon: the point forecast, and for the curve strategy the
+    quantiles it came with and the buckets cut from them."""
 
-    forecast: F64  # (T,) the median / point forecast
-    scenarios: F64 | None = None  # (S, T) ascending per interval
+    forecast: F64  # (T,) the point forecast
+    levels: F64 | None = None
+    quantiles: F64 | None = None  # (L, T) ascending per interval
+    buckets: Buckets | None = None
     note: str | None = None  # a fallback taken, and why
+    feature_fills: int = 0  # feature values not published by the decision, filled
+    forecaster: str = ""
+
+    @property
+    def scenarios(self) -> F64 | None:
+        """Each bucket's mean price, ``(n, T)`` (the scenario model's prices)."""
+        return None if self.buckets is None else self.buckets.price
 
 
 @dataclass
@@ -86,20 +140,24 @@ class Plan:
     solve_s: float = 0.0
 
 
-def interval_outlook(prices: F64, net_mw: F64, interval_h: float) -> list[dict[str, float]]:
-    """Per bid interval what an operator decides on: the forecast price's P10/P50/P90 across
-    the scenarios, and the revenue the plan expects (mean, P10, P90 across scenarios; each
-    scenario's dispatch at its own price)."""
+def interval_outlook(
+    prices: F64, net_mw: F64, interval_h: float, probs: F64 | None = None
+) -> list[dict[str, float]]:
+    """Per bid interval what an operator decides on: the forecast price's P10/P50/P90
+    across the scenarios, and the revenue the plan expects (mean, P10, P90 across
+    scenarios; each scenario's dispatch at its own price)."""
     revenue = prices * net_mw * interval_h  # (S, T)
     q = np.quantile(prices, [0.1, 0.5, 0.9], axis=0)
     r = np.quantile(revenue, [0.1, 0.9], axis=0)
-    mean = revenue.mean(axis=0)
+    w = np.full(prices.shape[0], 1.0 / prices.shape[0]) if probs is None else probs
+    mean = (w[:, None] * revenue).sum(axis=0)
+    expected = (w[:, None] * net_mw).sum(axis=0)
     return [
         {
             "price_p10": round(float(q[0, t]), 2),
             "price_p50": round(float(q[1, t]), 2),
             "price_p90": round(float(q[2, t]), 2),
-            "expected_mw": round(float(net_mw[:, t].mean()), 4),
+            "expected_mw": round(float(expected[t]), 4),
             "revenue_expected": round(float(mean[t]), 2),
             "revenue_p10": round(float(r[0, t]), 2),
             "revenue_p90": round(float(r[1, t]), 2),
@@ -119,54 +177,262 @@ def terminal_for(rule: TerminalRule, battery: BatteryAggregate, forecast: F64) -
     return Terminal(e_target_mwh=battery.e_min_mwh + f * (battery.e_max_mwh - battery.e_min_mwh))
 
 
-class Strategy:
-    """Base: the models it needs are built once per horizon length and re-solved."""
+# -- forecasters ----------------------------------------------------------------------------
 
-    name: StrategyName
-    curves_from_scenarios = False
+
+class Forecaster(Protocol):
+    name: str
+
+    @property
+    def lookback_days(self) -> int:
+        """Days of history before the decision the forecaster reads."""
+        ...
+
+    def forecast(
+        self, known: PriceSeries, feats: FeatureSet | None, starts: pd.DatetimeIndex
+    ) -> Forecast: ...
+
+
+class MethodForecaster:
+    """A rule of thumb (:func:`market.forecasts.point_forecast`), with quantiles of its own
+    recent errors by time of day when asked (:func:`market.forecasts.error_quantiles`)."""
+
+    def __init__(self, method: Method, *, levels: F64 | None, history_days: int) -> None:
+        self.name: str = method
+        self.method = method
+        self.levels = levels
+        self.history_days = history_days
+
+    @property
+    def lookback_days(self) -> int:
+        # error quantiles backcast history_days of forecasts, each reading up to 28 days
+        # (the seasonal profile) before it, plus a week of slack
+        return self.history_days + 28 + 8
+
+    def forecast(
+        self, known: PriceSeries, feats: FeatureSet | None, starts: pd.DatetimeIndex
+    ) -> Forecast:
+        point = point_forecast(known, starts, self.method)
+        if self.levels is None or self.method == "perfect":
+            return Forecast(point)
+        q = error_quantiles(known, starts, self.method, self.levels, window_days=self.history_days)
+        return Forecast(point, self.levels, q)
+
+
+class GbmForecaster:
+    """:class:`market.learned.QuantileForecaster` on the prices and features known at the
+    decision (positions: the known prices, then the targets)."""
+
+    name = "learned"
+
+    def __init__(self, model: QuantileForecaster) -> None:
+        self.model = model
+
+    @property
+    def lookback_days(self) -> int:
+        return self.model.lookback_days
+
+    def forecast(
+        self, known: PriceSeries, feats: FeatureSet | None, starts: pd.DatetimeIndex
+    ) -> Forecast:
+        step = known.interval
+        index = pd.date_range(known.starts[0], max(starts[-1], known.starts[-1]), freq=step)
+        values = np.full(len(index), np.nan)
+        values[: len(known)] = known.values
+        first = int(index.get_indexer(starts[:1])[0])
+        w = Window(len(known), first, first + len(starts))
+        rows: F64 | None = None
+        fills = 0
+        if self.model.features:
+            if feats is None:
+                raise ForecastError(
+                    f"learned needs the features {', '.join(self.model.features)}; none given"
+                )
+            raw = feats.select(self.model.features).on(index)
+            fills = int(np.isnan(raw[:, w.first : w.end]).sum())
+            rows, _ = fill_gaps(raw, self.model.per_day)
+        if not self.model.fit(values, rows, index, w):
+            raise ForecastError("learned: too little history to train on")
+        q = self.model.quantiles(values, rows, index, w)
+        levels = self.model.levels
+        median = np.array([np.interp(0.5, levels, q[:, t]) for t in range(q.shape[1])])
+        note = f"learned: {fills} feature values not published by the decision were filled"
+        return Forecast(median, levels, q, note if fills else None, fills)
+
+
+def make_forecaster(
+    name: ForecasterName | Literal["perfect"],
+    market: MarketDefinition,
+    *,
+    per_day: int,
+    features: Sequence[str],
+    levels: F64 | None,
+    history_days: int,
+    lear_windows_days: Sequence[int] = (364, 1456),
+    learned_train_days: int = 728,
+    learned_retrain_days: int = 28,
+    seed: int = 0,
+) -> Forecaster:
+    if name == "lear":
+        return LearForecaster(
+            market, features=features, windows_days=lear_windows_days, levels=levels
+        )
+    if name == "learned":
+        return GbmForecaster(
+            QuantileForecaster(
+                per_day=per_day,
+                features=features,
+                train_days=learned_train_days,
+                retrain_every_days=learned_retrain_days,
+                seed=seed,
+            )
+        )
+    return MethodForecaster(name, levels=levels, history_days=history_days)
+
+
+FALLBACKS: tuple[Method, ...] = ("seasonal", "persistence_day")
+
+
+# -- strategies ----------------------------------------------------------------------------
+
+
+class Strategy:
+    """A forecaster and a way to bid it (see the module docstring). The models it needs
+    are built once per horizon length and re-solved."""
 
     def __init__(
         self,
+        name: StrategyName,
         market: MarketDefinition,
         product: Product,
+        forecaster: Forecaster,
         *,
+        curves: bool = False,
+        buckets: int = 10,
+        anchor: bool = True,
         degradation_per_mwh: float = 0.0,
         vom_per_mwh: float = 0.0,
         terminal: TerminalRule = "free",
         mip_rel_gap: float = MIP_REL_GAP,
+        history_days: int = 28,
     ) -> None:
-        self.mip_rel_gap = mip_rel_gap
+        self.name = name
         self.market = market
         self.product = product
+        self.forecaster = forecaster
+        self.curves = curves
+        self.n_buckets = buckets
+        self.anchor = anchor
         self.degradation_per_mwh = degradation_per_mwh
         self.vom_per_mwh = vom_per_mwh
         self.terminal = terminal
+        self.mip_rel_gap = mip_rel_gap
+        self.history_days = history_days
         self._market_models: dict[int, MarketModel] = {}
         self._scenario_models: dict[tuple[int, int], ScenarioBidModel] = {}
 
+    # -- the forecast ----------------------------------------------------------------------
+
     def prices(
-        self, known: PriceSeries, starts: pd.DatetimeIndex, window: Window | None = None
+        self,
+        known: PriceSeries,
+        starts: pd.DatetimeIndex,
+        feats: FeatureSet | None = None,
     ) -> PriceView:
-        """The forecast of ``starts`` from the known prices (``window``: the decision's
-        positions in the whole series, for strategies that learn from past decisions)."""
-        raise NotImplementedError
+        """The forecast of ``starts`` from the prices (and features) known at the
+        decision; a forecaster that cannot answer falls back (noted)."""
+        note = None
+        name = self.forecaster.name
+        try:
+            answer = self.forecaster.forecast(known, feats, starts)
+            note = answer.note
+        except ForecastError as exc:
+            answer = None
+            for method in FALLBACKS:
+                if method == name:
+                    continue
+                fallback = MethodForecaster(
+                    method,
+                    levels=LEVELS if self.curves else None,
+                    history_days=self.history_days,
+                )
+                try:
+                    answer = fallback.forecast(known, feats, starts)
+                except ForecastError:
+                    continue
+                note, name = f"{self.forecaster.name}: {exc}; used {method}", method
+                break
+            if answer is None:
+                raise
+        assert answer is not None
+        buckets = None
+        if self.curves and answer.quantiles is not None and answer.levels is not None:
+            floor, cap = self.market.price_limits(self.product)
+            buckets = price_buckets(answer.levels, answer.quantiles, self.n_buckets, floor, cap)
+        return PriceView(
+            answer.point,
+            answer.levels,
+            answer.quantiles,
+            buckets,
+            note,
+            answer.feature_fills,
+            name,
+        )
+
+    # -- the plan --------------------------------------------------------------------------
 
     def plan(
-        self, view: PriceView, battery: BatteryAggregate, interval_h: float, kept: int
+        self,
+        view: PriceView,
+        battery: BatteryAggregate,
+        interval_h: float,
+        kept: int,
+        fixed: Sequence[Fixed] | None = None,
+        first: int = 0,
     ) -> Plan:
-        if view.scenarios is not None:
-            return self._plan_curves(view, battery, interval_h, kept)
-        return self._plan_schedule(view, battery, interval_h, kept)
+        """Curves for the intervals ``[first, first + kept)`` of the view's horizon;
+        ``fixed[t]`` holds an interval already awarded (net MW) or bid (its curve)."""
+        if view.buckets is not None:
+            return self._plan_curves(view, battery, interval_h, kept, fixed, first)
+        return self._plan_schedule(view, battery, interval_h, kept, fixed, first)
 
-    def _plan_schedule(
-        self, view: PriceView, battery: BatteryAggregate, interval_h: float, kept: int
-    ) -> Plan:
-        horizon = view.forecast.size
+    def _market_model(self, horizon: int) -> MarketModel:
         model = self._market_models.get(horizon)
         if model is None:
             model = self._market_models[horizon] = MarketModel(
                 horizon, mip_rel_gap=self.mip_rel_gap
             )
+            model.cold = True  # bids depend on their inputs only (optimizer.base)
+        return model
+
+    def _fixed_bounds(self, fixed: Sequence[Fixed] | None, prices: F64) -> DispatchBounds | None:
+        """``prices`` (blocks, T): each block's price path; a fixed interval delivers in
+        each block what its award or curve clears at that block's price."""
+        if fixed is None or all(f is None for f in fixed):
+            return None
+        blocks, horizon = prices.shape
+        nan = np.full((blocks, horizon), np.nan)
+        lo_d, hi_d, lo_c, hi_c = nan.copy(), nan.copy(), nan.copy(), nan.copy()
+        for t, f in enumerate(fixed):
+            if f is None:
+                continue
+            for b in range(blocks):
+                if isinstance(f, BidCurve):
+                    d, c = f.cleared(float(prices[b, t]))
+                else:
+                    d, c = max(float(f), 0.0), max(-float(f), 0.0)
+                lo_d[b, t] = hi_d[b, t] = d
+                lo_c[b, t] = hi_c[b, t] = c
+        return DispatchBounds(lo_d, hi_d, lo_c, hi_c)
+
+    def _schedule(
+        self,
+        view: PriceView,
+        battery: BatteryAggregate,
+        interval_h: float,
+        fixed: Sequence[Fixed] | None,
+    ) -> tuple[Any, float]:
+        model = self._market_model(view.forecast.size)
         started = time.perf_counter()
         sched = model.solve(
             battery,
@@ -177,167 +443,112 @@ class Strategy:
                 vom_per_mwh=self.vom_per_mwh,
                 terminal=terminal_for(self.terminal, battery, view.forecast),
             ),
+            self._fixed_bounds(fixed, view.forecast[None, :]),
         )
-        solve_s = time.perf_counter() - started
+        return sched, time.perf_counter() - started
+
+    def _plan_schedule(
+        self,
+        view: PriceView,
+        battery: BatteryAggregate,
+        interval_h: float,
+        kept: int,
+        fixed: Sequence[Fixed] | None,
+        first: int,
+    ) -> Plan:
+        sched, solve_s = self._schedule(view, battery, interval_h, fixed)
+        bid = slice(first, first + kept)
         curves = [
             self_schedule(float(d), float(c), self.market, self.product)
-            for d, c in zip(sched.p_discharge_mw[:kept], sched.p_charge_mw[:kept], strict=True)
+            for d, c in zip(sched.p_discharge_mw[bid], sched.p_charge_mw[bid], strict=True)
         ]
         expected = np.array([c.max_discharge_mw - c.max_charge_mw for c in curves])
         report = sched.report.to_dict() if sched.report else {}
         report["intervals"] = interval_outlook(
-            view.forecast[None, :kept], expected[None, :], interval_h
+            view.forecast[None, bid], expected[None, :], interval_h
         )
         return Plan(
             curves, expected, report, sched.report.highs_s if sched.report else 0.0, solve_s
         )
 
     def _plan_curves(
-        self, view: PriceView, battery: BatteryAggregate, interval_h: float, kept: int
+        self,
+        view: PriceView,
+        battery: BatteryAggregate,
+        interval_h: float,
+        kept: int,
+        fixed: Sequence[Fixed] | None,
+        first: int,
     ) -> Plan:
-        assert view.scenarios is not None
-        n, horizon = view.scenarios.shape
+        b = view.buckets
+        assert b is not None
+        n, horizon = b.price.shape
+        # the extreme buckets meet the floor and the cap: a standing curve is evaluated
+        # there, where its price-taking segments alone clear
+        floor, cap = self.market.price_limits(self.product)
+        edges = b.price.copy()
+        edges[0], edges[-1] = floor, cap
+        bounds = self._fixed_bounds(fixed, edges)
+        highs_s = solve_s = 0.0
+        if self.anchor:
+            sched, s_s = self._schedule(view, battery, interval_h, fixed)
+            solve_s += s_s
+            highs_s += sched.report.highs_s if sched.report else 0.0
+            nan = np.full((n, horizon), np.nan)
+            if bounds is None:
+                bounds = DispatchBounds(nan.copy(), nan.copy(), nan.copy(), nan.copy())
+            free = np.isnan(bounds.dis_upper)
+            dis_lo = np.where(free, sched.p_discharge_mw[None, :], bounds.dis_lower)
+            ch_lo = np.where(free, sched.p_charge_mw[None, :], bounds.ch_lower)
+            bounds = DispatchBounds(dis_lo, bounds.dis_upper, ch_lo, bounds.ch_upper)
         model = self._scenario_models.get((horizon, n))
         if model is None:
             model = self._scenario_models[(horizon, n)] = ScenarioBidModel(
                 horizon, n, mip_rel_gap=self.mip_rel_gap
             )
+            model.cold = True
         started = time.perf_counter()
         solution = model.solve(
             battery,
             ScenarioInputs(
                 interval_h=interval_h,
-                energy_price=view.scenarios,
+                energy_price=b.price,
                 degradation_per_mwh=self.degradation_per_mwh,
                 vom_per_mwh=self.vom_per_mwh,
                 terminal=terminal_for(self.terminal, battery, view.forecast),
+                probabilities=b.prob,
             ),
+            bounds,
         )
-        solve_s = time.perf_counter() - started
+        solve_s += time.perf_counter() - started
+        highs_s += solution.report.highs_s
+        bid = range(first, first + kept)
         curves = [
             curve_for_interval(
-                solution.prices[:, t],
+                b.lower[:, t],
                 solution.p_discharge_mw[:, t],
                 solution.p_charge_mw[:, t],
                 self.market,
                 self.product,
+                charge_prices=b.upper[:, t],
             )
-            for t in range(kept)
+            for t in bid
         ]
-        cleared = [c.cleared(float(p)) for c, p in zip(curves, view.forecast[:kept], strict=True)]
+        cleared = [
+            c.cleared(float(p))
+            for c, p in zip(curves, view.forecast[first : first + kept], strict=True)
+        ]
         expected = np.array([dis - chg for dis, chg in cleared])
         report = solution.report.to_dict()
+        report["anchored_on_schedule"] = self.anchor
         report["intervals"] = interval_outlook(
-            view.scenarios[:, :kept],
-            solution.p_discharge_mw[:, :kept] - solution.p_charge_mw[:, :kept],
+            b.price[:, first : first + kept],
+            solution.p_discharge_mw[:, first : first + kept]
+            - solution.p_charge_mw[:, first : first + kept],
             interval_h,
+            b.prob,
         )
-        return Plan(curves, expected, report, solution.report.highs_s, solve_s)
-
-
-class PointStrategy(Strategy):
-    """A point forecast, a deterministic schedule, price-taking bids."""
-
-    def __init__(
-        self, name: StrategyName, market: MarketDefinition, product: Product, **kw: Any
-    ) -> None:
-        super().__init__(market, product, **kw)
-        self.name = name
-        self.method: Method = "perfect" if name == "perfect" else name  # type: ignore[assignment]
-
-    def prices(
-        self, known: PriceSeries, starts: pd.DatetimeIndex, window: Window | None = None
-    ) -> PriceView:
-        try:
-            return PriceView(point_forecast(known, starts, self.method))
-        except ForecastError as exc:
-            if self.method == "persistence_day":
-                raise
-            fallback = point_forecast(known, starts, "persistence_day")
-            return PriceView(fallback, note=f"{self.name}: {exc}; used persistence_day")
-
-
-class ScenarioStrategy(Strategy):
-    """The engine's default: comonotone scenarios from a point forecast's own errors."""
-
-    name: StrategyName = "scenarios"
-
-    def __init__(
-        self,
-        market: MarketDefinition,
-        product: Product,
-        *,
-        base: Method = "persistence_day",
-        scenarios: int = 10,
-        history_days: int = 28,
-        **kw: Any,
-    ) -> None:
-        super().__init__(market, product, **kw)
-        self.base: Method = base
-        self.n = scenarios
-        self.history_days = history_days
-
-    def prices(
-        self, known: PriceSeries, starts: pd.DatetimeIndex, window: Window | None = None
-    ) -> PriceView:
-        base: Method = self.base
-        note = None
-        try:
-            forecast = point_forecast(known, starts, base)
-        except ForecastError as exc:
-            base, note = "persistence_day", f"scenarios: {exc}; based on persistence_day"
-            forecast = point_forecast(known, starts, base)
-        sc = price_scenarios(known, starts, base, self.n, window_days=self.history_days)
-        return PriceView(forecast, sc, note)
-
-
-class LearnedStrategy(Strategy):
-    """Quantile gradient boosting (walk-forward) → scenarios → the same curves."""
-
-    name: StrategyName = "learned"
-
-    def __init__(
-        self,
-        market: MarketDefinition,
-        product: Product,
-        *,
-        scenarios: int = 10,
-        per_day: int,
-        train_days: int = 91,
-        retrain_every: timedelta = timedelta(days=7),
-        seed: int = 0,
-        **kw: Any,
-    ) -> None:
-        super().__init__(market, product, **kw)
-        levels = (np.arange(scenarios) + 0.5) / scenarios
-        self.forecaster = QuantileForecaster(
-            levels,
-            per_day=per_day,
-            train_days=train_days,
-            retrain_every_days=max(1, round(retrain_every / timedelta(days=1))),
-            seed=seed,
-        )
-        self.past: list[Window] = []  # the decisions taken so far: the training structure
-        self._values: F64 | None = None
-        self._starts: pd.DatetimeIndex | None = None
-
-    def bind(self, values: F64, starts: pd.DatetimeIndex) -> None:
-        """The whole price series by position (the forecaster reads only what a window's
-        cutoff allows)."""
-        self._values, self._starts = values, starts
-
-    def prices(
-        self, known: PriceSeries, starts: pd.DatetimeIndex, window: Window | None = None
-    ) -> PriceView:
-        if window is None or self._values is None or self._starts is None:
-            raise ForecastError("the learned strategy needs the decision's window (backtests)")
-        past = self.past
-        self.past = [*past, window]
-        if not self.forecaster.ready(window.cutoff, past):
-            forecast = point_forecast(known, starts, "persistence_day")
-            return PriceView(forecast, note="learned: too little history to train; persistence_day")
-        sc = self.forecaster.scenarios(self._values, self._starts, window, past)
-        return PriceView(np.median(sc, axis=0), sc)
+        return Plan(curves, expected, report, highs_s, solve_s)
 
 
 def make_strategy(
@@ -349,33 +560,43 @@ def make_strategy(
     terminal: TerminalRule,
     vom_per_mwh: float = 0.0,
     mip_rel_gap: float = MIP_REL_GAP,
-    scenarios: int,
-    history_days: int,
-    base: Method,
-    per_day: int,
-    train_days: int,
-    retrain_every: timedelta,
-    seed: int,
+    scenarios: int = 10,
+    history_days: int = 28,
+    base: ForecasterName = "seasonal",
+    per_day: int = 24,
+    features: Sequence[str] = (),
+    anchor: bool = True,
+    lear_windows_days: Sequence[int] = (364, 1456),
+    learned_train_days: int = 728,
+    learned_retrain_days: int = 28,
+    seed: int = 0,
 ) -> Strategy:
-    common: dict[str, Any] = {
-        "degradation_per_mwh": degradation_per_mwh,
-        "vom_per_mwh": vom_per_mwh,
-        "terminal": terminal,
-        "mip_rel_gap": mip_rel_gap,
-    }
-    if name == "scenarios":
-        return ScenarioStrategy(
-            market, product, base=base, scenarios=scenarios, history_days=history_days, **common
-        )
-    if name == "learned":
-        return LearnedStrategy(
-            market,
-            product,
-            scenarios=scenarios,
-            per_day=per_day,
-            train_days=train_days,
-            retrain_every=retrain_every,
-            seed=seed,
-            **common,
-        )
-    return PointStrategy(name, market, product, **common)
+    """The strategy ``name`` (see the module docstring)."""
+    curves = name == "scenarios"
+    fname: ForecasterName | Literal["perfect"] = base if curves else name  # type: ignore[assignment]
+    forecaster = make_forecaster(
+        fname,
+        market,
+        per_day=per_day,
+        features=features,
+        levels=LEVELS if curves else None,
+        history_days=history_days,
+        lear_windows_days=lear_windows_days,
+        learned_train_days=learned_train_days,
+        learned_retrain_days=learned_retrain_days,
+        seed=seed,
+    )
+    return Strategy(
+        name,
+        market,
+        product,
+        forecaster,
+        curves=curves,
+        buckets=scenarios,
+        anchor=anchor,
+        degradation_per_mwh=degradation_per_mwh,
+        vom_per_mwh=vom_per_mwh,
+        terminal=terminal,
+        mip_rel_gap=mip_rel_gap,
+        history_days=history_days,
+    )

@@ -109,7 +109,13 @@ class DispatchCore:
         self.follow = FollowState()
         self.ledger_events: Counter[str] = Counter()  # every ledger event so far, by kind
         self._redispatch: set[str] = set()
-        self._pinned: dict[str, float] = {}  # sites with their own target now -> its kW
+        # sites out of every group's split now -> their own target's kW (None: committed
+        # elsewhere with no target of their own this interval)
+        self._pinned: dict[str, float | None] = {}
+        # Sites committed elsewhere (peak shaving: set by the wiring and the backtest): never
+        # in a group's split, also between their own targets — a market award must not
+        # move a battery its site counts on.
+        self.committed_sites: Callable[[], Iterable[str]] = tuple
         # when each site (by store row) last became unresponsive (NaN: it is not)
         self._unresponsive_since = np.full(0, np.nan)
 
@@ -379,16 +385,24 @@ class DispatchCore:
     # -- nodes -----------------------------------------------------------------------------
 
     def _update_pinned(self, moment: datetime) -> None:
-        """Sites with a target of their own now leave their group's split; a group
-        re-splits when one of its sites gains, changes or loses its own target."""
+        """Sites with a target of their own now, and sites committed elsewhere, leave their
+        group's split; a group re-splits when one of its sites gains, changes or loses its
+        own target or its commitment."""
         store = self.store()
-        pinned = {
-            d.target.group: d.target.target_kw
-            for d in self.deliveries.values()
-            if d.target.covers(moment)
-            and d.target.group not in store.group_index
-            and d.target.group in store.index
+        pinned: dict[str, float | None] = {
+            s: None
+            for s in self.committed_sites()
+            if s in store.index and s not in store.group_index
         }
+        pinned.update(
+            {
+                d.target.group: d.target.target_kw
+                for d in self.deliveries.values()
+                if d.target.covers(moment)
+                and d.target.group not in store.group_index
+                and d.target.group in store.index
+            }
+        )
         for site_id in pinned.keys() | self._pinned.keys():
             if pinned.get(site_id) != self._pinned.get(site_id):
                 self._redispatch.add(store.groups[int(store.group[store.index[site_id]])])
