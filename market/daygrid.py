@@ -52,7 +52,7 @@ def day_grid(starts: pd.DatetimeIndex, market: MarketDefinition) -> DayGrid:
     begin = market.trading_day_start.hour * 60 + market.trading_day_start.minute
     minutes = np.asarray(local.hour * 60 + local.minute, dtype=np.int64) - begin
     dates = local.normalize().tz_localize(None)
-    days = np.asarray(dates.asi8 // (86_400 * 10**9), dtype=np.int64)
+    days = np.asarray(dates.as_unit("s").asi8 // 86_400, dtype=np.int64)  # any resolution
     days = days - (minutes < 0)  # before the local day start: the previous trading day
     minutes = minutes % 1440
     first = int(days[0])

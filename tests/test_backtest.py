@@ -155,6 +155,33 @@ def test_bids_do_not_depend_on_prices_published_after_the_decision(
     assert earlier.bids_by_decision[k] != clean.bids_by_decision[k]
 
 
+@pytest.mark.parametrize("name", ["lear", "learned", "scenarios"])
+def test_bids_do_not_depend_on_features_published_after_the_decision(
+    tmp_path: Path, name: str
+) -> None:
+    """The features alone: every load, wind and solar value published after a decision
+    replaced with noise leaves that decision's bids byte-identical; noise from two
+    decisions earlier changes them (the forecaster does read its features)."""
+    from dataclasses import replace
+
+    sc = load_scenario(scenario_file(tmp_path, "de-2019-backtest.yaml"))
+    inputs = prepare(sc, start=utc(2019, 3, 1), end=utc(2019, 3, 8))
+    assert inputs.features is not None and inputs.features.names == ("load", "solar", "wind")
+    k = 4
+    at = inputs.decisions[k].at
+    clean = run_strategy(inputs, name, record_bids=True)
+    late = replace(inputs, features=inputs.features.poisoned_after(at))
+    poisoned = run_strategy(late, name, record_bids=True)
+    for j in range(k + 1):
+        assert poisoned.bids_by_decision[j] == clean.bids_by_decision[j], j
+    assert (
+        poisoned.summary["forecast"]["feature_fills"] == clean.summary["forecast"]["feature_fills"]
+    )
+    early = replace(inputs, features=inputs.features.poisoned_after(inputs.decisions[k - 2].at))
+    changed = run_strategy(early, name, record_bids=True)
+    assert changed.bids_by_decision[k] != clean.bids_by_decision[k]
+
+
 # -- reproducibility, faults ----------------------------------------------------------------
 
 
@@ -306,6 +333,24 @@ def test_cli_backtest_writes_summary_intervals_and_report(tmp_path: Path) -> Non
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64,") == 4
     assert "http" not in report.replace("http-equiv", "")  # self-contained
+
+
+@pytest.mark.slow
+def test_peak_shaving_bill_never_rises_with_the_battery_in_the_shipped_us_backtest(
+    tmp_path: Path,
+) -> None:
+    """The C&I site is committed to peak shaving: the market never dispatches its battery
+    (its group's awards split over the grid battery alone), so its bill with the battery
+    is never above its bill without, whatever the market strategy does."""
+    sc = load_scenario(SCENARIOS / "us-rt-2019-q1-ci-backtest.yaml")
+    inputs = prepare(sc, start=utc(2019, 2, 4, 8), end=utc(2019, 2, 11, 8))
+    result = run_backtest(inputs, ["perfect", "seasonal", "scenarios"])
+    for s in result.strategies:
+        bill = s.summary["tariffs"]["ci-site-0000"]
+        assert bill["bill_change"] <= 1e-6, (s.name, bill)
+        for month in bill["months"].values():
+            assert month["peak_kw"] <= month["peak_without_kw"] + 1e-6, (s.name, month)
+        assert not any("bill rises" in w for w in s.summary["warnings"])
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -376,6 +377,33 @@ class PriceFileSettings(_Section):
     time_format: str | None = Field(None, description="strptime format, if not ISO 8601")
 
 
+class FeatureColumnSettings(_Section):
+    """One feature series of a feature file: its column, unit and publication rule."""
+
+    column: str = Field(description="column holding the values")
+    unit: str = Field("MW", description="MW, GW, kW or a price unit such as EUR/MWh")
+    known: timedelta = Field(
+        timedelta(0),
+        description="a value is known this long after (negative: before) the gate closure "
+        "of its interval's trading day",
+    )
+
+
+class FeatureFileSettings(_Section):
+    """Feature series (day-ahead load, wind, solar forecasts) the forecaster reads,
+    replayed by time of year beside the prices; the contract of a scenario's
+    ``features:`` (docs/scenarios.md)."""
+
+    file: Path = Field(description="CSV file")
+    time_column: str = Field(description="column holding the interval label")
+    interval: Literal["start", "end"] = Field(description="the label names the start or end")
+    timezone: str = Field("UTC", description="IANA zone of naive labels")
+    time_format: str | None = Field(None, description="strptime format, if not ISO 8601")
+    columns: dict[str, FeatureColumnSettings] = Field(
+        min_length=1, description="feature name -> its column"
+    )
+
+
 class BiddingSettings(_Section):
     """The engine's own market loop: scenario bids per group, review, submission, awards."""
 
@@ -421,6 +449,11 @@ class BiddingSettings(_Section):
         None,
         description="clear on this price file (the market's currency and product interval) "
         "instead of the shipped prices; needed for aemo",
+    )
+    features: FeatureFileSettings | None = Field(
+        None,
+        description="feature series for lear and learned (default: the shipped DE 2019 "
+        "day-ahead load, wind and solar forecasts where the shipped DE prices are replayed)",
     )
 
     @model_validator(mode="after")

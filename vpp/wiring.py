@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ if TYPE_CHECKING:  # imported lazily below: only what is enabled is loaded
     from vpp.bidding.bidder import Bidder
     from vpp.dispatch.service import DispatchService
     from vpp.peak_shaving import PeakShaver
+
+log = logging.getLogger(__name__)
 
 
 class RegistryFile:
@@ -63,7 +66,7 @@ def _bidding(
 ) -> Bidder:
     from market.prices import PriceDataError
     from vpp.bidding.bidder import Bidder, effective_market
-    from vpp.bidding.feed import FeedPrices, market_feed
+    from vpp.bidding.feed import FeedPrices, features_feed, market_feed
 
     settings = engine.settings.bidding
     definition = effective_market(settings)
@@ -85,13 +88,31 @@ def _bidding(
         ) from None
     except PriceDataError as exc:
         raise ConfigError(f"bidding.prices: {exc}") from None
+    try:
+        features = features_feed(
+            settings.features, definition.currency, definition.interval(product)
+        )
+    except (PriceDataError, FileNotFoundError) as exc:
+        raise ConfigError(f"bidding.features: {exc}") from None
+    if features is not None:
+        gaps = {k: v for k, v in features.gaps().items() if v}
+        if gaps:
+            log.warning("bidding.features: gaps (filled at decision time): %s", gaps)
     leadership = Leadership(engine.db, role="bidder", clock=engine.clock.now)
     market = LoggedMarket(
         SimulatedMarket(definition, FeedPrices(feed, product), clock=engine.clock.now),
         DbTxLog(engine.db, engine.clock.now, fence=leadership.fence, on_fenced=leadership.fenced),
     )
     engine.services.market = market
-    bidder = Bidder(settings, engine.services.bids, market, feed, fleet, clock=engine.clock.now)
+    bidder = Bidder(
+        settings,
+        engine.services.bids,
+        market,
+        feed,
+        fleet,
+        clock=engine.clock.now,
+        features=features,
+    )
     bidder.leading = leadership.is_leader
     leadership.listeners.append(bidder.take_over)
     engine.add(bidder)

@@ -53,11 +53,19 @@ def _png(fig: Any) -> str:
 
 
 def _focus(result: BacktestResult) -> StrategyResult:
-    """The strategy the window plots show: the first that forecasts, else the first."""
-    for s in result.strategies:
-        if s.name != "perfect":
+    """The strategy the window plot shows beside perfect foresight: the default
+    (``scenarios``) when it ran, else the best forecast strategy, else the first."""
+    others = [s for s in result.strategies if s.name != "perfect"]
+    for s in others:
+        if s.name == "scenarios":
             return s
+    if others:
+        return max(others, key=lambda s: s.summary["net"])
     return result.strategies[0]
+
+
+def _perfect(result: BacktestResult) -> StrategyResult | None:
+    return next((s for s in result.strategies if s.name == "perfect"), None)
 
 
 def window_plot(result: BacktestResult, days: int) -> str:
@@ -81,7 +89,20 @@ def window_plot(result: BacktestResult, days: int) -> str:
     )
     ax[0].set_ylabel(f"price ({result.inputs.market.currency}/MWh)")
     ax[0].legend(loc="upper left", fontsize=8)
-    ax[1].step(t, w["award_mw"], where="post", color=COLORS[0], lw=1.4, label="award")
+    ax[1].step(t, w["award_mw"], where="post", color=COLORS[0], lw=1.4, label=f"{s.name} award")
+    pf = _perfect(result)
+    if pf is not None and pf is not s:
+        p = pf.intervals
+        p = p[(p["group"] == group) & (p["interval_start"] < end)]
+        ax[1].step(
+            p["interval_start"],
+            p["award_mw"],
+            where="post",
+            color="#222",
+            lw=0.9,
+            alpha=0.6,
+            label="perfect award",
+        )
     ax[1].step(
         t, w["delivered_mw"], where="post", color=COLORS[2], lw=1.0, ls=":", label="delivered"
     )
@@ -187,19 +208,38 @@ def _pct(x: Any) -> str:
     return "" if x is None else f"{100 * x:.1f} %"
 
 
+def _bill_change(m: dict[str, Any]) -> str:
+    bills = m.get("tariffs") or {}
+    if not bills:
+        return ""
+    return f"{sum(b['bill_change'] for b in bills.values()):+,.0f}"
+
+
+def _num(x: Any, digits: int) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
 def comparison_rows(result: BacktestResult) -> list[list[str]]:
     rows = []
     for s in result.strategies:
         m = s.summary
         c = m["commands"]
+        f = m.get("forecast", {})
+        fallbacks = sum((f.get("fallbacks") or {}).values())
         rows.append(
             [
-                s.name,
+                ("⚠ " if m.get("warnings") else "") + s.name,
                 _money(m["net"]),
                 _pct(m.get("share_of_perfect_foresight")),
+                _pct(m.get("share_of_market_feasible")),
                 _money(sum(m["revenue"].values())),
                 _money(m["imbalance"]),
                 _money(m["degradation"]),
+                _money(m["variable_om"]),
+                _bill_change(m),
+                _num(f.get("mae"), 2) if s.name != "perfect" else "",
+                _num(f.get("smape"), 3) if s.name != "perfect" else "",
+                str(fallbacks) if s.name != "perfect" else "",
                 f"{m['full_cycles']:.1f}",
                 _pct(m["delivery"]["accuracy"]),
                 f"{c['issued']} / {c['resent']} / {c['timed_out']} / {c['redispatches']}",
@@ -212,13 +252,41 @@ HEADERS = [
     "strategy",
     "net",
     "share of PF",
+    "share of perfect (market rules)",
     "energy",
     "imbalance",
     "degradation",
+    "O&M",
+    "bill change",
+    "MAE",
+    "sMAPE",
+    "fallbacks",
     "cycles",
     "delivery",
     "commands sent / resent / timed out / re-dispatched",
 ]
+
+
+def warning_lines(result: BacktestResult) -> list[str]:
+    """Every strategy's warnings, named (negative net, a bill that rises, fallbacks)."""
+    return [f"{s.name}: {w}" for s in result.strategies for w in s.summary.get("warnings", [])]
+
+
+def gap_text(result: BacktestResult) -> str | None:
+    """How much of the gap to the bound is the market's rules and how much the forecast."""
+    bound = result.bound["net"]
+    pf = _perfect(result)
+    focus = _focus(result)
+    if pf is None or bound <= 0 or focus is pf:
+        return None
+    rules = bound - pf.summary["net"]
+    forecast = pf.summary["net"] - focus.summary["net"]
+    return (
+        f"Of the gap between the bound and {focus.name}, {rules / bound:.1%} of the bound is "
+        "the market's rules (daily windows, gate timing, the quantity step: the bound minus "
+        f"the same run's perfect strategy) and {forecast / bound:.1%} is the forecast "
+        f"(perfect minus {focus.name})."
+    )
 
 
 def render_html(result: BacktestResult, summary: dict[str, Any]) -> str:
@@ -232,6 +300,16 @@ def render_html(result: BacktestResult, summary: dict[str, Any]) -> str:
         "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in rows
     )
     bound = result.bound
+    gap = gap_text(result)
+    gap_html = f"<p>{html.escape(gap)}</p>" if gap else ""
+    warns = warning_lines(result)
+    warn_html = (
+        '<h2>Warnings</h2><ul class="warn">'
+        + "".join(f"<li>{html.escape(w)}</li>" for w in warns)
+        + "</ul>"
+        if warns
+        else ""
+    )
     tariff_html = ""
     for s in result.strategies:
         for site, b in s.summary.get("tariffs", {}).items():
@@ -280,6 +358,7 @@ th {{ background: #eef2f6; }}
 figure {{ margin: 1.2rem 0; }} img {{ max-width: 100%; }}
 figcaption {{ color: #555; font-size: .85rem; }}
 .meta {{ color: #444; }}
+.warn li {{ color: #8a1c1c; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="meta">{html.escape(inputs.market.name)}, {html.escape(summary["product"])},
@@ -290,6 +369,8 @@ figcaption {{ color: #555; font-size: .85rem; }}
 {cur}</strong> ({html.escape(str(bound["windows"]))}).</p>
 <h2>Strategies</h2>
 <table><tr>{"".join(f"<th>{h}</th>" for h in HEADERS)}</tr>{table}</table>
+{gap_html}
+{warn_html}
 {tariff_html}
 {figures}
 <h2>Captured share by month</h2>

@@ -35,7 +35,7 @@ from market.clearing import Award
 from market.definitions import MarketDefinition, Product, load_market
 from market.lifecycle import BidAction, BidStatus
 from vpp.bidding.cycle import BidCycle, CycleInputs, CycleSettings, GroupInput
-from vpp.bidding.feed import PriceFeed
+from vpp.bidding.feed import FeatureFeed, PriceFeed
 from vpp.bidding.strategies import Fixed, make_strategy
 from vpp.config import BiddingSettings, ConfigError
 from vpp.fleet.hierarchy import GroupsView, NodeAggregate
@@ -117,8 +117,10 @@ class Bidder:
         fleet: Callable[[], tuple[GroupsView | None, FleetStore | None]],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        features: FeatureFeed | None = None,
     ) -> None:
         self.settings = settings
+        self.features = features  # replayed beside the prices (vpp.bidding.feed)
         self.bids = bids
         self.market = market
         definition = effective_market(settings)
@@ -142,6 +144,7 @@ class Bidder:
             vom_per_mwh=settings.vom_per_mwh,
             terminal="value",
             per_day=round(timedelta(days=1) / self.step),
+            features=features.names if features is not None else (),
         )
         self.bid_cycle = BidCycle(
             definition,
@@ -303,12 +306,17 @@ class Bidder:
         current = self._align(now - self.step + timedelta(microseconds=1))
         if current > now:
             current -= self.step
+        feats = None
+        if self.features is not None:
+            feats = self.features.window(
+                self.definition, self.product, history.starts[0], starts[-1] + self.step
+            ).known_at(now)
         return CycleInputs(
             now=now,
             horizon=starts,
             kept=len(starts),
             known=history,
-            features=None,
+            features=feats,
             groups={
                 g: GroupInput(node, self.standing(g, current, starts[-1] + self.step), fresh[g])
                 for g, node in groups.items()

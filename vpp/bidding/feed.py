@@ -17,9 +17,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from market.definitions import Product
-from market.prices import PriceDataError, PriceSeries, load_price_csv
-from vpp.config import PriceFileSettings
+from market.definitions import MarketDefinition, Product
+from market.features import FeatureSet, gate_times
+from market.prices import PriceDataError, PriceSeries, load_feature_csv, load_price_csv
+from vpp.config import FeatureFileSettings, PriceFileSettings
 
 YEAR_S = 365 * 86_400
 
@@ -130,6 +131,113 @@ def feed_for(currency: str, interval: timedelta) -> tuple[PriceFeed, str]:
         except ValueError:
             pass
     raise LookupError(f"no shipped {currency} prices with {interval} intervals")
+
+
+class FeatureFeed:
+    """Feature series replayed by time of year like :class:`PriceFeed` (the same mapping
+    from an instant to the series), with each feature's publication offset: the contract
+    of a scenario's ``features:`` (:mod:`market.features`)."""
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        units: tuple[str, ...],
+        offsets: tuple[timedelta, ...],
+        values: npt.NDArray[np.float64],
+        first_start: datetime,
+        interval: timedelta,
+    ) -> None:
+        self.names, self.units, self.offsets = names, units, offsets
+        self.values = values  # (K, N)
+        self.first_start = first_start
+        self.interval = interval
+        self._step = int(interval.total_seconds())
+
+    def gaps(self) -> dict[str, int]:
+        return {n: int(np.isnan(self.values[k]).sum()) for k, n in enumerate(self.names)}
+
+    def window(
+        self, market: MarketDefinition, product: Product, start: datetime, end: datetime
+    ) -> FeatureSet:
+        """The replayed features of the intervals starting in ``[start, end)``, each value
+        published at its interval's gate plus the feature's offset (hide the unpublished
+        with :meth:`market.features.FeatureSet.known_at`)."""
+        first = start.astimezone(UTC)
+        aligned = first - timedelta(seconds=(first.timestamp() % self._step))
+        starts = pd.date_range(aligned, end.astimezone(UTC), freq=self.interval, inclusive="left")
+        offset = (starts.as_unit("s").asi8 - int(self.first_start.timestamp())) % YEAR_S
+        idx = (offset // self._step) % self.values.shape[1]
+        gates = gate_times(market, product, starts)
+        published = np.vstack([gates + int(o.total_seconds()) for o in self.offsets])
+        return FeatureSet(self.names, starts, self.values[:, idx], published, self.units)
+
+
+@cache
+def de_dayahead_features() -> FeatureFeed:
+    """ENTSO-E's 2019 DE day-ahead load, solar and wind forecasts, hourly (MW), beside the
+    shipped DE prices: load known two hours before the gate (due 10:00 the day before),
+    wind and solar one hour before (the shipped scenarios' convention, docs/scenarios.md)."""
+    with (
+        files("vpp.bidding").joinpath("data/de_da_2019_features_hourly.npz").open("rb") as fh,
+        np.load(fh) as data,
+    ):
+        values = np.vstack([data[k].astype(np.float64) for k in ("load_mw", "solar_mw", "wind_mw")])
+        first = datetime.fromtimestamp(int(data["first_start_utc"][0]), UTC)
+        interval = timedelta(seconds=int(data["interval_s"][0]))
+    return FeatureFeed(
+        ("load", "solar", "wind"),
+        ("MW", "MW", "MW"),
+        (timedelta(hours=-2), timedelta(hours=-1), timedelta(hours=-1)),
+        values,
+        first,
+        interval,
+    )
+
+
+def feature_feed_from_file(cfg: FeatureFileSettings, interval: timedelta) -> FeatureFeed:
+    """A feature CSV as the feed (``bidding.features``): every column on the market's
+    product interval, on one grid; empty cells are gaps (reported by :meth:`gaps`)."""
+    series = {
+        name: load_feature_csv(
+            cfg.file,
+            time_column=cfg.time_column,
+            column=col.column,
+            unit=col.unit,
+            interval=cfg.interval,
+            timezone=cfg.timezone,
+            time_format=cfg.time_format,
+        )
+        for name, col in cfg.columns.items()
+    }
+    first = next(iter(series.values()))
+    for name, s in series.items():
+        if s.interval != interval:
+            raise PriceDataError(
+                f"{cfg.file}: feature {name} has {s.interval} intervals, the market's product "
+                f"has {interval}"
+            )
+        if not s.starts.equals(first.starts):
+            raise PriceDataError(f"{cfg.file}: feature {name} is not on the other features' grid")
+    return FeatureFeed(
+        tuple(series),
+        tuple(s.currency for s in series.values()),
+        tuple(c.known for c in cfg.columns.values()),
+        np.vstack([np.asarray(s.values, dtype=np.float64) for s in series.values()]),
+        first.start,
+        interval,
+    )
+
+
+def features_feed(
+    cfg: FeatureFileSettings | None, currency: str, interval: timedelta
+) -> FeatureFeed | None:
+    """The features the forecaster reads: ``bidding.features`` when set, else the shipped
+    DE ones where the shipped DE prices are replayed (EUR, hourly), else none."""
+    if cfg is not None:
+        return feature_feed_from_file(cfg, interval)
+    if currency == "EUR" and interval == timedelta(hours=1):
+        return de_dayahead_features()
+    return None
 
 
 class FeedPrices(Mapping[tuple[Product, datetime], float]):

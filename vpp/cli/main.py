@@ -509,7 +509,13 @@ def backtest(
     from rich.table import Table
 
     from optimizer.report import InfeasibleInputError
-    from vpp.backtest.report import HEADERS, comparison_rows, write_outputs
+    from vpp.backtest.report import (
+        HEADERS,
+        comparison_rows,
+        gap_text,
+        warning_lines,
+        write_outputs,
+    )
     from vpp.backtest.runner import prepare, run_backtest
     from vpp.bidding.strategies import STRATEGIES
     from vpp.scenario import ScenarioError, load_scenario
@@ -572,6 +578,13 @@ def backtest(
         f"perfect foresight (whole period, one model): {result.bound['net']:,.2f} {cur}; "
         "money in " + cur
     )
+    from rich.markup import escape
+
+    gap = gap_text(result)
+    if gap:
+        console.print(gap)
+    for line in warning_lines(result):
+        console.print(f"[bold red]warning[/] {escape(line)}")
     for path in paths.values():
         console.print(f"wrote {path}")
 
