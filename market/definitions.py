@@ -92,6 +92,11 @@ class MarketDefinition(_Model):
     price_cap_per_mwh: float
     products: dict[Product, ProductSpec]
     curve: CurveRules
+    imbalance_spread_per_mwh: float = Field(
+        ge=0,
+        description="typical imbalance-to-clearing spread (currency/MWh): the backtest's "
+        "default settlement of a shortfall at price + spread, an excess at price − spread",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> MarketDefinition:
@@ -167,7 +172,14 @@ def _aware(ts: datetime) -> datetime:
     return ts.astimezone(UTC)
 
 
-MARKETS = ("caiso", "aemo", "eu-day-ahead")
+# A market is one file: every definitions/*.yaml is a shipped market (no list to extend).
+MARKETS = tuple(
+    sorted(
+        f.name.removesuffix(".yaml")
+        for f in files("market").joinpath("definitions").iterdir()
+        if f.name.endswith(".yaml")
+    )
+)
 
 
 class MarketDefinitionError(ValueError):

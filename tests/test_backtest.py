@@ -182,6 +182,24 @@ def test_bids_do_not_depend_on_features_published_after_the_decision(
     assert changed.bids_by_decision[k] != clean.bids_by_decision[k]
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured: anchored curves on LEAR earn less than LEAR's own schedule "
+    "(DE 2019: 85.15 % vs 85.41 % of the market-feasible optimum; 1-15 March: 476 vs 498 "
+    "EUR); the curves' options lose where the forecast's quantiles are off. Strict: this "
+    "starts failing the day the curves earn their keep, and the default can then move",
+)
+def test_the_curve_strategy_earns_at_least_the_schedule_of_its_own_forecast(
+    tmp_path: Path,
+) -> None:
+    sc = load_scenario(scenario_file(tmp_path, "de-2019-backtest.yaml"))
+    inputs = prepare(sc, start=utc(2019, 3, 1), end=utc(2019, 3, 15))
+    curves = run_strategy(inputs, "scenarios").summary["net"]
+    schedule = run_strategy(inputs, sc.strategy.base_forecast).summary["net"]
+    assert curves >= schedule - 1e-6
+
+
 # -- reproducibility, faults ----------------------------------------------------------------
 
 

@@ -55,7 +55,23 @@ def canonical(bids: list[Bid]) -> bytes:
     ).encode()
 
 
-CASES = {
+CASES: dict[str, tuple[str, datetime, datetime, dict[str, Any], BiddingSettings, list[int]]] = {
+    # the engine's default: the schedule of a forecast, price-taking
+    "eu-day-ahead, schedule": (
+        "de-2019-backtest.yaml",
+        utc(2019, 3, 1),
+        utc(2019, 3, 6),
+        {"strategy__features": []},
+        BiddingSettings(
+            market="eu-day-ahead",
+            product="energy_da",
+            review_window_s=1800,
+            forecast="seasonal",
+            history_days=28,
+            degradation_per_mwh=0.0,
+        ),
+        [1, 2, 3],
+    ),
     # EU day-ahead, a whole trading day per decision; the third decision stands on the
     # awards of the day before
     "eu-day-ahead": (
@@ -64,6 +80,7 @@ CASES = {
         utc(2019, 3, 6),
         {"strategy__base_forecast": "seasonal", "strategy__features": []},
         BiddingSettings(
+            strategy="scenarios",
             market="eu-day-ahead",
             product="energy_da",
             review_window_s=1800,
@@ -83,6 +100,7 @@ CASES = {
         utc(2019, 2, 25, 14),
         {"strategy__horizon": "PT1H", "strategy__base_forecast": "seasonal"},
         BiddingSettings(
+            strategy="scenarios",
             market="caiso",
             product="energy_rt",
             review_window_s=300,
@@ -102,14 +120,15 @@ def test_the_live_bidder_and_the_backtest_make_byte_identical_bids(
     tmp_path: Path, case: str
 ) -> None:
     base, start, end, changes, settings, ks = CASES[case]
+    name = "scenarios" if settings.strategy == "scenarios" else settings.forecast
     path = scenario_file(
-        tmp_path, base, strategy__forecast=["scenarios"], strategy__terminal="value", **changes
+        tmp_path, base, strategy__forecast=[name], strategy__terminal="value", **changes
     )
     inputs = prepare(load_scenario(path), start=start, end=end)
     seen: dict[int, tuple[CycleInputs, CycleResult]] = {}
     run_strategy(
         inputs,
-        "scenarios",
+        name,
         record_bids=True,
         inspect=lambda k, ci, cr: seen.setdefault(k, (ci, cr)),
     )

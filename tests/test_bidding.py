@@ -163,7 +163,7 @@ def test_standing_bids_leave_new_bids_only_the_energy_not_yet_promised(tmp_path:
     the range from "nothing clears" to "everything clears"), and bids only what is new."""
     from vpp.bidding.cycle import carry_forward
 
-    bidder, store, clock, _ = setup(tmp_path)
+    bidder, store, clock, _ = setup(tmp_path, strategy="scenarios")  # curves stand
     snap, _ = bidder.fleet()
     assert snap is not None
     first = bidder.cycle_inputs(NOW, snap.groups)
@@ -176,7 +176,9 @@ def test_standing_bids_leave_new_bids_only_the_energy_not_yet_promised(tmp_path:
     assert later is not None
     north = later.groups["north"]
     assert north.standing == stored  # every live bid, as stored
-    assert len(north.fresh) == 1 and max(north.fresh) > max(stored)  # only the new interval
+    # only what holds no bid yet: the new interval, and any the last plan left empty
+    assert north.fresh == {s for s in later.horizon if s not in stored}
+    assert max(later.horizon) in north.fresh
     gap = [s for s in stored if s < later.horizon[0]]
     assert gap  # the interval the horizon moved past is carried forward
     battery = bidder.bid_cycle._battery("north", snap.groups["north"])
@@ -202,7 +204,8 @@ def test_standing_bids_leave_new_bids_only_the_energy_not_yet_promised(tmp_path:
     made = result.groups["north"]
     assert made.report["energy_carried_mwh"] == {"low": round(lo, 6), "high": round(hi, 6)}
     assert made.battery.e_initial_mwh == pytest.approx(lo)
-    assert made.curves[:-1] == [stored[s] for s in later.horizon[:-1]]  # held as they are
+    held = [k for k, s in enumerate(later.horizon) if s in stored]
+    assert [made.curves[k] for k in held] == [stored[later.horizon[k]] for k in held]
     low, high = extreme_paths(made.curves, floor, cap, h, 0.95, 0.95)
     assert lo + low.min() >= -1e-9
     assert hi + high.max() <= battery.e_max_mwh + 1e-9
@@ -292,7 +295,11 @@ def test_the_engine_bids_aemo_on_band_prices_fixed_for_the_trading_day(tmp_path:
     submission and refuses a rebid that changes them; an operator's edit off the bands is
     refused naming them."""
     bidder, store, clock, sim = setup(
-        tmp_path, market="aemo", product="energy_rt", prices=aud_prices(tmp_path)
+        tmp_path,
+        market="aemo",
+        product="energy_rt",
+        prices=aud_prices(tmp_path),
+        strategy="scenarios",  # curves with priced bands
     )
     aemo = load_market("aemo")
     assert bidder.make_bids() > 0

@@ -41,7 +41,8 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
 
 
 def test_three_markets_ship_with_their_rules() -> None:
-    caiso, aemo, eu = (load_market(m) for m in MARKETS)
+    assert set(MARKETS) == {"caiso", "aemo", "eu-day-ahead"}  # one file each
+    caiso, aemo, eu = (load_market(m) for m in ("caiso", "aemo", "eu-day-ahead"))
     assert caiso.interval(Product.ENERGY_DA) == timedelta(hours=1)
     assert caiso.interval(Product.ENERGY_RT) == timedelta(minutes=5)
     assert caiso.curve.max_segments == 10

@@ -24,6 +24,7 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -408,18 +409,17 @@ class BiddingSettings(_Section):
     """The engine's own market loop: scenario bids per group, review, submission, awards."""
 
     enabled: bool = True
-    market: Literal["caiso", "aemo", "eu-day-ahead"] = Field(
-        "caiso", description="a shipped market definition"
-    )
+    market: str = Field("caiso", description="a shipped market definition (market/definitions)")
     product: Literal["energy_da", "energy_rt"] = "energy_rt"
     horizon_intervals: PositiveInt = Field(12, description="intervals bid per cycle")
     review_window_s: PositiveFloat = Field(
         600.0, description="bids are made at least this long before their gate closes (s)"
     )
     strategy: Literal["scenarios", "schedule"] = Field(
-        "scenarios",
-        description="scenarios: monotone curves on the forecast's price buckets, anchored on "
-        "its schedule; schedule: the forecast's optimal schedule, bid price-taking",
+        "schedule",
+        description="schedule: the forecast's optimal schedule, bid price-taking (the best "
+        "measured: benchmarks/backtest.py); scenarios: monotone curves on the forecast's "
+        "price buckets, anchored on that schedule",
     )
     scenarios: PositiveInt = Field(10, le=100, description="price buckets per curve")
     forecast: Literal["persistence_day", "persistence_week", "seasonal", "lear", "learned"] = Field(
@@ -455,6 +455,15 @@ class BiddingSettings(_Section):
         description="feature series for lear and learned (default: the shipped DE 2019 "
         "day-ahead load, wind and solar forecasts where the shipped DE prices are replayed)",
     )
+
+    @field_validator("market")
+    @classmethod
+    def _known_market(cls, v: str) -> str:
+        from market.definitions import MARKETS  # the market files are the one list
+
+        if v not in MARKETS:
+            raise ValueError(f"unknown market {v!r}; shipped markets: {', '.join(MARKETS)}")
+        return v
 
     @model_validator(mode="after")
     def _quantile(self) -> BiddingSettings:

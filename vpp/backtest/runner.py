@@ -77,11 +77,6 @@ from vpp.twins.registry import SiteConfig, Tariff
 
 F64 = npt.NDArray[np.float64]
 
-# The documented default imbalance spread per market (currency/MWh): a shortfall is bought
-# back at price + spread, an excess sold at price − spread. Assumptions of the order of
-# each market's typical imbalance-to-clearing spread; set backtest.imbalance.spread_per_mwh
-# from a market's own data to replace them.
-DEFAULT_SPREAD_PER_MWH = {"eu-day-ahead": 20.0, "caiso": 10.0, "aemo": 10.0}
 TIMING_KEYS = ("wall_s", "highs_s", "solve_s", "bound_wall_s")
 
 
@@ -242,7 +237,7 @@ def prepare(
             ) from None
     spread = scenario.backtest.imbalance.spread_per_mwh
     if spread is None:
-        spread = DEFAULT_SPREAD_PER_MWH[market.market_id]
+        spread = market.imbalance_spread_per_mwh  # the market file's documented default
     features = load_features(scenario, market, product)
     return Inputs(
         scenario,

@@ -315,6 +315,7 @@ class Strategy:
         terminal: TerminalRule = "free",
         mip_rel_gap: float = MIP_REL_GAP,
         history_days: int = 28,
+        cold: bool = True,
     ) -> None:
         self.name = name
         self.market = market
@@ -328,6 +329,11 @@ class Strategy:
         self.terminal = terminal
         self.mip_rel_gap = mip_rel_gap
         self.history_days = history_days
+        # solve every decision from scratch: bids that depend on their inputs only (the
+        # live bidder and a backtest agree; a degenerate LP has many optima and a warm
+        # start picks the one nearest the last). The price: on 288-interval windows of
+        # 2019 US real-time prices a cold solve took 4.2 ms against 2.6 ms warm.
+        self.cold = cold
         self._market_models: dict[int, MarketModel] = {}
         self._scenario_models: dict[tuple[int, int], ScenarioBidModel] = {}
 
@@ -402,7 +408,7 @@ class Strategy:
             model = self._market_models[horizon] = MarketModel(
                 horizon, mip_rel_gap=self.mip_rel_gap
             )
-            model.cold = True  # bids depend on their inputs only (optimizer.base)
+            model.cold = self.cold  # bids depend on their inputs only (optimizer.base)
         return model
 
     def _fixed_bounds(self, fixed: Sequence[Fixed] | None, prices: F64) -> DispatchBounds | None:
@@ -506,7 +512,7 @@ class Strategy:
             model = self._scenario_models[(horizon, n)] = ScenarioBidModel(
                 horizon, n, mip_rel_gap=self.mip_rel_gap
             )
-            model.cold = True
+            model.cold = self.cold
         started = time.perf_counter()
         solution = model.solve(
             battery,
