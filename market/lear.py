@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -108,7 +108,6 @@ class _Window:
     days: int
     transform: _Transform | None = None
     alpha: F64 | None = None
-    models: dict[float, object] = field(default_factory=dict)
     coef: F64 | None = None
     x_mean: F64 | None = None
     y_mean: F64 | None = None
@@ -140,7 +139,7 @@ class LearForecaster:
         self.realpha_days = realpha_days
         self.residual_days = residual_days
         self.levels = None if levels is None else np.asarray(levels, dtype=np.float64)
-        self._grid: tuple[tuple[int, int, int], DayGrid] | None = None
+        self._grid: tuple[tuple[int, int, int], DayGrid] | None = None  # (start, step, n)
         self._preds: dict[int, F64] = {}  # day ordinal (of the grid) -> forecast by slot
         self._first: pd.Timestamp | None = None
         self.fits = 0
@@ -154,10 +153,19 @@ class LearForecaster:
     # -- the day matrices ------------------------------------------------------------------
 
     def _grid_for(self, index: pd.DatetimeIndex) -> DayGrid:
-        key = (int(index[0].value), int(index[1].value - index[0].value), len(index))
-        if self._grid is None or self._grid[0] != key:
-            self._grid = (key, day_grid(index, self.market))
-        return self._grid[1]
+        """The day grid of ``index``: built once for the series' start and step and a
+        year beyond what is asked, then sliced (decisions ask for one more day each)."""
+        key = (int(index[0].value), int(index[1].value - index[0].value))
+        cached = self._grid
+        if cached is None or cached[0][:2] != key or cached[0][2] < len(index):
+            step = index[1] - index[0]
+            longer = pd.date_range(
+                index[0], periods=len(index) + int(pd.Timedelta(days=366) / step), freq=step
+            )
+            cached = self._grid = ((*key, len(longer)), day_grid(longer, self.market))
+        g = cached[1]
+        n = len(index)
+        return DayGrid(g.first_day, g.day[:n], g.slot[:n], g.per_day)
 
     def _matrices(
         self, known: PriceSeries, feats: FeatureSet | None, starts: pd.DatetimeIndex
@@ -236,7 +244,6 @@ class LearForecaster:
     ) -> bool:
         """(Re)fit window ``w`` on the days before ``day0``; False without enough days."""
         from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import Lasso
 
         days = self._complete(prices, exog, day0 - w.days, day0)
         if days.size < max(28, HOLDOUT_DAYS + 14):
@@ -256,43 +263,25 @@ class LearForecaster:
                 xt, yt = fitted.x(x[:-HOLDOUT_DAYS]), fitted.y(y[:-HOLDOUT_DAYS])
                 xm, ym = xt.mean(axis=0), yt.mean(axis=0)
                 xv = fitted.x(x[-HOLDOUT_DAYS:]) - xm
-                m = Lasso(
-                    alpha=ALPHAS[-1],
-                    fit_intercept=False,
-                    precompute=True,
-                    warm_start=True,
-                    tol=1e-3,
-                    max_iter=1000,
-                )
+                xc = np.asfortranarray(xt - xm)
+                gram = xc.T @ xc
+                yc = yt - ym
+                c = np.zeros((grid.per_day, x.shape[1]))
                 errs = []
-                for a in sorted(ALPHAS, reverse=True):
-                    m.set_params(alpha=a)
-                    m.fit(xt - xm, yt - ym)
-                    guess = fitted.y_inv(xv @ np.atleast_2d(m.coef_).T + ym)
+                for a in sorted(ALPHAS, reverse=True):  # each α warm from the last
+                    c = _lasso(xc, gram, yc, np.full(grid.per_day, a), c)
+                    guess = fitted.y_inv(xv @ c.T + ym)
                     errs.append(np.abs(guess - y[-HOLDOUT_DAYS:]).mean(axis=0))
                 best = np.array(errs)[::-1].argmin(axis=0)  # ascending α order again
                 w.alpha = np.asarray(ALPHAS, dtype=np.float64)[best]
                 w.chosen_at = day0
-                w.models = {}
             t = w.transform
             assert t is not None and w.alpha is not None
             xt, yt = t.x(x), t.y(y)
             xm, ym = xt.mean(axis=0), yt.mean(axis=0)
-            coef = np.zeros((grid.per_day, x.shape[1]))
-            for a in sorted(set(w.alpha.tolist())):
-                slots = np.flatnonzero(w.alpha == a)
-                model = w.models.get(a)
-                if model is None:
-                    model = w.models[a] = Lasso(
-                        alpha=a,
-                        fit_intercept=False,
-                        precompute=True,
-                        warm_start=True,
-                        tol=1e-3,
-                        max_iter=1000,
-                    )
-                model.fit(xt - xm, yt[:, slots] - ym[slots])  # type: ignore[attr-defined]
-                coef[slots] = np.atleast_2d(model.coef_).reshape(slots.size, -1)  # type: ignore[attr-defined]
+            xc = np.asfortranarray(xt - xm)
+            start = w.coef if w.coef is not None and warm else np.zeros((grid.per_day, x.shape[1]))
+            coef = _lasso(xc, xc.T @ xc, yt - ym, w.alpha, start)
         w.coef, w.x_mean, w.y_mean, w.fitted_at = coef, xm, ym, day0
         self.fits += 1
         return True
@@ -415,6 +404,34 @@ class LearForecaster:
         if len(rows) < 14:
             return None
         return np.vstack(rows)
+
+
+def _lasso(xc: F64, gram: F64, y: F64, alpha: F64, start: F64) -> F64:
+    """LASSO per column of ``y`` (``(1/2n)‖y_s − X b_s‖² + α_s‖b_s‖₁``, no intercept: ``X``
+    and ``y`` are centred), warm from ``start`` (slots × features), by coordinate descent on
+    the one Gram matrix ``XᵀX`` all columns share (scikit-learn's ``enet_path``, inputs
+    checked once here instead of once per column)."""
+    from sklearn import config_context
+    from sklearn.linear_model import enet_path
+
+    xy = xc.T @ y
+    out = np.empty((y.shape[1], xc.shape[1]))
+    with config_context(skip_parameter_validation=True):
+        for j in range(y.shape[1]):
+            _, coefs, _ = enet_path(
+                xc,
+                np.ascontiguousarray(y[:, j]),
+                l1_ratio=1.0,
+                alphas=[float(alpha[j])],
+                precompute=gram,
+                Xy=np.ascontiguousarray(xy[:, j]),
+                coef_init=np.ascontiguousarray(start[j]),
+                check_input=False,
+                tol=1e-3,
+                max_iter=1000,
+            )
+            out[j] = coefs[:, 0]
+    return out
 
 
 def residual_quantiles(residuals: F64, levels: F64, pool: int = 1) -> F64:

@@ -496,3 +496,74 @@ def test_run_every_keeps_a_fixed_cadence() -> None:
 
     asyncio.run(main())
     assert starts == pytest.approx([0.0, 1.0, 2.0, 5.0, 6.0, 7.0])
+
+
+def test_no_registry_record_stops_the_engine() -> None:
+    """A producer timestamp of 10^15 ms (year 33658), a body that is not JSON and a record
+    whose handling raises are dead-lettered with their reason; the records after them are
+    applied (a compacted topic would otherwise replay the poison at every start)."""
+    good = json.dumps(site("s2").model_dump(mode="json")).encode()
+    records = [
+        BusRecord(
+            TOPICS.sites.name,
+            0,
+            0,
+            b"s0",
+            json.dumps(site("s0").model_dump(mode="json")).encode(),
+            10**15,
+        ),
+        BusRecord(TOPICS.sites.name, 0, 1, b"s1", b"{not json", 0),
+        BusRecord(TOPICS.sites.name, 0, 2, b"s2", good, int(T0.timestamp() * 1000)),
+    ]
+
+    async def run() -> tuple[Ingest, list]:
+        bus = EmbeddedBus()
+        await bus.start()
+        await bus.ensure_topics(TOPICS.all())
+        ing = Ingest(bus, IngestSettings(), TOPICS, clock=lambda: T0.timestamp() + 60)
+        ing._producer = await bus.producer()
+        ing._dlq = DeadLetterWriter(ing._producer, TOPICS.deadletter.name)
+        dlq = await bus.consumer([TOPICS.deadletter.name], "reader")
+        boom = BusRecord(TOPICS.sites.name, 0, 3, b"s3", good.replace(b"s2", b"s3"), 0)
+        original = ing.store.register
+
+        def register(cfg: SiteConfig) -> None:
+            if cfg.site_id == "s3":
+                raise RuntimeError("store full")
+            original(cfg)
+
+        ing.store.register = register  # type: ignore[method-assign]
+        await ing._apply_registry([*records, boom])
+        letters = [decode_dead_letter(r.value) for r in await dlq.getmany(1000, 0) if r.value]
+        await bus.stop()
+        return ing, letters
+
+    ing, letters = asyncio.run(run())
+    assert [(d.offset, d.reason) for d in letters] == [
+        (0, "registry_invalid"),
+        (1, "registry_invalid"),
+        (3, "registry_invalid"),
+    ]
+    assert "is not a date" in letters[0].detail and "store full" in letters[2].detail
+    assert "s2" in ing.store.index and "s0" not in ing.store.index
+
+
+@pytest.mark.parametrize("name", ["ops\x1b[31m", "a\nb", "tab\there", "nul\x00", "del\x7f"])
+def test_key_names_are_printable_text(tmp_path: Path, name: str) -> None:
+    """A key's name is shown in audits, logs and pages: control characters are refused by
+    the store and by the API body."""
+    from pydantic import ValidationError
+
+    from vpp.api.models import KeyCreate
+    from vpp.config import DatabaseSettings
+    from vpp.store import db
+    from vpp.store.keys import KeyStore
+
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/k.db"))
+    db.upgrade(engine)
+    with pytest.raises(ValueError, match="printable"):
+        KeyStore(engine).create(name, "viewer")
+    with pytest.raises(ValidationError):
+        KeyCreate(name=name, role="viewer")
+    principal, _ = KeyStore(engine).create("night shift — Zoë", "viewer")
+    assert principal.name == "night shift — Zoë"

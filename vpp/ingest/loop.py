@@ -198,34 +198,48 @@ class Ingest:
         await self._apply_registry(records)
 
     async def _apply_registry(self, records: list[Record]) -> None:
+        """Apply registry records in order. No record can stop the engine: one that cannot
+        be handled — bad JSON, a key/body mismatch, a producer timestamp out of range, or
+        any other exception while applying it — is dead-lettered with its reason and the
+        next one is read (a compacted topic would otherwise replay it at every start)."""
         refused: list[tuple[Record, str, str]] = []
         for rec in records:
             where = f"{rec.topic}[{rec.partition}]@{rec.offset}"
-            key = rec.key.decode("utf-8", errors="replace") if rec.key is not None else None
-            ts = datetime.fromtimestamp(rec.timestamp / 1000, UTC)
-            if key is None:
-                refused.append((rec, "registry_invalid", f"{where}: record without a key"))
-                continue
-            if rec.value is None:
-                if self.registry.apply(RegistryChange(ts, key, None)):
-                    self.store.decommission(key)
-                    log.info("site decommissioned", extra={"site_id": key})
-                continue
             try:
-                cfg = parse_site(rec.value, where)
-            except RegistryError as exc:
-                refused.append((rec, "registry_invalid", str(exc)))
-                continue
-            if cfg.site_id != key:
-                detail = f"{where}: key {key!r} differs from site_id {cfg.site_id!r}"
-                refused.append((rec, "registry_invalid", detail))
-                continue
-            if self.registry.apply(RegistryChange(ts, key, cfg)):
-                self.store.register(cfg)
+                problem = self._apply_registry_record(rec, where)
+            except Exception as exc:  # any failure: dead-letter it and go on
+                log.exception("registry record %s could not be applied", where)
+                problem = f"{where}: {type(exc).__name__}: {exc}"
+            if problem is not None:
+                refused.append((rec, "registry_invalid", problem))
         if refused and self._dlq is not None:
             await self._dlq.refuse(refused)
             await self._dlq.flush()
         REGISTRY_SITES.set(len(self.registry.current))
+
+    def _apply_registry_record(self, rec: Record, where: str) -> str | None:
+        """Apply one registry record; the reason it is refused, or ``None``."""
+        key = rec.key.decode("utf-8", errors="replace") if rec.key is not None else None
+        if key is None:
+            return f"{where}: record without a key"
+        try:
+            ts = datetime.fromtimestamp(rec.timestamp / 1000, UTC)
+        except (ValueError, OverflowError, OSError):
+            return f"{where}: producer timestamp {rec.timestamp} ms is not a date"
+        if rec.value is None:
+            if self.registry.apply(RegistryChange(ts, key, None)):
+                self.store.decommission(key)
+                log.info("site decommissioned", extra={"site_id": key})
+            return None
+        try:
+            cfg = parse_site(rec.value, where)
+        except RegistryError as exc:
+            return str(exc)
+        if cfg.site_id != key:
+            return f"{where}: key {key!r} differs from site_id {cfg.site_id!r}"
+        if self.registry.apply(RegistryChange(ts, key, cfg)):
+            self.store.register(cfg)
+        return None
 
     # -- partitions ------------------------------------------------------------------------
 

@@ -83,6 +83,11 @@ class KeyStore:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         if not name.strip():
             raise ValueError("a key needs a name")
+        bad = sorted({f"U+{ord(c):04X}" for c in name if not c.isprintable()})
+        if bad:  # a name is shown in audits, logs and pages: printable text only
+            raise ValueError(f"a key name must be printable text (it holds {', '.join(bad)})")
+        if len(name) > 200:
+            raise ValueError("a key name is at most 200 characters")
         key_id = secrets.token_hex(6)
         plaintext = f"vpp_{key_id}_{secrets.token_urlsafe(32)}"
         with self.engine.begin() as conn:
