@@ -400,7 +400,7 @@ class FeatureFileSettings(_Section):
     interval: Literal["start", "end"] = Field(description="the label names the start or end")
     timezone: str = Field("UTC", description="IANA zone of naive labels")
     time_format: str | None = Field(None, description="strptime format, if not ISO 8601")
-    columns: dict[str, FeatureColumnSettings] = Field(
+    columns: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")], FeatureColumnSettings] = Field(
         min_length=1, description="feature name -> its column"
     )
 

@@ -25,10 +25,11 @@ from market.prices import (
     ENERGY_UNITS,
     PriceDataError,
     PriceSeries,
-    load_feature_csv,
     load_power_csv,
     load_price_csv,
 )
+from vpp.bidding.feed import feature_columns
+from vpp.config import FeatureColumnSettings, FeatureFileSettings
 from vpp.twins.registry import Tariff
 
 
@@ -158,29 +159,9 @@ StrategyName = Literal[
 BaseForecast = Literal["persistence_day", "persistence_week", "seasonal", "lear", "learned"]
 
 
-class FeatureColumn(_Model):
-    """One feature series: its CSV column, unit and publication rule."""
-
-    column: str
-    unit: str = Field("MW", description="MW, GW, kW or a price unit such as EUR/MWh")
-    known: timedelta = Field(
-        timedelta(0),
-        description="the value for an interval is known this long after (negative: before) "
-        "the gate closure of that interval's trading day",
-    )
-
-
-class FeatureSource(_Model):
-    """Exogenous series a forecaster may use (day-ahead load, wind and solar forecasts)."""
-
-    file: Path = Field(description="CSV file, relative to the scenario file's folder")
-    time_column: str
-    interval: Literal["start", "end"] = Field(description="the label names the start or end")
-    timezone: str = Field("UTC", description="IANA zone of naive labels")
-    time_format: str | None = None
-    columns: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")], FeatureColumn] = Field(
-        min_length=1, description="feature name -> its column"
-    )
+# A scenario's feature series have the engine's contract (bidding.features): one model.
+FeatureColumn = FeatureColumnSettings
+FeatureSource = FeatureFileSettings
 
 
 class Learned(_Model):
@@ -505,23 +486,10 @@ def load_features(
     names = scenario.strategy.features
     if src is None or not names:
         return None
-    series = {}
-    for name in names:
-        col = src.columns[name]
-        try:
-            series[name] = load_feature_csv(
-                src.file,
-                time_column=src.time_column,
-                column=col.column,
-                unit=col.unit,
-                interval=src.interval,
-                timezone=src.timezone,
-                time_format=src.time_format,
-            )
-        except (PriceDataError, FileNotFoundError) as exc:
-            raise ScenarioError(
-                f"scenario {scenario.name}: features.columns.{name}: {exc}"
-            ) from None
+    try:
+        series = feature_columns(src, names)
+    except (PriceDataError, FileNotFoundError) as exc:
+        raise ScenarioError(f"scenario {scenario.name}: features: {exc}") from None
     try:
         return feature_set(series, market, product, {n: src.columns[n].known for n in names})
     except FeatureError as exc:

@@ -252,7 +252,7 @@ HEADERS = [
     "strategy",
     "net",
     "share of PF",
-    "share of perfect (market rules)",
+    "share of perfect",
     "energy",
     "imbalance",
     "degradation",
@@ -263,7 +263,7 @@ HEADERS = [
     "fallbacks",
     "cycles",
     "delivery",
-    "commands sent / resent / timed out / re-dispatched",
+    "commands: sent / resent / timed out / re-dispatched",
 ]
 
 
@@ -359,6 +359,8 @@ figure {{ margin: 1.2rem 0; }} img {{ max-width: 100%; }}
 figcaption {{ color: #555; font-size: .85rem; }}
 .meta {{ color: #444; }}
 .warn li {{ color: #8a1c1c; }}
+.wide {{ overflow-x: auto; max-width: 100%; }}
+.wide td {{ white-space: nowrap; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="meta">{html.escape(inputs.market.name)}, {html.escape(summary["product"])},
@@ -368,7 +370,7 @@ figcaption {{ color: #555; font-size: .85rem; }}
 <p>Perfect foresight over the whole period (one model): <strong>{_money(bound["net"])}
 {cur}</strong> ({html.escape(str(bound["windows"]))}).</p>
 <h2>Strategies</h2>
-<table><tr>{"".join(f"<th>{h}</th>" for h in HEADERS)}</tr>{table}</table>
+<div class="wide"><table><tr>{"".join(f"<th>{h}</th>" for h in HEADERS)}</tr>{table}</table></div>
 {gap_html}
 {warn_html}
 {tariff_html}

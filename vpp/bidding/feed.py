@@ -194,21 +194,31 @@ def de_dayahead_features() -> FeatureFeed:
     )
 
 
+def feature_columns(cfg: FeatureFileSettings, names: list[str]) -> dict[str, PriceSeries]:
+    """The named feature columns of a feature file (a scenario's ``features:`` or
+    ``bidding.features``), each with the price loader's rules; an error names the column."""
+    out = {}
+    for name in names:
+        col = cfg.columns[name]
+        try:
+            out[name] = load_feature_csv(
+                cfg.file,
+                time_column=cfg.time_column,
+                column=col.column,
+                unit=col.unit,
+                interval=cfg.interval,
+                timezone=cfg.timezone,
+                time_format=cfg.time_format,
+            )
+        except PriceDataError as exc:
+            raise PriceDataError(f"columns.{name}: {exc}") from None
+    return out
+
+
 def feature_feed_from_file(cfg: FeatureFileSettings, interval: timedelta) -> FeatureFeed:
     """A feature CSV as the feed (``bidding.features``): every column on the market's
     product interval, on one grid; empty cells are gaps (reported by :meth:`gaps`)."""
-    series = {
-        name: load_feature_csv(
-            cfg.file,
-            time_column=cfg.time_column,
-            column=col.column,
-            unit=col.unit,
-            interval=cfg.interval,
-            timezone=cfg.timezone,
-            time_format=cfg.time_format,
-        )
-        for name, col in cfg.columns.items()
-    }
+    series = feature_columns(cfg, list(cfg.columns))
     first = next(iter(series.values()))
     for name, s in series.items():
         if s.interval != interval:
