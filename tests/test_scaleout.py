@@ -349,6 +349,11 @@ def test_sigkill_of_the_leader_and_a_deposed_leader_that_comes_back(
             "VPP_BIDDING__GATE_LEAD_S": "60",
             "VPP_BIDDING__REVIEW_WINDOW_S": "120",
             "VPP_BIDDING__HORIZON_INTERVALS": "3",
+            # curves on a persistence forecast (this test's bids before the schedule became
+            # the default); whether a cycle trades still depends on the replayed prices, so
+            # the test waits up to a bidding cycle (5 min) for a draft to approve
+            "VPP_BIDDING__STRATEGY": "scenarios",
+            "VPP_BIDDING__FORECAST": "persistence_day",
             "VPP_BIDDING__SCENARIOS": "3",
             # approved bids go to the market at the next submission pass
             "VPP_BIDDING__SUBMIT_BEFORE_GATE_S": "3600",
@@ -381,7 +386,7 @@ def test_sigkill_of_the_leader_and_a_deposed_leader_that_comes_back(
         lead = by_holder(holder)
         other = 1 - lead
         # the leader bids once the fleet has reported (it retries until then)
-        _wait("the leader's first bids", lambda: _newest_draft(db, set()) is not None, 90)
+        _wait("the leader's first bids", lambda: _newest_draft(db, set()) is not None, 330)
         first = _newest_draft(db, set())
         assert first is not None
         _approve(ports[other], key, first)  # through the standby's API: the database carries it
@@ -399,6 +404,11 @@ def test_sigkill_of_the_leader_and_a_deposed_leader_that_comes_back(
         assert by_holder(_term(db)[1]) == other  # type: ignore[index]
         print(f"the standby led {took_s:.1f} s after the SIGKILL")
         # ... and submits what is approved next
+        _wait(
+            "a draft to approve",
+            lambda: _newest_draft(db, set(approved)) is not None,
+            330,
+        )
         second = _newest_draft(db, set(approved))
         assert second is not None
         _approve(ports[other], key, second)
@@ -438,6 +448,11 @@ def test_sigkill_of_the_leader_and_a_deposed_leader_that_comes_back(
         # next submission pass is refused at the transaction log, and it steps down at once.
         procs[other].send_signal(signal.SIGSTOP)
         stopped.append(procs[other])
+        _wait(
+            "a draft to approve",
+            lambda: _newest_draft(db, set(approved)) is not None,
+            330,
+        )
         third = _newest_draft(db, set(approved))
         assert third is not None
         _approve(ports[lead], key, third)

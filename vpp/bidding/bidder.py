@@ -271,6 +271,19 @@ class Bidder:
         for group, g in sorted(result.groups.items()):
             SOLVE_SECONDS.labels("scenario").observe(g.solve_s)
             if not g.bids:
+                b = g.battery
+                log.info(
+                    "group %s: nothing to offer this cycle (%.0f kW out, %.0f kW in free at "
+                    "P%d; stored %.3f MWh in [%.3f, %.3f])",
+                    group,
+                    b.p_discharge_max_mw * 1000,
+                    b.p_charge_max_mw * 1000,
+                    round(self.settings.quantile * 100),
+                    b.e_initial_mwh,
+                    b.e_min_mwh,
+                    b.e_max_mwh,
+                    extra=ctx(group_id=group),
+                )
                 continue
             solve_id = f"solve-{group}-{uuid.uuid4().hex[:12]}"
             self.bids.create(g.bids, solve_id=solve_id, report=g.report, market=self.definition)
