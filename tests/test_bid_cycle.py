@@ -56,13 +56,14 @@ def canonical(bids: list[Bid]) -> bytes:
 
 
 CASES: dict[str, tuple[str, datetime, datetime, dict[str, Any], BiddingSettings, list[int]]] = {
-    # the engine's default: the schedule of a forecast, price-taking
+    # the schedule of a forecast, price-taking (the best measured)
     "eu-day-ahead, schedule": (
         "de-2019-backtest.yaml",
         utc(2019, 3, 1),
         utc(2019, 3, 6),
         {"strategy__features": []},
         BiddingSettings(
+            strategy="schedule",
             market="eu-day-ahead",
             product="energy_da",
             review_window_s=1800,

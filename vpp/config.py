@@ -416,10 +416,10 @@ class BiddingSettings(_Section):
         600.0, description="bids are made at least this long before their gate closes (s)"
     )
     strategy: Literal["scenarios", "schedule"] = Field(
-        "schedule",
-        description="schedule: the forecast's optimal schedule, bid price-taking (the best "
-        "measured: benchmarks/backtest.py); scenarios: monotone curves on the forecast's "
-        "price buckets, anchored on that schedule",
+        "scenarios",
+        description="scenarios: monotone curves on the forecast's price buckets, anchored on "
+        "its schedule (bids every cycle: the demo's review loop); schedule: the forecast's "
+        "optimal schedule, bid price-taking (the best measured, benchmarks/backtest.py)",
     )
     scenarios: PositiveInt = Field(10, le=100, description="price buckets per curve")
     forecast: Literal["persistence_day", "persistence_week", "seasonal", "lear", "learned"] = Field(
