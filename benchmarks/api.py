@@ -108,11 +108,10 @@ def serve(db_path: str, port: int, n_sites: int, caches: bool, live: bool) -> No
 
     import uvicorn
 
-    from tests.api_support import make_fleet  # noqa: F401 - same helpers as the tests
     from vpp.api.app import create_app
-    from vpp.api.services import Services
     from vpp.config import DatabaseSettings
     from vpp.fleet.hierarchy import FleetHierarchy
+    from vpp.services import Services
     from vpp.store import db
     from vpp.store.bids import BidStore
     from vpp.store.keys import KeyStore
@@ -370,7 +369,10 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=100_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it still runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.bids, args.sites, args.seconds, args.connections = 200, 1_000, 1, 4
     tmp = Path(tempfile.mkdtemp(prefix="vpp-api-bench-"))
     try:
         results: dict[str, Any] = {}

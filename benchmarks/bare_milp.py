@@ -1,5 +1,5 @@
 """The bare-solver baseline for ``vpp optimize`` on a scenario's year: the same battery
-arbitrage MILP built column by column with NumPy (:mod:`tests.milp_reference`) and solved by
+arbitrage MILP built column by column with NumPy (:mod:`benchmarks.milp_reference`) and solved by
 highspy, binaries only where they can matter (negative prices). Reads the price CSV with
 the standard library; no Pyomo, pandas or engine code. Prints one JSON object:
 ``{"net_revenue": ..., "highs_s": ..., "binaries": ...}``.
@@ -22,7 +22,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.milp_reference import ReferenceBattery, solve_reference
+from benchmarks.milp_reference import ReferenceBattery, solve_reference
 
 
 def _utc(text: str) -> datetime:

@@ -218,5 +218,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it still runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.messages, args.repeats = 5_000, 1
     print(json.dumps(asyncio.run(main(args.messages, args.repeats))))

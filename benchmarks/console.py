@@ -87,12 +87,12 @@ def bids_page(n_bids: int, repeats: int, tmp: Path) -> dict[str, Any]:
     import httpx
     import uvicorn
 
+    from benchmarks._fleet import make_fleet
     from market.bids import Bid, BidCurve, Segment
     from market.definitions import Product
-    from tests.api_support import make_fleet
     from vpp.api.app import create_app
-    from vpp.api.services import Services
     from vpp.config import DatabaseSettings
+    from vpp.services import Services
     from vpp.store import db
     from vpp.store.bids import BidStore
     from vpp.store.keys import KeyStore
@@ -122,7 +122,7 @@ def bids_page(n_bids: int, repeats: int, tmp: Path) -> dict[str, Any]:
         if label == "cached":
             store.create(bids)
             _, key = KeyStore(engine).create("bench", "operator")
-        fleet_store, hier = make_fleet()
+        fleet_store, hier = make_fleet(now)
         services = Services(
             db=engine,
             keys=KeyStore(engine, ttl_s=60),
@@ -202,8 +202,8 @@ def _aggregate_rows(day: int) -> list[tuple[Any, ...]]:
     return rows
 
 
-def fill(url: str, schema: str | None) -> int:
-    """A month of aggregates for 100 groups into the database at ``url``; returns rows."""
+def fill(url: str, schema: str | None, days: int = 31) -> int:
+    """``days`` of aggregates for 100 groups into the database at ``url``; returns rows."""
     from vpp.config import DatabaseSettings
     from vpp.store import db
     from vpp.store.tables import group_aggregates
@@ -212,7 +212,7 @@ def fill(url: str, schema: str | None) -> int:
     db.upgrade(engine)
     names = [c.name for c in group_aggregates.c]
     n = 0
-    for day in range(31):
+    for day in range(days):
         rows = _aggregate_rows(day)
         n += len(rows)
         if engine.dialect.name == "postgresql":
@@ -299,12 +299,14 @@ def export_child(url: str, schema: str | None, days: int, out: Path) -> dict[str
     }
 
 
-def export_bench(url: str, schema: str | None, tmp: Path) -> dict[str, Any]:
+def export_bench(url: str, schema: str | None, tmp: Path, smoke: bool = False) -> dict[str, Any]:
+    """A week and a month exported (a day and two in smoke mode)."""
+    short, long = (1, 2) if smoke else (7, 31)
     t0 = time.perf_counter()
-    rows = fill(url, schema)
+    rows = fill(url, schema, long)
     fill_s = time.perf_counter() - t0
-    week = export_child(url, schema, 7, tmp / "week")
-    month = export_child(url, schema, 31, tmp / "month")
+    week = export_child(url, schema, short, tmp / "week")
+    month = export_child(url, schema, long, tmp / "month")
     return {
         "rows_in_store": rows,
         "fill_s": round(fill_s, 1),
@@ -343,18 +345,23 @@ def main() -> None:
     ap.add_argument("--bids", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--skip-postgres", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks it still runs")
     args = ap.parse_args()
+    if args.smoke:
+        args.bids, args.repeats = 20, 1
     out: dict[str, Any] = {
         "goals": {"server_ms": 300, "load_event_ms": 1000, "export_rows_per_s": 1_000_000}
     }
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         out["bids_page"] = bids_page(args.bids, args.repeats, tmp)
-        out["export_sqlite"] = export_bench(f"sqlite:///{tmp}/history.db", None, tmp / "sq")
+        out["export_sqlite"] = export_bench(
+            f"sqlite:///{tmp}/history.db", None, tmp / "sq", args.smoke
+        )
         pg = None if args.skip_postgres else _postgres_schema()
         if pg is not None:
             try:
-                out["export_postgres"] = export_bench(pg[0], pg[1], tmp / "pg")
+                out["export_postgres"] = export_bench(pg[0], pg[1], tmp / "pg", args.smoke)
             finally:
                 with contextlib.suppress(Exception):
                     _drop_schema(*pg)

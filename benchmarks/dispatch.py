@@ -13,7 +13,7 @@
     twins), and from the dispatch tick's start (split, command creation and the
     ledger-first write of the commands included).
 
-    python benchmarks/dispatch.py [--commands 100000]
+    python benchmarks/dispatch.py [--commands 100000] [--smoke]
 """
 
 from __future__ import annotations
@@ -204,13 +204,16 @@ async def round_trip(bootstrap: str, n: int, partitions: int, db_dir: Path) -> d
         marks["last_publish"] = time.perf_counter()
 
     service._publish = timed_publish  # type: ignore[method-assign]
-    dispatch_one = service._dispatch
+    core_tick = service.core.tick
 
-    async def timed_dispatch(d: Any, now: float) -> None:
-        marks.setdefault("dispatch_start", time.perf_counter())
-        await dispatch_one(d, now)
+    def timed_tick(now: float) -> Any:
+        t0 = time.perf_counter()
+        eff = core_tick(now)
+        if eff.commands:
+            marks.setdefault("dispatch_start", t0)
+        return eff
 
-    service._dispatch = timed_dispatch  # type: ignore[method-assign]
+    service.core.tick = timed_tick  # type: ignore[method-assign]
     all_acked = asyncio.Event()
     settle = service._settle
 
@@ -225,7 +228,10 @@ async def round_trip(bootstrap: str, n: int, partitions: int, db_dir: Path) -> d
     service._settle = counted_settle  # type: ignore[method-assign]
     try:
         if not await asyncio.to_thread(ready.wait, 120):
-            raise RuntimeError("the gateways never joined their group")
+            raise RuntimeError(
+                "the gateways never joined their group"
+                + ("" if proc.is_alive() else f" (their process exited {proc.exitcode})")
+            )
         await service.start()
         start = datetime.now(UTC).replace(microsecond=0)
         target_kw = 0.3 * float(store.p_discharge_max_kw.sum())
@@ -240,8 +246,12 @@ async def round_trip(bootstrap: str, n: int, partitions: int, db_dir: Path) -> d
                 )
             ]
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(all_acked.wait(), 120)
+        deadline = time.monotonic() + 120
+        while not all_acked.is_set() and time.monotonic() < deadline:
+            if not proc.is_alive():
+                raise RuntimeError(f"the gateway process died (exit code {proc.exitcode})")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_acked.wait(), 0.5)
         acked = service.tracker.counts["acked"]
         sent = len(service.tracker.commands)
     finally:
@@ -269,12 +279,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--commands", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it still runs")
     args = parser.parse_args()
-    out: dict[str, Any] = {"split": [split_case(n) for n in (10_000, 100_000, 1_000_000)]}
+    sizes = (10_000,) if args.smoke else (10_000, 100_000, 1_000_000)
+    commands = min(args.commands, 2_000) if args.smoke else args.commands
+    out: dict[str, Any] = {"smoke": args.smoke, "split": [split_case(n) for n in sizes]}
     with tansu_broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
-        out["round_trip"] = asyncio.run(
-            round_trip(bootstrap, args.commands, args.partitions, Path(tmp))
-        )
+        out["round_trip"] = asyncio.run(round_trip(bootstrap, commands, args.partitions, Path(tmp)))
+    if "error" in out["round_trip"]:
+        print(json.dumps(out))
+        raise SystemExit(f"round trip failed: {out['round_trip']['error']}")
     million = out["split"][-1]
     out["goals"] = {
         "split_1e6_under_100ms": million["split_ms"] < 100,

@@ -86,7 +86,10 @@ def failovers(schema: str, check_s: float, repeats: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--smoke", action="store_true", help="one fail-over each: checks it runs")
     args = ap.parse_args()
+    if args.smoke:
+        args.repeats = 1
     sys.path.insert(0, str(ROOT))
     from vpp.config import DatabaseSettings
     from vpp.store import db

@@ -255,10 +255,12 @@ def main() -> None:
         "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
     )
     parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it still runs")
     args = parser.parse_args()
-    globals()["REPEATS"] = args.repeats
+    globals()["REPEATS"] = 1 if args.smoke else args.repeats
     out = {
         "benchmark": "optimizer",
+        "smoke": args.smoke,
         "market_T288_energy_regup_regdown": market_288(args.data),
         "market_T8760_energy": market_8760(args.data),
         "scenario_bid_T24_S20": scenarios_24x20(args.data),

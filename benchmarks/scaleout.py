@@ -199,7 +199,7 @@ def drain(
     result = {
         "instances": k,
         "messages": n_msgs,
-        "msgs_per_s": round(n_msgs / wall),
+        "msgs_per_s": round(n_msgs / wall) if wall > 0 else None,  # None: drained at once
         "drain_s": round(wall, 2),
         "cpu_per_instance": cpu,
         "messages_per_instance": {n: latest[n][0] for n in sorted(latest)},
@@ -469,7 +469,11 @@ def main() -> None:
     ap.add_argument("--failover-kills", type=int, default=3)
     ap.add_argument("--failover-messages", type=int, default=300_000)
     ap.add_argument("--parts", default="throughput,failover,leader", help="comma-separated")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, one kill each")
     args = ap.parse_args()
+    if args.smoke:
+        args.messages, args.sites, args.failover_messages = 300_000, 3_000, 100_000
+        args.leader_kills = args.failover_kills = 1
     parts = set(args.parts.split(","))
     result: dict[str, Any] = {
         "goals": {"instance_failover_s": 10, "leader_failover_s": 15},
@@ -485,7 +489,10 @@ def main() -> None:
             result["throughput"] = runs
             base = runs[0]["msgs_per_s"]
             result["speedup"] = {
-                str(r["instances"]): round(r["msgs_per_s"] / base, 2) for r in runs
+                str(r["instances"]): round(r["msgs_per_s"] / base, 2)
+                if base and r["msgs_per_s"]
+                else None
+                for r in runs
             }
         if "failover" in parts:
             # at the shipped settings, and with a shorter group session: detection is most

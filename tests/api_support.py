@@ -12,24 +12,22 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from benchmarks._fleet import make_fleet as shared_fleet
 from market.adapter import LoggedMarket, SimulatedMarket
 from market.bids import Bid, BidCurve, Segment
 from market.definitions import Product, load_market
 from tests.conftest import PG_BASE_URL
 from vpp.api.app import create_app
-from vpp.api.services import Services
 from vpp.bus.embedded import EmbeddedBus
 from vpp.config import DatabaseSettings, DispatchSettings, PeakShavingSettings, TopicsSettings
 from vpp.dispatch.service import DispatchService
 from vpp.fleet.hierarchy import FleetHierarchy
 from vpp.peak_shaving import PeakShaver
+from vpp.services import Services
 from vpp.store import db
 from vpp.store.bids import BidStore
 from vpp.store.keys import KeyStore
 from vpp.store.txlog import DbTxLog
-from vpp.telemetry.contract import encode_telemetry
-from vpp.telemetry.decode import decode_batch
-from vpp.twins.registry import SiteConfig
 from vpp.twins.store import FleetStore
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -81,42 +79,7 @@ def make_bids(n: int = 12) -> list[Bid]:
 
 
 def make_fleet() -> tuple[FleetStore, FleetHierarchy]:
-    store = FleetStore(trace_depth=16, trace_every_s=0.0)
-    for i in range(6):
-        store.register(
-            SiteConfig(
-                site_id=f"s{i}",
-                group="north" if i < 3 else "south",
-                capacity_kwh=1000,
-                p_charge_max_kw=500,
-                p_discharge_max_kw=500,
-            )
-        )
-    now = NOW.timestamp()
-    # a few minutes of history for the sites' traces, then the current reading (seq 1)
-    for k, (soc, p_kw) in enumerate(((0.56, -200.0), (0.54, 150.0), (0.52, 300.0))):
-        cols, _ = decode_batch(
-            [
-                encode_telemetry(
-                    f"s{i}",
-                    NOW - timedelta(seconds=181 - 60 * k),
-                    0,
-                    soc,
-                    p_kw,
-                    site_load_kw=80.0 + 10 * k,
-                )
-                for i in range(6)
-            ]
-        )
-        store.fold(cols, now)
-    cols, _ = decode_batch(
-        [encode_telemetry(f"s{i}", NOW - timedelta(seconds=1), 1, 0.5, 1.0) for i in range(6)]
-    )
-    store.fold(cols, now)
-    store.evaluate(now)
-    hier = FleetHierarchy(store)
-    hier.refresh(now)
-    return store, hier
+    return shared_fleet(NOW)
 
 
 def engine_for(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[sa.Engine]:

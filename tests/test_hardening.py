@@ -14,13 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vpp.bus.base import BusRecord
+from vpp.bus.deadletter import DeadLetterWriter, decode_dead_letter
 from vpp.bus.embedded import EmbeddedBus
 from vpp.config import DispatchSettings, IngestSettings, TopicsSettings
 from vpp.dispatch.contract import Ack, ack_batch_decoder, ack_decoder
 from vpp.dispatch.core import DispatchCore
 from vpp.dispatch.targets import GroupTarget, dispatch_id
 from vpp.framing import decode_framed
-from vpp.ingest.deadletter import DeadLetterWriter, decode_dead_letter
 from vpp.ingest.loop import Ingest
 from vpp.telemetry.contract import encode_telemetry
 from vpp.telemetry.decode import decode_batch

@@ -62,7 +62,7 @@ async def settle(ingests: list[Ingest], expected_msgs: int, timeout_s: float = 6
 
 async def dead_letters(bus: KafkaBus, topic: str, expected: int) -> set[tuple[int, int]]:
     """Unique (partition, offset) of the source records on the dead-letter topic."""
-    from vpp.ingest.deadletter import decode_dead_letter
+    from vpp.bus.deadletter import decode_dead_letter
 
     consumer = await bus.consumer([topic], f"dlq-{time.monotonic_ns()}")
     seen: set[tuple[int, int]] = set()

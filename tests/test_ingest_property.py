@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vpp.bus.base import BusRecord
+from vpp.bus.deadletter import decode_dead_letter
 from vpp.bus.embedded import EmbeddedBus
 from vpp.config import IngestSettings, TopicsSettings
-from vpp.ingest.deadletter import decode_dead_letter
 from vpp.ingest.loop import Ingest
 from vpp.twins.registry import SiteConfig
 from vpp.twins.store import FleetStore
@@ -85,7 +85,7 @@ async def _ingest(bus: EmbeddedBus) -> Ingest:
             )
         )
     ing._producer = await bus.producer()
-    from vpp.ingest.deadletter import DeadLetterWriter
+    from vpp.bus.deadletter import DeadLetterWriter
 
     ing._dlq = DeadLetterWriter(ing._producer, TOPICS.deadletter.name)
     return ing

@@ -15,8 +15,9 @@ from market.adapter import LoggedMarket, SimulatedMarket
 from market.lifecycle import BidAction
 from tests.api_support import MARKET, Clock, engine_for, make_bids
 from tests.conftest import PG_BASE_URL
-from vpp.leader import FencedError, Leadership
+from vpp.leader import Leadership
 from vpp.store.bids import BidStore
+from vpp.store.fencing import FencedError
 from vpp.store.keys import Principal
 from vpp.store.tables import bids, market_txlog
 from vpp.store.txlog import DbTxLog

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.milp_reference import ReferenceBattery, solve_reference
 from market.bids import Bid, validate
 from market.definitions import Product, load_market
 from market.prices import load_price_csv
@@ -19,7 +20,6 @@ from optimizer.inputs import BatteryAggregate, MarketInputs, ScenarioInputs, Ter
 from optimizer.market_model import MarketModel
 from optimizer.report import InfeasibleInputError
 from optimizer.scenario_model import ScenarioBidModel
-from tests.milp_reference import ReferenceBattery, solve_reference
 
 DATA = Path(__file__).resolve().parents[1] / "scenarios" / "data"
 
@@ -303,7 +303,7 @@ def _ref_battery(b: BatteryAggregate) -> ReferenceBattery:
 
 
 def _reference(prices: np.ndarray, b: BatteryAggregate, dt: float, exact: bool) -> float:
-    """The independent MILP (:mod:`tests.milp_reference`): every ``u_t`` binary with
+    """The independent MILP (:mod:`benchmarks.milp_reference`): every ``u_t`` binary with
     ``exact`` (no simultaneous charge and discharge), all continuous without."""
     binary = np.full(len(prices), exact)
     return solve_reference(_ref_battery(b), prices, dt, binary=binary).objective

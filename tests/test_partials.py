@@ -135,11 +135,11 @@ def test_partials_carry_the_snapshot_time() -> None:
 
 async def test_the_view_dead_letters_bad_partials_and_forgets_tombstones() -> None:
     from tests.conftest import wait_for
+    from vpp.bus.deadletter import decode_dead_letter
     from vpp.bus.embedded import EmbeddedBus
     from vpp.config import IngestSettings, TopicsSettings
     from vpp.fleet.combined import FleetView
     from vpp.fleet.partials import encode_partial, partial_key
-    from vpp.ingest.deadletter import decode_dead_letter
 
     topics = TopicsSettings()
     bus = EmbeddedBus()

@@ -87,7 +87,7 @@ def test_variable_om_is_charged_on_discharge_only_and_the_optimum_is_exact(
     """``strategy.vom_per_mwh`` and ``strategy.mip_rel_gap`` are honoured: the week's optimum
     with 8 EUR/MWh of variable O&M on discharge (and 2 of degradation on throughput) equals
     the independent NumPy MILP to 1e-6, and the O&M line is 8 x the discharged MWh."""
-    from tests.milp_reference import ReferenceBattery, solve_reference
+    from benchmarks.milp_reference import ReferenceBattery, solve_reference
     from vpp.scenario import load_prices
 
     path = week_scenario(

@@ -9,10 +9,13 @@ agree, a close approximation when they differ by a few percent).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from optimizer.inputs import BatteryAggregate
 from vpp.fleet.hierarchy import NodeAggregate
-from vpp.scenario import FleetEntry
+
+if TYPE_CHECKING:  # a type only: the scenario module needs the bidding code at run time
+    from vpp.scenario import FleetEntry
 
 KW_PER_MW = 1000.0
 

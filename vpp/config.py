@@ -522,6 +522,15 @@ class DispatchSettings(_Section):
         description="an unresponsive site is commanded again after this long (s), or as "
         "soon as it reconnects",
     )
+    delivery_tolerance_kw: float = Field(
+        1.0,
+        ge=0,
+        description="a closed interval is delivered if its metered mean power is within "
+        "max(this, delivery_tolerance_share x |target|) of the target, either side (kW)",
+    )
+    delivery_tolerance_share: float = Field(
+        0.05, ge=0, lt=1, description="the relative part of the delivery tolerance"
+    )
 
 
 class HistorySettings(_Section):

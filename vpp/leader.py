@@ -48,21 +48,13 @@ from typing import Any
 import sqlalchemy as sa
 from prometheus_client import Gauge
 
+from vpp.store.fencing import FencedError
 from vpp.store.tables import leader_terms
 
 log = logging.getLogger(__name__)
 
 LEADER = Gauge("vpp_leader", "1 while this instance leads the role", ["role"])
 TERM = Gauge("vpp_leader_generation", "The term this instance leads (0: none)", ["role"])
-
-
-class FencedError(RuntimeError):
-    """An instance that no longer leads tried to act for the role; ``term`` is the term it
-    believed it led (None: it knew it led none)."""
-
-    def __init__(self, message: str, term: int | None = None) -> None:
-        super().__init__(message)
-        self.term = term
 
 
 def default_holder() -> str:

@@ -12,7 +12,7 @@ once; a longer one (a year of 5-minute prices) in rolling windows of ``window`` 
 ``overlap``: each window starts from the state the previous one reached at the end of its
 kept part and keeps only its first ``window − overlap``, so the look-ahead near a window's
 end is never cut short. With either key set, the range is solved in exactly the decision
-windows a backtest uses (:mod:`vpp.backtest.windows`: trading days for a day-ahead
+windows a backtest uses (:mod:`vpp.decision_windows`: trading days for a day-ahead
 market, ``reoptimize_every`` for real time, each over ``horizon``), with
 ``strategy.terminal`` at each window's end — the perfect-foresight result of day-by-day
 operation. All windows of equal length reuse one built model.
@@ -35,8 +35,8 @@ from optimizer.inputs import BatteryAggregate, MarketInputs, Terminal
 from optimizer.market_model import MarketModel
 from optimizer.report import SolveReport
 from vpp.aggregate import battery_from_entries
-from vpp.backtest.windows import WindowError, decisions
 from vpp.bidding.strategies import terminal_for
+from vpp.decision_windows import WindowError, decisions
 from vpp.scenario import Scenario, ScenarioError, energy_product, load_prices
 
 MAX_INTERVALS = 40_000

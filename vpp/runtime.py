@@ -18,10 +18,10 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 import uvicorn
 
-from vpp.api.services import Services
 from vpp.bus import Bus, make_bus
 from vpp.clock import Clock, WallClock
 from vpp.config import Settings
+from vpp.services import Services
 from vpp.store import db
 from vpp.store.bids import BidStore
 from vpp.store.keys import KeyStore

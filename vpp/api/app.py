@@ -33,9 +33,10 @@ from vpp.api.routes import (
     schedules,
     sites,
 )
-from vpp.api.services import Services
-from vpp.leader import FencedError
+from vpp.console.app import install as install_console
+from vpp.services import RefusedError, Services
 from vpp.store.bids import ConflictError, FourEyesError, InvalidBidError, NotFoundError
+from vpp.store.fencing import FencedError
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger(__name__)
@@ -255,6 +256,10 @@ def _handlers(app: FastAPI) -> None:
             headers={"X-Request-ID": request_id},
         )
 
+    @app.exception_handler(RefusedError)
+    async def refused(_: Request, exc: RefusedError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
     @app.exception_handler(NotFoundError)
     async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
@@ -364,7 +369,5 @@ def create_app(services: Services, *, max_body_bytes: int = 1_048_576) -> FastAP
     app.include_router(health.router)
     for module in (fleet, sites, bids, awards, dispatch, commands, schedules, history, keys):
         app.include_router(module.router, prefix=API_PREFIX)
-    from vpp.console.routes import install  # the console's pages read the API's services
-
-    install(app, services)
+    install_console(app, services)
     return app

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
-from vpp.api.services import Services
+from vpp.services import Services
 from vpp.store.keys import Principal, Role
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")

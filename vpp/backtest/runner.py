@@ -2,7 +2,7 @@
 
 For each strategy the runner plays the scenario's period on one simulated clock:
 
-1. **Decide** (:mod:`vpp.backtest.windows`): at each decision instant the fleet's twins
+1. **Decide** (:mod:`vpp.decision_windows`): at each decision instant the fleet's twins
    are read (:meth:`FleetExecutor.snapshot`: health P50/P90, free capacity, SoC), each
    group becomes one battery sized to its free capacity at ``strategy.bid_quantile``, its
    energy is carried forward through the intervals already committed (awards, or the
@@ -50,7 +50,6 @@ from market.features import FeatureSet
 from market.prices import PriceDataError, PriceSeries, load_price_csv
 from vpp.aggregate import KW_PER_MW
 from vpp.backtest.executor import FleetExecutor
-from vpp.backtest.windows import Decision, WindowError, decisions
 from vpp.bidding.cycle import (
     BidCycle,
     CycleInputs,
@@ -61,6 +60,7 @@ from vpp.bidding.cycle import (
 )
 from vpp.bidding.strategies import Fixed, Strategy, StrategyName, make_strategy
 from vpp.config import DispatchSettings, PeakShavingSettings
+from vpp.decision_windows import Decision, WindowError, decisions
 from vpp.dispatch.targets import from_awards
 from vpp.optimize import optimize
 from vpp.peak_shaving import tou_prices

@@ -39,9 +39,9 @@ from vpp.bidding.feed import FeatureFeed, PriceFeed
 from vpp.bidding.strategies import Fixed, make_strategy
 from vpp.config import BiddingSettings, ConfigError
 from vpp.fleet.hierarchy import GroupsView, NodeAggregate
-from vpp.leader import FencedError
 from vpp.logs import ctx
 from vpp.store.bids import BidError, BidFilter, BidStore
+from vpp.store.fencing import FencedError
 from vpp.store.keys import SYSTEM, Principal
 from vpp.store.txlog import DbTxLog
 from vpp.twins.store import FleetStore
@@ -341,7 +341,7 @@ class Bidder:
         a daily gate closes a trading day, every trading day whose gate has passed (the
         auction publishes the whole day at once); where each interval has its own gate,
         the intervals that have ended. The backtest's decisions know the same
-        (:mod:`vpp.backtest.windows`)."""
+        (:mod:`vpp.decision_windows`)."""
         definition = self.definition
         if definition.product(self.product).gate_closure.kind == "daily":
             day = definition.trading_day(now)

@@ -12,10 +12,10 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 
 from vpp import logs, preflight
-from vpp.config import ConfigError, Settings, load_settings
+from vpp.cli.common import console, err_console, fail, settings, state
+from vpp.config import ConfigError, Settings
 from vpp.records import amount
 
 app = typer.Typer(
@@ -42,17 +42,6 @@ def _operator_commands() -> None:
 
 _operator_commands()
 
-# Piped or redirected, tables keep every column whole instead of folding to 80 characters.
-console = Console() if Console().is_terminal else Console(width=250)
-err_console = Console(stderr=True, soft_wrap=True)
-
-
-class _State:
-    config_file: Path | None = None
-
-
-state = _State()
-
 
 @app.callback()
 def main(
@@ -67,20 +56,6 @@ def main(
     ] = None,
 ) -> None:
     state.config_file = config
-
-
-def settings(**overrides: Any) -> Settings:
-    """The effective settings, or exit 2 with every bad setting named."""
-    try:
-        return load_settings(state.config_file, **overrides)
-    except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
-
-
-def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 def _overrides(**sections: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from vpp.cli.common import console, fail, settings
+
 bids_app = typer.Typer(
     help="Review bids: list, show, approve, reject, submit.", no_args_is_help=True
 )
@@ -40,8 +42,6 @@ class ApiError(Exception):
 def _base(url: str | None) -> str:
     if url:
         return url.rstrip("/")
-    from vpp.cli.main import settings
-
     cfg = settings()
     host = "127.0.0.1" if cfg.api.host in ("0.0.0.0", "::") else cfg.api.host
     return f"http://{host}:{cfg.api.port}"
@@ -84,8 +84,6 @@ def call(
 
 
 def _run(fn: Any) -> Any:
-    from vpp.cli.main import fail
-
     try:
         return fn()
     except ApiError as exc:
@@ -93,8 +91,6 @@ def _run(fn: Any) -> Any:
 
 
 def _console() -> Any:
-    from vpp.cli.main import console
-
     return console
 
 

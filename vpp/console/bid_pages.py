@@ -7,15 +7,14 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from market.bids import BidCurve, Segment
 from market.lifecycle import BidAction
-from vpp.api.routes.bids import BeyondCapabilityError, apply_edit, submit_one
+from vpp.bidding.review import BeyondCapabilityError, apply_edit, review, submit_one
 from vpp.console.routes import (
-    RefusedError,
     User,
     current_user,
     engine_now,
@@ -23,8 +22,9 @@ from vpp.console.routes import (
     posted_form,
     render,
 )
-from vpp.leader import FencedError
+from vpp.services import RefusedError
 from vpp.store.bids import BidError, BidFilter, BidRow, InvalidBidError, NotFoundError
+from vpp.store.fencing import FencedError
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 _REVIEWABLE = ("draft", "approved")
@@ -72,7 +72,7 @@ async def approve_many(request: Request) -> Response:
     try:
         form = await posted_form(request, user)
     except RefusedError as exc:
-        return render(request, "bids.html", user, exc.status, gates=[], flash=[exc.message])
+        return render(request, "bids.html", user, exc.status, gates=[], flash=[str(exc)])
     results = []
     if not user.operator:
         results.append("Approving needs the operator role.")
@@ -80,8 +80,13 @@ async def approve_many(request: Request) -> Response:
         for item in form.get("bid", []):
             bid_id, _, version = item.rpartition(":")
             try:
-                user.services.bids.review(
-                    bid_id, int(version), BidAction.APPROVE, user.principal, "console: bulk"
+                review(
+                    user.services,
+                    user.principal,
+                    bid_id,
+                    int(version),
+                    BidAction.APPROVE,
+                    "console: bulk",
                 )
                 results.append(f"{bid_id}: approved")
             except (BidError, ValueError) as exc:
@@ -233,16 +238,17 @@ async def review_bid(request: Request, bid_id: str) -> Response:
             raise RefusedError(422, f"unknown action {action!r}")
         version = int((form.get("version") or ["0"])[0])
         comment = (form.get("comment") or [""])[0].strip() or None
-        user.services.bids.review(
+        review(
+            user.services,
+            user.principal,
             bid_id,
             version,
             BidAction.APPROVE if action == "approve" else BidAction.REJECT,
-            user.principal,
             comment,
         )
         return RedirectResponse(f"/console/bids/{bid_id}", status_code=303)
     except RefusedError as exc:
-        errors, status = [exc.message], exc.status
+        errors, status = [str(exc)], exc.status
     except (BidError, ValueError) as exc:
         errors, status = [f"Not saved: {exc}"], 409
     return _bid_page(request, user, bid_id, status, errors, {})
@@ -264,9 +270,7 @@ async def submit_bid(request: Request, bid_id: str) -> Response:
         else:
             return RedirectResponse(f"/console/bids/{bid_id}", status_code=303)
     except RefusedError as exc:
-        errors, status = [exc.message], exc.status
-    except HTTPException as exc:
-        errors, status = [f"Not submitted: {exc.detail}"], exc.status_code
+        errors, status = [f"Not submitted: {exc}"], exc.status
     except FencedError as exc:
         errors, status = [f"Not submitted: {exc}; the leading instance submits it"], 409
     except (BidError, ValueError) as exc:
@@ -338,7 +342,7 @@ async def edit_curve(request: Request, bid_id: str) -> Response:
         )
         return RedirectResponse(f"/console/bids/{bid_id}", status_code=303)
     except RefusedError as exc:
-        errors, status = [exc.message], exc.status
+        errors, status = [str(exc)], exc.status
     except InvalidBidError as exc:
         status = 422
         errors = ["The market refuses this curve; nothing saved."]

@@ -7,20 +7,19 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
-from vpp.api.routes.dispatch import TargetCreate, cancel_manual_target, schedule_manual_target
-from vpp.api.routes.sites import recent_telemetry
 from vpp.console.routes import (
-    RefusedError,
     User,
     current_user,
     engine_now,
     operator_form,
     render,
 )
+from vpp.dispatch.manual import TargetCreate, cancel_manual_target, schedule_manual_target
+from vpp.services import RefusedError
 from vpp.store import ledger, peak_schedules
 from vpp.store.ledger import CommandStatus
 from vpp.store.site_events import site_history_page
@@ -163,10 +162,8 @@ async def create_target(request: Request) -> Response:
             )
         row = await schedule_manual_target(user.services, user.principal, body)
     except RefusedError as exc:
-        return _dispatch_page(request, user, exc.status, flash=[exc.message], draft=draft)
-    except HTTPException as exc:
         return _dispatch_page(
-            request, user, exc.status_code, flash=[f"Not scheduled: {_detail(exc)}"], draft=draft
+            request, user, exc.status, flash=[f"Not scheduled: {exc}"], draft=draft
         )
     return _dispatch_page(
         request,
@@ -182,19 +179,8 @@ async def cancel_target(request: Request, dispatch_id: str) -> Response:
         await operator_form(request, user, "Cancelling needs the operator role.")
         await cancel_manual_target(user.services, user.principal, dispatch_id)
     except RefusedError as exc:
-        return _dispatch_page(request, user, exc.status, flash=[exc.message])
-    except HTTPException as exc:
-        return _dispatch_page(
-            request, user, exc.status_code, flash=[f"Not cancelled: {_detail(exc)}"]
-        )
+        return _dispatch_page(request, user, exc.status, flash=[f"Not cancelled: {exc}"])
     return _dispatch_page(request, user, flash=[f"Cancelled {dispatch_id}"])
-
-
-def _detail(exc: HTTPException) -> str:
-    """An API refusal's detail as one line (a string, or the 422 list of field errors)."""
-    if isinstance(exc.detail, list):
-        return "; ".join(str(d.get("msg", d)) for d in exc.detail)
-    return str(exc.detail)
 
 
 # -- one site ------------------------------------------------------------------------------
@@ -211,7 +197,7 @@ async def site_page(request: Request, site_id: str) -> Response:
     view = site_view(store, site_id, engine_now(request).timestamp())
     events, _ = site_history_page(user.services.db, site_id, limit=50)
     commands, _ = ledger.last_states(user.services.db, site_id=site_id, limit=20)
-    trace = recent_telemetry(store, i)
+    trace = store.recent_telemetry(i)
     return render(
         request,
         "site.html",

@@ -9,13 +9,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from vpp.api.services import Services
 from vpp.console.sessions import COOKIE, Session, SessionStore
+from vpp.services import RefusedError, Services
 from vpp.store.keys import Principal
 
 HERE = Path(__file__).resolve().parent
@@ -36,20 +35,6 @@ class User:
 
 class LoginRequiredError(Exception):
     """No valid session: the browser is sent to the sign-in page."""
-
-
-def install(app: FastAPI, services: Services) -> None:
-    """Serve the console from ``app``: its pages, its vendored assets, its sessions."""
-    app.state.console_sessions = SessionStore()
-    app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
-    from vpp.console import bid_pages, operations  # their pages use this module's helpers
-
-    for r in (router, bid_pages.router, operations.router):
-        app.include_router(r)
-
-    @app.exception_handler(LoginRequiredError)
-    async def _login(request: Request, exc: LoginRequiredError) -> Response:
-        return RedirectResponse("/console/login", status_code=303)
 
 
 async def current_user(request: Request) -> User:
@@ -104,13 +89,6 @@ async def operator_form(request: Request, user: User, refusal: str) -> dict[str,
     return form
 
 
-class RefusedError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 # -- sign-in ------------------------------------------------------------------------------
 
 
@@ -129,7 +107,7 @@ async def login(request: Request) -> Response:
     try:
         form = await posted_form(request, None)
     except RefusedError as exc:
-        return render(request, "login.html", None, exc.status, error=exc.message)
+        return render(request, "login.html", None, exc.status, error=str(exc))
     key = (form.get("api_key") or [""])[0].strip()
     services: Services = request.app.state.services
     principal = await services.keys.verify_async(key or None)

@@ -18,7 +18,12 @@ Each :meth:`DispatchCore.tick`:
 3. samples delivery: the node's measured net power (its online sites' newest readings),
    from the moment every site could have reported after the interval began;
 4. closes ended intervals (target, delivered kW and kWh, shortfall, re-dispatches,
-   compliance).
+   compliance). The closing shortfall is what a meter would count: the deviation of the
+   interval's measured mean power from the target, ``|P_target − P̄_measured|``, either
+   side (over-delivery and a moved fleet under a 0 kW award are deviations too), reported
+   when it exceeds ``max(delivery_tolerance_kw, delivery_tolerance_share·|P_target|)`` and
+   0 otherwise; an interval with nothing measured delivered nothing. While an interval
+   runs, ``shortfall_kw`` is the split's unallocated part (what it expects to miss).
 
 Targets name a group (an award, a manual target) or one site (a peak-shaving plan, an
 operator's site target). A site with a target of its own is *committed* to it for that
@@ -433,6 +438,15 @@ class DispatchCore:
         store = self.store()
         return node not in store.group_index and node in store.index
 
+    def _metered_shortfall(self, d: Delivery) -> float:
+        """``|want − measured mean|`` beyond the tolerance (module docstring), else 0."""
+        want = d.share_kw if d.dispatched else d.target.target_kw
+        measured = d.delivered_kw
+        deviation = abs(want - (measured if measured is not None else 0.0))
+        s = self.settings
+        tolerance = max(s.delivery_tolerance_kw, s.delivery_tolerance_share * abs(want))
+        return float(deviation) if deviation > tolerance else 0.0
+
     def _measure(self, node: str) -> float:
         store = self.store()
         rows = self._rows(node)
@@ -563,6 +577,7 @@ class DispatchCore:
             and self.tracker.commands[cid].command.dispatch_id == d.target.dispatch_id
         ]
         d.compliance = float(np.mean(followed)) if followed else None
+        d.shortfall_kw = 0.0 if d.foreign else self._metered_shortfall(d)
         eff.rows.append(d.row("delivered" if d.shortfall_kw == 0 else "short", now))
         self.tracker.forget_before(now - 3600)
 

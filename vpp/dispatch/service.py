@@ -32,6 +32,7 @@ from prometheus_client import Counter, Gauge
 
 from market.clearing import Award
 from vpp.bus import Bus, Consumer, Producer
+from vpp.bus.deadletter import DeadLetterWriter
 from vpp.config import DispatchSettings, TopicsSettings
 from vpp.dispatch.contract import (
     Ack,
@@ -50,7 +51,6 @@ from vpp.dispatch.targets import (
     from_awards,
 )
 from vpp.framing import decode_framed
-from vpp.ingest.deadletter import DeadLetterWriter
 from vpp.logs import ctx
 from vpp.periodic import run_every
 from vpp.store import dispatch_log, ledger

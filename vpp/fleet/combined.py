@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from vpp.bus.base import Bus, Consumer, Producer
+from vpp.bus.deadletter import DeadLetterWriter
 from vpp.config import IngestSettings, TopicsSettings
 from vpp.fleet.partials import (
     CombinedView,
@@ -30,7 +31,6 @@ from vpp.fleet.partials import (
     fresh_partials,
     partial_key,
 )
-from vpp.ingest.deadletter import DeadLetterWriter
 
 log = logging.getLogger(__name__)
 

@@ -38,11 +38,11 @@ from prometheus_client import Counter, Gauge, Histogram
 from rich.table import Table
 
 from vpp.bus import Bus, Consumer, Producer, Record, TopicPartition
+from vpp.bus.deadletter import DeadLetterWriter
 from vpp.config import IngestSettings, TopicsSettings
 from vpp.fleet.estimates import EstimateSettings
 from vpp.fleet.hierarchy import FleetHierarchy, FleetSnapshot, NodeAggregate
 from vpp.fleet.partials import encode_partial, partial_key, partials_of
-from vpp.ingest.deadletter import DeadLetterWriter
 from vpp.store.site_events import record_events
 from vpp.store.snapshots import latest_covering, save_snapshot, tp_key
 from vpp.telemetry.decode import check_keys, decode_batch

@@ -27,9 +27,9 @@ from market.bids import Bid, BidCurve, PriceBands, Segment, problems
 from market.clearing import Award
 from market.definitions import MarketDefinition, Product, load_market
 from market.lifecycle import BidAction, BidStatus, LifecycleError, next_status
-from vpp.leader import FencedError
 from vpp.records import plain
 from vpp.store.audit import record
+from vpp.store.fencing import FencedError
 from vpp.store.keys import SYSTEM, Principal
 from vpp.store.paging import group_interval_conds, paged
 from vpp.store.tables import (
@@ -605,7 +605,7 @@ class BidStore:
         try:
             result = adapter.submit(tx_id, outgoing)
         except FencedError as exc:
-            # Refused before anything was sent (a deposed leader): the bids go back to
+            # RefusedError before anything was sent (a deposed leader): the bids go back to
             # approved, for the leader to submit.
             with self.engine.begin() as conn:
                 for row in rows:

@@ -14,14 +14,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from vpp.leader import FencedError
+from vpp.store.fencing import FencedError
 from vpp.store.tables import market_txlog
 
 
 class DbTxLog:
     """``fence`` (the leader's :meth:`vpp.leader.Leadership.fence`): called in the
     transaction that records a request; it returns the current term, stored with the
-    request and its response, or raises :class:`vpp.leader.FencedError` and nothing is
+    request and its response, or raises :class:`vpp.store.fencing.FencedError` and nothing is
     recorded, so a deposed leader's exchange never starts. ``None``: a single instance,
     no terms. ``on_fenced`` (the leader's :meth:`vpp.leader.Leadership.fenced`) is told of
     a refusal once the refused transaction has ended."""

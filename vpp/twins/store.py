@@ -12,7 +12,7 @@ site is found with two ``maximum.at`` scatters (newest ``ts``, then newest ``seq
 out-of-order reading therefore never moves a twin backwards, and folding any permutation
 of the same readings gives the same state.
 
-Refused readings never touch the arrays: validation produces a reason per row first, and
+RefusedError readings never touch the arrays: validation produces a reason per row first, and
 only the rows with none are folded.
 """
 
@@ -106,6 +106,9 @@ def _iso(epoch_s: float) -> str:
         return _utc(epoch_s).isoformat()
     except (OverflowError, ValueError, OSError):
         return f"{epoch_s:.3f} s since the epoch"
+
+
+TRACE_SERIES = ("ts", "soc", "p_kw", "site_load_kw")
 
 
 class FleetStore:
@@ -484,6 +487,19 @@ class FleetStore:
         return events
 
     # -- clock-driven state ----------------------------------------------------------------
+
+    def recent_telemetry(self, row: int) -> dict[str, object]:
+        """The trace of one site row with its sampling (empty lists when tracing is off)."""
+        if self.trace is None:
+            return {
+                "every_s": None,
+                "depth": 0,
+                "ts": [],
+                "soc": [],
+                "p_kw": [],
+                "site_load_kw": [],
+            }
+        return {"every_s": self.trace.every_s, "depth": self.trace.depth, **self.trace.series(row)}
 
     def evaluate(self, now_s: float) -> list[SiteEvent]:
         """Age every site's telemetry: online → stale → offline; update availability health."""

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import APIRouter, HTTPException, Path, Query
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from market.bids import BidCurve, Segment, problems
-from market.definitions import Product, load_market
+from market.bids import BidCurve, Segment
 from market.lifecycle import BidAction
 from vpp.api.deps import Operator, Viewer
 from vpp.api.models import (
@@ -26,12 +23,8 @@ from vpp.api.models import (
     SubmitRequest,
 )
 from vpp.api.responses import AUTH, CONFLICT, NOT_FOUND, Responses
-from vpp.api.services import Services
-from vpp.bidding.physics import curve_problems
-from vpp.logs import ctx
-from vpp.store import audit
-from vpp.store.bids import BidFilter, BidRow, InvalidBidError
-from vpp.store.keys import Principal
+from vpp.bidding.review import BeyondCapabilityError, apply_edit, review, submit_one
+from vpp.store.bids import BidFilter, BidRow
 
 router = APIRouter(prefix="/bids", tags=["bids"])
 
@@ -178,80 +171,6 @@ def edit_bid(caller: Operator, bid_id: BidId, body: BidEdit) -> Any:
     return public(row)
 
 
-class BeyondCapabilityError(Exception):
-    """A curve beyond the group's free capability, and no (admin) override given."""
-
-    def __init__(self, found: list[str]) -> None:
-        super().__init__("; ".join(found))
-        self.found = found
-
-
-def apply_edit(
-    svc: Services,
-    principal: Principal,
-    bid_id: str,
-    version: int,
-    curve: BidCurve,
-    comment: str | None,
-    override_reason: str | None,
-) -> BidRow:
-    """An operator's curve edit, as the API and the console both apply it: the market's
-    rules first (:class:`InvalidBidError`), then the fleet's free capability
-    (:class:`BeyondCapabilityError` unless an admin overrides with a reason, audited), then
-    a new version (:class:`ConflictError` on a stale version or a closed gate)."""
-    row = svc.bids.row(bid_id)
-    candidate = row.to_bid().model_copy(update={"curve": curve, "version": row.version + 1})
-    market, bands = svc.bids.day_bands(row)
-    rules = problems(market, candidate, day_bands=bands.as_day_bands() if bands else None)
-    if rules:  # the market's rules first: a curve the market refuses needs no physics
-        raise InvalidBidError(rules)
-    found = _physics(svc, row, curve)
-    if found and override_reason is None:
-        raise BeyondCapabilityError(found)
-    if override_reason is not None and not principal.can("admin"):
-        raise PermissionError("override_reason: overriding a bound needs the admin role")
-    row = svc.bids.edit(bid_id, version, curve, principal, comment)
-    if found:
-        with svc.db.begin() as conn:
-            audit.record(
-                conn,
-                principal,
-                "override",
-                "bid",
-                bid_id,
-                {"problems": found},
-                {"version": row.version, "reason": override_reason},
-            )
-    _log("edited", row, principal.actor)
-    return row
-
-
-def _physics(svc: Services, row: BidRow, curve: BidCurve) -> list[str]:
-    """The group's curves around this interval, this one edited, against its free
-    capability now (:mod:`vpp.bidding.physics`); nothing to check without a fleet view."""
-    snap, _ = svc.fleet()
-    if snap is None:
-        return []
-    node = svc.groups().get(row.group)
-    if node is None:
-        return [f"group {row.group!r} has no sites in the fleet now"]
-    day = timedelta(days=1)
-    rows, _ = svc.bids.list_bids(
-        BidFilter(row.market, row.group, None, row.interval_start - day, row.interval_start + day),
-        0,
-        500,
-    )
-    curves = {
-        r.interval_start: r.to_bid().curve
-        for r in rows
-        if r.product == row.product and r.status not in ("rejected", "refused")
-    }
-    curves[row.interval_start] = curve
-    return curve_problems(
-        node, load_market(row.market), Product(row.product), row.interval_start, curves
-    )
-
-
 @router.post(
     "/{bid_id}/approve",
     response_model=BidPublic,
@@ -259,10 +178,9 @@ def _physics(svc: Services, row: BidRow, curve: BidCurve) -> list[str]:
     summary="Approve the current version (four-eyes: not by its author)",
 )
 def approve_bid(caller: Operator, bid_id: BidId, body: Review) -> Any:
-    row = caller.services.bids.review(
-        bid_id, body.version, BidAction.APPROVE, caller.principal, body.comment
+    row = review(
+        caller.services, caller.principal, bid_id, body.version, BidAction.APPROVE, body.comment
     )
-    _log("approved", row, caller.principal.actor)
     return public(row)
 
 
@@ -273,10 +191,9 @@ def approve_bid(caller: Operator, bid_id: BidId, body: Review) -> Any:
     summary="Reject the current version",
 )
 def reject_bid(caller: Operator, bid_id: BidId, body: Review) -> Any:
-    row = caller.services.bids.review(
-        bid_id, body.version, BidAction.REJECT, caller.principal, body.comment
+    row = review(
+        caller.services, caller.principal, bid_id, body.version, BidAction.REJECT, body.comment
     )
-    _log("rejected", row, caller.principal.actor)
     return public(row)
 
 
@@ -288,46 +205,3 @@ def reject_bid(caller: Operator, bid_id: BidId, body: Review) -> Any:
 )
 async def submit_bid(caller: Operator, bid_id: BidId, body: SubmitRequest) -> Any:
     return await submit_one(caller.services, caller.principal, bid_id, body.version)
-
-
-async def submit_one(
-    svc: Services, principal: Principal, bid_id: str, version: int
-) -> dict[str, Any]:
-    """Submit one approved bid at ``version`` (the API and the console both come here):
-    503 without a market, a version conflict if another version is current, and the
-    market's own accept/refuse in the result. The exchange is logged before and after."""
-    if svc.market is None:
-        raise HTTPException(503, detail="no market adapter is configured")
-    current = await run_in_threadpool(svc.bids.row, bid_id)
-    if current.version != version:
-        from vpp.store.bids import ConflictError
-
-        raise ConflictError(
-            f"bid {bid_id}: version {version} is not current (current: v{current.version}, "
-            f"{current.status})",
-            current,
-        )
-    tx_id = f"submit-{bid_id}-v{version}-{uuid.uuid4().hex[:8]}"
-    result = await run_in_threadpool(svc.bids.submit, [bid_id], principal, svc.market, tx_id)
-    row = await run_in_threadpool(svc.bids.row, bid_id)
-    _log("submitted", row, principal.actor)
-    return {
-        "tx_id": tx_id,
-        "accepted": result.accepted,
-        "refused": result.refused,
-        "bid": public(row),
-    }
-
-
-def _log(what: str, row: BidRow, actor: str) -> None:
-    import logging
-
-    logging.getLogger("vpp.api.bids").info(
-        "bid %s v%d %s by %s -> %s",
-        row.bid_id,
-        row.version,
-        what,
-        actor,
-        row.status,
-        extra=ctx(bid_id=row.bid_id, group_id=row.group, interval_start=row.interval_start),
-    )

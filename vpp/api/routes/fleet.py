@@ -11,9 +11,9 @@ from vpp.api.deps import Viewer
 from vpp.api.models import FleetPublic, GroupPublic, NodePublic, Page
 from vpp.api.responses import AUTH, NOT_FOUND, UNAVAILABLE
 from vpp.api.routes.bids import encode
-from vpp.api.services import Services
 from vpp.fleet.hierarchy import FleetSnapshot
 from vpp.fleet.partials import whole_fleet
+from vpp.services import Services
 
 router = APIRouter(prefix="/fleet", tags=["fleet"])
 

@@ -14,7 +14,7 @@ from vpp.api.models import Page, SiteEventPublic, SitePublic, SiteTracePublic
 from vpp.api.responses import AUTH, NOT_FOUND, UNAVAILABLE, Responses
 from vpp.api.routes.bids import encode
 from vpp.api.routes.commands import CommandPublic, page
-from vpp.api.services import Services
+from vpp.services import Services
 from vpp.store import ledger
 from vpp.store.site_events import site_history_page
 from vpp.twins.states import Connectivity
@@ -116,15 +116,8 @@ def site_events(
 def site_telemetry(caller: Viewer, site_id: SiteId) -> Response:
     store = _store(caller.services)
     i = _row_of(caller.services, site_id)
-    body = recent_telemetry(store, i)
+    body = store.recent_telemetry(i)
     return Response(encode({"site_id": site_id, **body}), media_type="application/json")
-
-
-def recent_telemetry(store: FleetStore, row: int) -> dict[str, object]:
-    """The trace of one site row with its sampling (empty lists when tracing is off)."""
-    if store.trace is None:
-        return {"every_s": None, "depth": 0, "ts": [], "soc": [], "p_kw": [], "site_load_kw": []}
-    return {"every_s": store.trace.every_s, "depth": store.trace.depth, **store.trace.series(row)}
 
 
 @router.get(

@@ -1,4 +1,5 @@
-"""What the API serves from: the stores and the live components, behind one object."""
+"""What the API, the console and the CLI act through: the stores and the live components
+behind one object, and the one refusal type their operator actions raise."""
 
 from __future__ import annotations
 
@@ -20,6 +21,19 @@ from vpp.twins.store import FleetStore
 if TYPE_CHECKING:  # both import the API's stores; typed here, imported where they run
     from vpp.dispatch.service import DispatchService
     from vpp.peak_shaving import PeakShaver
+
+
+class RefusedError(Exception):
+    """An operator action refused, and why: ``status`` is the HTTP status the API answers
+    with (404 unknown, 409 conflicts with what exists, 422 invalid, 503 a component not
+    running); ``detail`` a sentence, or field errors (``loc``/``type``/``msg``)."""
+
+    def __init__(self, status: int, detail: str | list[dict[str, Any]]) -> None:
+        super().__init__(
+            detail if isinstance(detail, str) else "; ".join(str(d.get("msg", d)) for d in detail)
+        )
+        self.status = status
+        self.detail = detail
 
 
 async def _always_ready() -> dict[str, bool]:

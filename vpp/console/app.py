@@ -1,0 +1,26 @@
+"""The console on the API's app: its three page sets, its vendored assets, its sessions."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from vpp.console import bid_pages, operations, routes
+from vpp.console.routes import LoginRequiredError
+from vpp.console.sessions import SessionStore
+from vpp.services import Services
+
+
+def install(app: FastAPI, services: Services) -> None:
+    """Serve the console from ``app``: its pages, its vendored assets, its sessions."""
+    app.state.console_sessions = SessionStore()
+    app.mount(
+        "/console/static", StaticFiles(directory=routes.HERE / "static"), name="console-static"
+    )
+    for r in (routes.router, bid_pages.router, operations.router):
+        app.include_router(r)
+
+    @app.exception_handler(LoginRequiredError)
+    async def _login(request: Request, exc: LoginRequiredError) -> Response:
+        return RedirectResponse("/console/login", status_code=303)
