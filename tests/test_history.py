@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -258,3 +259,64 @@ def test_postgres_export_is_the_same_through_adbc_and_through_psycopg(
     monkeypatch.setattr(history, "_adbc_available", lambda: False)
     slow = read()
     assert fast.num_rows == 30 and fast.equals(slow)
+
+
+def test_the_hourly_prune_covers_every_log_like_table(tmp_path: Path) -> None:
+    """Ledger, summary, site events, snapshots after the retention; audit and market logs
+    after theirs; nothing newer."""
+    from vpp.config import DatabaseSettings
+    from vpp.store import db, ledger
+    from vpp.store.ledger import LedgerEntry
+    from vpp.store.tables import (
+        audit_log,
+        command_last,
+        command_ledger,
+        fleet_snapshots,
+        market_txlog,
+        site_events,
+    )
+
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/r.db"))
+    db.upgrade(engine)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    # in the order they happened: keys follow time (vpp.store.retention walks by key)
+    ages = {"ancient": now - timedelta(days=3000), "old": now - timedelta(days=100), "new": now}
+    for label, at in ages.items():
+        ledger.append(
+            engine,
+            [LedgerEntry(f"{label}-cmd", "d", "s1", "issued", "pending", 1, 1.0, at, at, at, None)],
+        )
+        with engine.begin() as conn:
+            conn.execute(
+                site_events.insert().values(
+                    site_id="s1", ts=at, kind="state", from_state="online", to_state="stale"
+                )
+            )
+            conn.execute(
+                fleet_snapshots.insert().values(
+                    consumer_group=label, ts=at, offsets={}, sites=0, data=b""
+                )
+            )
+            conn.execute(
+                audit_log.insert().values(
+                    ts=at, actor="a", role="admin", action="x", resource_type="t", resource_id=label
+                )
+            )
+            conn.execute(
+                market_txlog.insert().values(
+                    tx_id=label, market="caiso", operation="submit", phase="request", ts=at
+                )
+            )
+    rec = AggregateRecorder(engine, lambda: None, lambda: now, 90.0, 2557.0)
+    rec.prune(batch=1)
+    with engine.connect() as conn:
+
+        def left(col: Any) -> list[Any]:
+            return sorted(conn.execute(sa.select(col)).scalars().all())
+
+        assert left(command_ledger.c.command_id) == ["new-cmd"]
+        assert left(command_last.c.command_id) == ["new-cmd"]
+        assert len(left(site_events.c.event_id)) == 1
+        assert left(fleet_snapshots.c.consumer_group) == ["new"]
+        assert left(audit_log.c.resource_id) == ["new", "old"]  # 7 years for the audit trail
+        assert left(market_txlog.c.tx_id) == ["new", "old"]

@@ -539,7 +539,14 @@ class HistorySettings(_Section):
         60.0, description="each group's aggregate is recorded this often (s)"
     )
     retention_days: PositiveFloat = Field(
-        90.0, description="recorded aggregates and dispatch outcomes are kept this long (days)"
+        90.0,
+        description="aggregates, dispatch outcomes, the command ledger, site events and "
+        "snapshots are kept this long (days), pruned hourly in batches",
+    )
+    audit_retention_days: PositiveFloat | None = Field(
+        2557.0,
+        description="the audit log and the market transaction log are kept this long (days; "
+        "7 years by default, a common record-keeping term); null keeps them forever",
     )
 
 

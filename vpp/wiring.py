@@ -247,7 +247,9 @@ def _history(engine: Engine, scheduler: Scheduler, snapshot: Callable[[], Any]) 
     from vpp.store.history import AggregateRecorder
 
     cfg = engine.settings.history
-    recorder = AggregateRecorder(engine.db, snapshot, engine.clock.now, cfg.retention_days)
+    recorder = AggregateRecorder(
+        engine.db, snapshot, engine.clock.now, cfg.retention_days, cfg.audit_retention_days
+    )
     engine.services.history = recorder
 
     async def record() -> None:

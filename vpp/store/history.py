@@ -33,13 +33,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from vpp.store import ledger
+from vpp.store.retention import prune_by_key, prune_by_time
 from vpp.store.tables import (
     UTCDateTime,
+    audit_log,
     awards,
     bid_versions,
     bids,
     dispatch_intervals,
+    dispatch_shares,
+    fleet_snapshots,
     group_aggregates,
+    market_txlog,
+    site_events,
 )
 
 log = logging.getLogger(__name__)
@@ -359,11 +366,15 @@ class AggregateRecorder:
         snapshot: Callable[[], Any],
         clock: Callable[[], datetime],
         retention_days: float,
+        audit_retention_days: float | None = None,
     ) -> None:
         self.engine = engine
         self.snapshot = snapshot
         self.clock = clock
         self.retention = timedelta(days=retention_days)
+        self.audit_retention = (
+            timedelta(days=audit_retention_days) if audit_retention_days is not None else None
+        )
         self.recorded = 0
         self.pruned = 0
 
@@ -386,14 +397,34 @@ class AggregateRecorder:
         self.recorded += len(fresh)
         return len(fresh)
 
-    def prune(self) -> int:
-        before = self.clock() - self.retention
+    def prune(self, batch: int = 10_000) -> int:
+        """Everything log-like older than the retention, in batches
+        (:mod:`vpp.store.retention`): aggregates, dispatch outcomes and shares, the command
+        ledger and its summary, site events and snapshots after ``retention_days``; the
+        audit and market transaction logs after ``audit_retention_days`` (kept forever
+        when None)."""
+        now = self.clock()
+        before = now - self.retention
         with self.engine.begin() as conn:
             n = conn.execute(group_aggregates.delete().where(group_aggregates.c.ts < before))
             m = conn.execute(
                 dispatch_intervals.delete().where(dispatch_intervals.c.interval_end < before)
             )
         removed = int(n.rowcount or 0) + int(m.rowcount or 0)
+        removed += prune_by_time(
+            self.engine, dispatch_shares.c.dispatch_id, dispatch_shares.c.updated_at, before, batch
+        )
+        removed += ledger.prune(self.engine, before, batch=batch)
+        removed += prune_by_key(
+            self.engine, site_events.c.event_id, site_events.c.ts, before, batch
+        )
+        removed += prune_by_key(
+            self.engine, fleet_snapshots.c.snapshot_id, fleet_snapshots.c.ts, before, batch
+        )
+        if self.audit_retention is not None:
+            cut = now - self.audit_retention
+            removed += prune_by_key(self.engine, audit_log.c.audit_id, audit_log.c.ts, cut, batch)
+            removed += prune_by_key(self.engine, market_txlog.c.seq, market_txlog.c.ts, cut, batch)
         self.pruned += removed
         if removed:
             log.info("history: pruned %d rows older than %s", removed, before.isoformat())

@@ -4,6 +4,11 @@ Rows are written *before* the engine acts on them (publishing a command, re-disp
 after a timeout), so after a crash the ledger knows at least everything that happened.
 :func:`open_commands` rebuilds the tracker: for each command its content (from the
 ``issued`` row) and its latest state.
+
+Every append also keeps ``command_last`` — the latest row of each command — in the same
+transaction, so the questions readers and restarts ask ("the last state of each command",
+"the commands still open") cost what the answer holds, not what the ledger has grown to.
+:func:`prune` drops ledger and summary rows older than the retention, in batches.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import msgspec
 import sqlalchemy as sa
 
 from vpp.store.paging import paged
-from vpp.store.tables import command_ledger
+from vpp.store.retention import prune_by_key, prune_by_time
+from vpp.store.tables import command_last, command_ledger
 
 
 class CommandStatus(StrEnum):
@@ -174,7 +180,43 @@ def append(engine: sa.Engine, entries: Sequence[LedgerEntry]) -> None:
             )
         else:
             params = [dict(zip(_COLUMNS, r, strict=True)) for r in rows]
+        before = conn.execute(sa.select(sa.func.max(command_ledger.c.seq))).scalar()
         conn.exec_driver_sql(sql, params)
+        conn.execute(_upsert_last(conn.dialect.name), {"above": before or 0})
+
+
+@functools.cache
+def _upsert_last(dialect_name: str) -> Any:
+    """INSERT the latest ledger row of each command above a seq into ``command_last``,
+    replacing an older one (``ON CONFLICT``: PostgreSQL and SQLite >= 3.24 alike)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert: Any = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    cols = [c.name for c in command_last.c]
+    newest = (
+        sa.select(sa.func.max(command_ledger.c.seq))
+        .where(command_ledger.c.seq > sa.bindparam("above"))
+        .group_by(command_ledger.c.command_id)
+    )
+    rows = sa.select(*(command_ledger.c[c] for c in cols)).where(command_ledger.c.seq.in_(newest))
+    stmt = insert(command_last).from_select(cols, rows)
+    return stmt.on_conflict_do_update(
+        index_elements=[command_last.c.command_id],
+        set_={c: stmt.excluded[c] for c in cols if c != "command_id"},
+        where=command_last.c.seq < stmt.excluded.seq,
+    )
+
+
+OPEN_STATES = (CommandStatus.PENDING, CommandStatus.ACKED)
+
+
+def prune(engine: sa.Engine, before: datetime, *, batch: int = 10_000) -> int:
+    """Delete ledger rows stamped before ``before`` and the summary rows of commands last
+    touched before it, in batches (:mod:`vpp.store.retention`). A command cannot stay valid
+    for the retention (days), so nothing still open is lost. Returns the rows deleted."""
+    return prune_by_key(
+        engine, command_ledger.c.seq, command_ledger.c.ts, before, batch
+    ) + prune_by_time(engine, command_last.c.command_id, command_last.c.ts, before, batch)
 
 
 def open_commands(
@@ -182,18 +224,10 @@ def open_commands(
 ) -> list[tuple[LedgerEntry, LedgerEntry]]:
     """(issued entry, latest entry) of every command not in a final state and still valid
     (of ``sites`` only, when given: an instance taking over some sites' commands)."""
-    latest = (
-        sa.select(sa.func.max(command_ledger.c.seq).label("seq"))
-        .group_by(command_ledger.c.command_id)
-        .subquery()
-    )
     with engine.connect() as conn:
         last_rows = conn.execute(
-            sa.select(command_ledger)
-            .join(latest, latest.c.seq == command_ledger.c.seq)
-            .where(
-                command_ledger.c.state.not_in(list(TERMINAL)),
-                command_ledger.c.valid_until > now,
+            sa.select(command_last).where(
+                command_last.c.state.in_(OPEN_STATES), command_last.c.valid_until > now
             )
         ).all()
         if sites is not None:  # open commands are few (in flight): filter here, not in SQL
@@ -228,18 +262,10 @@ def close_expired_while_down(
     (or, with ``sites``, while no instance owned those sites): each gets a final entry
     (``expired``, reason ``expired_while_down``), appended here, so no command stays open
     forever. Returns the entries written."""
-    latest = (
-        sa.select(sa.func.max(command_ledger.c.seq).label("seq"))
-        .group_by(command_ledger.c.command_id)
-        .subquery()
-    )
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(command_ledger)
-            .join(latest, latest.c.seq == command_ledger.c.seq)
-            .where(
-                command_ledger.c.state.not_in(list(TERMINAL)),
-                command_ledger.c.valid_until <= now,
+            sa.select(command_last).where(
+                command_last.c.state.in_(OPEN_STATES), command_last.c.valid_until <= now
             )
         ).all()
     if sites is not None:
@@ -310,31 +336,15 @@ def last_states(
     skip: int = 0,
     limit: int = 100,
 ) -> tuple[list[dict[str, Any]], int]:
-    """One row per command — its latest state — newest first, filtered."""
-    latest = (
-        sa.select(sa.func.max(command_ledger.c.seq).label("seq"))
-        .group_by(command_ledger.c.command_id)
-        .subquery()
-    )
+    """One row per command — its latest state — newest first, filtered: read from the
+    maintained summary (``command_last``), by index."""
     conds = []
     if site_id:
-        conds.append(command_ledger.c.site_id == site_id)
+        conds.append(command_last.c.site_id == site_id)
     if state:
-        conds.append(command_ledger.c.state == state)
-    base = (
-        sa.select(command_ledger).join(latest, latest.c.seq == command_ledger.c.seq).where(*conds)
-    )
-    with engine.connect() as conn:
-        rows = [
-            dict(r._mapping)
-            for r in conn.execute(
-                base.order_by(command_ledger.c.seq.desc()).offset(skip).limit(limit)
-            )
-        ]
-        count = int(
-            conn.execute(sa.select(sa.func.count()).select_from(base.subquery())).scalar_one()
-        )
-    return rows, count
+        conds.append(command_last.c.state == state)
+    order = [command_last.c.seq.desc()]
+    return paged(engine, command_last, conds, order, skip=skip, limit=limit)
 
 
 class LedgerWriter:

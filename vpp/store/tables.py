@@ -13,6 +13,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
+# Keys of tables that grow with time: 64-bit on PostgreSQL (an ``integer`` serial runs out
+# in weeks at 10^5 sites), SQLite's INTEGER PRIMARY KEY (its 64-bit rowid) elsewhere.
+BigKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC instant; naive datetimes are refused (they are a bug)."""
@@ -61,7 +65,7 @@ api_keys = sa.Table(
 audit_log = sa.Table(
     "audit_log",
     metadata,
-    sa.Column("audit_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("audit_id", BigKey, primary_key=True, autoincrement=True),
     sa.Column("ts", UTCDateTime(), nullable=False, index=True),
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
@@ -118,7 +122,7 @@ bid_versions = sa.Table(
 bid_reviews = sa.Table(
     "bid_reviews",
     metadata,
-    sa.Column("review_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("review_id", BigKey, primary_key=True, autoincrement=True),
     sa.Column("bid_id", sa.String(100), sa.ForeignKey("bids.bid_id"), nullable=False, index=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("action", sa.String(16), nullable=False),
@@ -147,7 +151,7 @@ awards = sa.Table(
 market_txlog = sa.Table(
     "market_txlog",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("seq", BigKey, primary_key=True, autoincrement=True),
     sa.Column("tx_id", sa.String(100), nullable=False, index=True),
     sa.Column("market", sa.String(32), nullable=False),
     sa.Column("operation", sa.String(32), nullable=False),
@@ -192,7 +196,7 @@ dispatch_intervals = sa.Table(
 command_ledger = sa.Table(
     "command_ledger",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("seq", BigKey, primary_key=True, autoincrement=True),
     sa.Column("command_id", sa.String(36), nullable=False, index=True),
     sa.Column("dispatch_id", sa.String(100), nullable=False),
     sa.Column("site_id", sa.String(100), nullable=False, index=True),
@@ -206,10 +210,31 @@ command_ledger = sa.Table(
     sa.Column("ts", UTCDateTime(), nullable=False),
 )
 
+# The latest ledger row of every command, kept by vpp.store.ledger.append in the same
+# transaction: what the readers list (last state per command) and the engine restores (open
+# commands) without grouping the whole ledger.
+command_last = sa.Table(
+    "command_last",
+    metadata,
+    sa.Column("command_id", sa.String(36), primary_key=True),
+    sa.Column("seq", BigKey, nullable=False, index=True),
+    sa.Column("dispatch_id", sa.String(100), nullable=False),
+    sa.Column("site_id", sa.String(100), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("setpoint_kw", sa.Float, nullable=False),
+    sa.Column("valid_from", UTCDateTime(), nullable=False),
+    sa.Column("valid_until", UTCDateTime(), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("ts", UTCDateTime(), nullable=False),
+    sa.Index("ix_command_last_site_seq", "site_id", "seq"),
+)
+
 fleet_snapshots = sa.Table(
     "fleet_snapshots",
     metadata,
-    sa.Column("snapshot_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("snapshot_id", BigKey, primary_key=True, autoincrement=True),
     sa.Column("consumer_group", sa.String(200), nullable=False),
     sa.Column("ts", UTCDateTime(), nullable=False),
     sa.Column("offsets", sa.JSON, nullable=False),
@@ -221,7 +246,7 @@ fleet_snapshots = sa.Table(
 site_events = sa.Table(
     "site_events",
     metadata,
-    sa.Column("event_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", BigKey, primary_key=True, autoincrement=True),
     sa.Column("site_id", sa.String(100), nullable=False),
     sa.Column("ts", UTCDateTime(), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
