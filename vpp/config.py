@@ -242,6 +242,19 @@ class ApiSettings(_Section):
     max_body_bytes: PositiveInt = Field(
         1_048_576, description="larger request bodies are refused (413) before they are read"
     )
+    db_pool_size: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="database connections of the API and console, a pool apart from the "
+        "engine's: readers cannot take the connections ingest, dispatch and bidding need",
+    )
+    db_pool_timeout_s: PositiveFloat = Field(
+        2.0, description="a request waits this long for one of them, then gets 503 (s)"
+    )
+    max_inflight_per_key: int = Field(
+        8, ge=1, le=1000, description="requests one API key may have in flight; more get 429"
+    )
 
 
 class LeaderSettings(_Section):

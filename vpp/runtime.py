@@ -58,11 +58,24 @@ class Engine:
         self.clock: Clock = clock or WallClock()
         self.bus: Bus = make_bus(settings.bus)
         self.db: sa.Engine = db.create_db_engine(settings.database)
+        # The API and the console read and write through a pool of their own: a crowd of
+        # viewers waits for (or is refused) its connections, never the control loop's.
+        self.api_db: sa.Engine = db.create_db_engine(
+            settings.database,
+            pool_size=settings.api.db_pool_size,
+            pool_timeout_s=settings.api.db_pool_timeout_s,
+        )
         self.components: list[Component] = []
+        # the bidder's store (control loop) and the API's, on their own pools; an operator's
+        # change through the API refreshes the bidder's view at once (the other way round,
+        # the API's cache lags by at most its TTL, as between instances)
+        self.bids = BidStore(self.db, four_eyes=settings.api.four_eyes, clock=self.clock.now)
+        api_bids = BidStore(self.api_db, four_eyes=settings.api.four_eyes, clock=self.clock.now)
+        api_bids.listeners.append(self.bids.changed)
         self.services = Services(
-            db=self.db,
-            keys=KeyStore(self.db),
-            bids=BidStore(self.db, four_eyes=settings.api.four_eyes, clock=self.clock.now),
+            db=self.api_db,
+            keys=KeyStore(self.api_db),
+            bids=api_bids,
             readiness=self.readiness,
             clock=self.clock.now,
         )
@@ -101,7 +114,11 @@ class Engine:
         from vpp.api.app import create_app
 
         config = uvicorn.Config(
-            create_app(self.services, max_body_bytes=self.settings.api.max_body_bytes),
+            create_app(
+                self.services,
+                max_body_bytes=self.settings.api.max_body_bytes,
+                max_inflight_per_key=self.settings.api.max_inflight_per_key,
+            ),
             host=self.settings.api.host,
             port=self.settings.api.port,
             log_level="warning",
@@ -144,6 +161,7 @@ class Engine:
                     await self.bus.stop()
                 finally:
                     self.db.dispose()
+                    self.api_db.dispose()
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -106,7 +106,7 @@ def _bidding(
     engine.services.market = market
     bidder = Bidder(
         settings,
-        engine.services.bids,
+        engine.bids,
         market,
         feed,
         fleet,

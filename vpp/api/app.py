@@ -11,13 +11,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
@@ -34,6 +35,7 @@ from vpp.api.routes import (
     sites,
 )
 from vpp.console.app import install as install_console
+from vpp.console.sessions import COOKIE
 from vpp.services import RefusedError, Services
 from vpp.store.bids import ConflictError, FourEyesError, InvalidBidError, NotFoundError
 from vpp.store.fencing import FencedError
@@ -119,10 +121,18 @@ class GateMiddleware:
       or made here), returned in the response and logged with any error.
     """
 
-    def __init__(self, app: ASGIApp, services: Services, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        services: Services,
+        max_body_bytes: int,
+        max_inflight_per_key: int = 8,
+    ) -> None:
         self.app = app
         self.services = services
         self.max_body = max_body_bytes
+        self.max_inflight = max_inflight_per_key
+        self.inflight: dict[str, int] = {}  # by key id (or console session): requests now
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -138,7 +148,30 @@ class GateMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), *rid]}
             await send(message)
 
-        await self._gate(scope, receive, send_with_id, headers)
+        who = _identity(scope, headers)
+        if who is not None:
+            if self.inflight.get(who, 0) >= self.max_inflight:
+                THROTTLED.inc()
+                await _reply(
+                    send_with_id,
+                    429,
+                    {
+                        "detail": f"more than {self.max_inflight} requests in flight for this "
+                        "key or session (api.max_inflight_per_key); retry when one answers"
+                    },
+                    [(b"retry-after", b"1")],
+                )
+                return
+            self.inflight[who] = self.inflight.get(who, 0) + 1
+        try:
+            await self._gate(scope, receive, send_with_id, headers)
+        finally:
+            if who is not None:
+                left = self.inflight[who] - 1
+                if left:
+                    self.inflight[who] = left
+                else:
+                    del self.inflight[who]
 
     async def _gate(self, scope: Scope, receive: Receive, send: Send, headers: dict) -> None:
         raw_path = scope.get("raw_path") or scope["path"].encode()
@@ -221,6 +254,28 @@ class GateMiddleware:
         await self.app(scope, replay, send)
 
 
+THROTTLED = Counter(
+    "vpp_api_throttled_total", "requests refused (429): too many in flight for one key"
+)
+
+
+def _identity(scope: Scope, headers: dict[bytes, bytes]) -> str | None:
+    """Whose request this is, for the in-flight bound: the API key's id (``vpp_<id>_...``;
+    not verified yet, so a forged id only throttles itself; keyless and malformed requests
+    share one bound) or the console's session cookie. Health and metrics are nobody's."""
+    path = scope["path"]
+    if path.startswith(API_PREFIX):
+        parts = headers.get(b"x-api-key", b"").decode("latin-1").split("_", 2)
+        return "key:" + parts[1][:64] if len(parts) == 3 else "anonymous"
+    if path.startswith("/console"):
+        for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == COOKIE:
+                return "session:" + value[:64]
+        return None
+    return None
+
+
 def _json_safe(value: Any) -> Any:
     """Non-finite floats as strings: JSON has no Infinity or NaN."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -254,6 +309,16 @@ def _handlers(app: FastAPI) -> None:
             {"detail": "internal error", "request_id": request_id},
             status_code=500,
             headers={"X-Request-ID": request_id},
+        )
+
+    @app.exception_handler(sa.exc.TimeoutError)
+    async def busy(_: Request, exc: sa.exc.TimeoutError) -> JSONResponse:
+        # the API's own pool is exhausted (api.db_pool_size): say so at once, and the
+        # engine's pool, which this one cannot reach, is untouched
+        return JSONResponse(
+            {"detail": "every database connection of the API is busy; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(RefusedError)
@@ -351,7 +416,9 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return openapi
 
 
-def create_app(services: Services, *, max_body_bytes: int = 1_048_576) -> FastAPI:
+def create_app(
+    services: Services, *, max_body_bytes: int = 1_048_576, max_inflight_per_key: int = 8
+) -> FastAPI:
     app = FastAPI(
         title="VPP engine",
         version="0.1.0",
@@ -363,7 +430,12 @@ def create_app(services: Services, *, max_body_bytes: int = 1_048_576) -> FastAP
     _offline_docs(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     app.state.services = services
-    app.add_middleware(GateMiddleware, services=services, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        GateMiddleware,
+        services=services,
+        max_body_bytes=max_body_bytes,
+        max_inflight_per_key=max_inflight_per_key,
+    )
     app.add_middleware(LatencyMiddleware)
     _handlers(app)
     app.include_router(health.router)

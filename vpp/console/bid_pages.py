@@ -17,7 +17,9 @@ from vpp.bidding.review import BeyondCapabilityError, apply_edit, review, submit
 from vpp.console.routes import (
     User,
     current_user,
+    current_user_sync,
     engine_now,
+    off_loop,
     operator_form,
     posted_form,
     render,
@@ -53,15 +55,15 @@ def _due_bids(user: User, now: datetime) -> list[dict[str, Any]]:
 
 
 @router.get("/bids", response_class=HTMLResponse)
-async def bids_page(request: Request) -> Response:
-    user = await current_user(request)
+def bids_page(request: Request) -> Response:
+    user = current_user_sync(request)
     now = engine_now(request)
     return render(request, "bids.html", user, gates=_due_bids(user, now), flash=None)
 
 
 @router.get("/bids/table", response_class=HTMLResponse)
-async def bids_table(request: Request) -> Response:
-    user = await current_user(request)
+def bids_table(request: Request) -> Response:
+    user = current_user_sync(request)
     return render(request, "_bids_table.html", user, gates=_due_bids(user, engine_now(request)))
 
 
@@ -73,6 +75,10 @@ async def approve_many(request: Request) -> Response:
         form = await posted_form(request, user)
     except RefusedError as exc:
         return render(request, "bids.html", user, exc.status, gates=[], flash=[str(exc)])
+    return await off_loop(_approve_many, request, user, form)
+
+
+def _approve_many(request: Request, user: User, form: dict[str, list[str]]) -> Response:
     results = []
     if not user.operator:
         results.append("Approving needs the operator role.")
@@ -194,8 +200,8 @@ def _bid_context(user: User, bid_id: str) -> dict[str, Any]:
 
 
 @router.get("/bids/{bid_id}", response_class=HTMLResponse)
-async def bid_page(request: Request, bid_id: str) -> Response:
-    user = await current_user(request)
+def bid_page(request: Request, bid_id: str) -> Response:
+    user = current_user_sync(request)
     try:
         ctx = _bid_context(user, bid_id)
     except NotFoundError as exc:
@@ -238,7 +244,8 @@ async def review_bid(request: Request, bid_id: str) -> Response:
             raise RefusedError(422, f"unknown action {action!r}")
         version = int((form.get("version") or ["0"])[0])
         comment = (form.get("comment") or [""])[0].strip() or None
-        review(
+        await off_loop(
+            review,
             user.services,
             user.principal,
             bid_id,
@@ -251,7 +258,7 @@ async def review_bid(request: Request, bid_id: str) -> Response:
         errors, status = [str(exc)], exc.status
     except (BidError, ValueError) as exc:
         errors, status = [f"Not saved: {exc}"], 409
-    return _bid_page(request, user, bid_id, status, errors, {})
+    return await off_loop(_bid_page, request, user, bid_id, status, errors, {})
 
 
 @router.post("/bids/{bid_id}/submit", response_class=HTMLResponse)
@@ -275,7 +282,7 @@ async def submit_bid(request: Request, bid_id: str) -> Response:
         errors, status = [f"Not submitted: {exc}; the leading instance submits it"], 409
     except (BidError, ValueError) as exc:
         errors, status = [f"Not submitted: {exc}"], 409
-    return _bid_page(request, user, bid_id, status, errors, {})
+    return await off_loop(_bid_page, request, user, bid_id, status, errors, {})
 
 
 def _segments(form: dict[str, list[str]], side: str) -> tuple[list[Segment], dict[int, str]]:
@@ -331,7 +338,8 @@ async def edit_curve(request: Request, bid_id: str) -> Response:
             raise RefusedError(422, "Some segments are not valid (see each below); nothing saved.")
         override = (form.get("override_reason") or [""])[0].strip() or None
         comment = (form.get("comment") or [""])[0].strip() or None
-        apply_edit(
+        await off_loop(
+            apply_edit,
             user.services,
             user.principal,
             bid_id,
@@ -361,4 +369,4 @@ async def edit_curve(request: Request, bid_id: str) -> Response:
         errors, status = [str(exc)], 403
     except (BidError, ValueError) as exc:
         errors, status = [f"Not saved: {exc}"], 409
-    return _bid_page(request, user, bid_id, status, errors, segment_errors, draft)
+    return await off_loop(_bid_page, request, user, bid_id, status, errors, segment_errors, draft)

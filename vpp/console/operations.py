@@ -14,7 +14,9 @@ from pydantic import ValidationError
 from vpp.console.routes import (
     User,
     current_user,
+    current_user_sync,
     engine_now,
+    off_loop,
     operator_form,
     render,
 )
@@ -36,14 +38,14 @@ _SORTS = {"site_id", "soc", "p_kw", "health", "connectivity", "operation"}
 
 
 @router.get("/fleet", response_class=HTMLResponse)
-async def fleet_page(
+def fleet_page(
     request: Request,
     group: str | None = None,
     state: str | None = None,
     sort: str = "site_id",
     desc: bool = False,
 ) -> Response:
-    user = await current_user(request)
+    user = current_user_sync(request)
     snap, store = user.services.fleet()
     # The groups' figures are the whole fleet's (combined when instances share it); the
     # site list is the sites this instance holds the twins of.
@@ -75,8 +77,8 @@ async def fleet_page(
 
 
 @router.get("/dispatch", response_class=HTMLResponse)
-async def dispatch_page(request: Request) -> Response:
-    user = await current_user(request)
+def dispatch_page(request: Request) -> Response:
+    user = current_user_sync(request)
     return _dispatch_page(request, user)
 
 
@@ -152,7 +154,8 @@ async def create_target(request: Request) -> Response:
             )
         except ValidationError as exc:
             errors = {str(e["loc"][0]): str(e["msg"]) for e in exc.errors()}
-            return _dispatch_page(
+            return await off_loop(
+                _dispatch_page,
                 request,
                 user,
                 422,
@@ -162,10 +165,11 @@ async def create_target(request: Request) -> Response:
             )
         row = await schedule_manual_target(user.services, user.principal, body)
     except RefusedError as exc:
-        return _dispatch_page(
-            request, user, exc.status, flash=[f"Not scheduled: {exc}"], draft=draft
+        return await off_loop(
+            _dispatch_page, request, user, exc.status, flash=[f"Not scheduled: {exc}"], draft=draft
         )
-    return _dispatch_page(
+    return await off_loop(
+        _dispatch_page,
         request,
         user,
         flash=[f"Scheduled {row['dispatch_id']}: {row['target_kw']:g} kW for {row['group_id']}"],
@@ -179,17 +183,19 @@ async def cancel_target(request: Request, dispatch_id: str) -> Response:
         await operator_form(request, user, "Cancelling needs the operator role.")
         await cancel_manual_target(user.services, user.principal, dispatch_id)
     except RefusedError as exc:
-        return _dispatch_page(request, user, exc.status, flash=[f"Not cancelled: {exc}"])
-    return _dispatch_page(request, user, flash=[f"Cancelled {dispatch_id}"])
+        return await off_loop(
+            _dispatch_page, request, user, exc.status, flash=[f"Not cancelled: {exc}"]
+        )
+    return await off_loop(_dispatch_page, request, user, flash=[f"Cancelled {dispatch_id}"])
 
 
 # -- one site ------------------------------------------------------------------------------
 
 
 @router.get("/sites/{site_id}", response_class=HTMLResponse)
-async def site_page(request: Request, site_id: str) -> Response:
+def site_page(request: Request, site_id: str) -> Response:
     """One site: its twin, its recent readings and state changes plotted, its commands."""
-    user = await current_user(request)
+    user = current_user_sync(request)
     _, store = user.services.fleet()
     i = store.index.get(site_id) if store is not None else None
     if store is None or i is None:
@@ -216,15 +222,15 @@ async def site_page(request: Request, site_id: str) -> Response:
 
 
 @router.get("/schedules", response_class=HTMLResponse)
-async def schedules_page(request: Request) -> Response:
-    user = await current_user(request)
+def schedules_page(request: Request) -> Response:
+    user = current_user_sync(request)
     rows, count = peak_schedules.list_schedules(user.services.db, skip=0, limit=100)
     return render(request, "schedules.html", user, rows=rows, count=count)
 
 
 @router.get("/schedules/{schedule_id}", response_class=HTMLResponse)
-async def schedule_page(request: Request, schedule_id: str) -> Response:
-    user = await current_user(request)
+def schedule_page(request: Request, schedule_id: str) -> Response:
+    user = current_user_sync(request)
     row = peak_schedules.get(user.services.db, schedule_id)
     if row is None:
         return render(request, "error.html", user, 404, message=f"schedule {schedule_id} not found")

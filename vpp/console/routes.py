@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hmac
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -17,6 +19,7 @@ from vpp.console.sessions import COOKIE, Session, SessionStore
 from vpp.services import RefusedError, Services
 from vpp.store.keys import Principal
 
+T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -48,6 +51,27 @@ async def current_user(request: Request) -> User:
         store.drop(request.cookies.get(COOKIE))
         raise LoginRequiredError
     return User(principal, session, services)
+
+
+def current_user_sync(request: Request) -> User:
+    """:func:`current_user` for a page that runs in a worker thread (every GET page: its
+    queries and its rendering never hold the engine's event loop)."""
+    store: SessionStore = request.app.state.console_sessions
+    session = store.get(request.cookies.get(COOKIE))
+    if session is None:
+        raise LoginRequiredError
+    services: Services = request.app.state.services
+    principal = services.keys.verify(session.key)
+    if principal is None:
+        store.drop(request.cookies.get(COOKIE))
+        raise LoginRequiredError
+    return User(principal, session, services)
+
+
+async def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a page's blocking part (queries, rendering) in a worker thread: an action's
+    handler stays async only for what must be awaited (the form, the dispatch service)."""
+    return await run_in_threadpool(fn, *args, **kwargs)
 
 
 def render(
@@ -98,7 +122,7 @@ async def home() -> Response:
 
 
 @router.get("/login", response_class=HTMLResponse)
-async def login_page(request: Request) -> Response:
+def login_page(request: Request) -> Response:
     return render(request, "login.html", None)
 
 

@@ -214,7 +214,8 @@ class BidStore:
         self._cache[key] = (self.generation, now, value)
         return value
 
-    def _changed(self) -> None:
+    def changed(self) -> None:
+        """Forget cached answers (a write here, or one another store of this process made)."""
         self.generation += 1
         for listener in self.listeners:
             listener()
@@ -288,7 +289,7 @@ class BidStore:
                 {"bid_ids": [r["bid_id"] for r in rows][:50], "solve_id": solve_id},
                 now,
             )
-        self._changed()
+        self.changed()
         return len(new)
 
     # -- reads -----------------------------------------------------------------------------
@@ -557,7 +558,7 @@ class BidStore:
             after = self._advance(
                 conn, row, BidAction.EDIT, principal, comment, now, new_version=row.version + 1
             )
-        self._changed()
+        self.changed()
         return after
 
     def review(
@@ -586,7 +587,7 @@ class BidStore:
                     "another operator must approve it (four-eyes rule)"
                 )
             after = self._advance(conn, row, action, principal, comment, now)
-        self._changed()
+        self.changed()
         return after
 
     def submit(
@@ -600,7 +601,7 @@ class BidStore:
             outgoing = [r.to_bid(self.day_bands(r, conn)[1]) for r in rows]
             for row in rows:
                 self._advance(conn, row, BidAction.SUBMIT, principal, tx_id, now)
-        self._changed()
+        self.changed()
         # The exchange itself is logged before and after by the adapter (transaction log).
         try:
             result = adapter.submit(tx_id, outgoing)
@@ -611,7 +612,7 @@ class BidStore:
                 for row in rows:
                     current = self.row(row.bid_id, conn)
                     self._advance(conn, current, BidAction.REVERT, SYSTEM, f"not sent: {exc}", now)
-            self._changed()
+            self.changed()
             raise
         with self.engine.begin() as conn:
             for row in rows:
@@ -621,7 +622,7 @@ class BidStore:
                 else:
                     reason = result.refused.get(row.bid_id, "not in the market's answer")
                     self._advance(conn, current, BidAction.REFUSE, SYSTEM, reason, now)
-        self._changed()
+        self.changed()
         return result
 
     def reconcile_submitted(self, market: LoggedMarket, now: datetime) -> dict[str, int]:
@@ -691,7 +692,7 @@ class BidStore:
                     continue
             counts[action.value] = counts.get(action.value, 0) + 1
         if counts:
-            self._changed()
+            self.changed()
         return counts
 
     def mark_missed(self, now: datetime) -> list[BidRow]:
@@ -723,7 +724,7 @@ class BidStore:
                 except ConflictError:
                     continue  # changed by someone else meanwhile: nothing to settle
         if changed:
-            self._changed()
+            self.changed()
         return changed
 
     def record_awards(self, new: Sequence[Award]) -> int:
@@ -756,7 +757,7 @@ class BidStore:
                     self._advance(conn, row, BidAction.AWARD, SYSTEM, a.award_id, now)
                 stored += 1
         if stored:
-            self._changed()
+            self.changed()
         return stored
 
     def list_awards(

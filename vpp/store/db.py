@@ -32,7 +32,12 @@ def _compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def create_db_engine(settings: DatabaseSettings) -> sa.Engine:
+def create_db_engine(
+    settings: DatabaseSettings, *, pool_size: int = 10, pool_timeout_s: float = 30.0
+) -> sa.Engine:
+    """An engine on the configured database; ``pool_size`` connections and no overflow
+    beyond as many again, a checkout waiting at most ``pool_timeout_s`` (then
+    :class:`sqlalchemy.exc.TimeoutError`)."""
     url = sa.make_url(settings.url.get_secret_value())
     kwargs: dict[str, Any] = {
         "echo": settings.echo,
@@ -40,16 +45,19 @@ def create_db_engine(settings: DatabaseSettings) -> sa.Engine:
         # JSON stored compact: the same text on every backend (exports carry it verbatim)
         "json_serializer": _compact_json,
     }
+    memory = False
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         database = url.database
-        if database and database != ":memory:":
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        memory = not database or database == ":memory:"
+        if not memory:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
     else:
         kwargs["pool_pre_ping"] = True
-        kwargs["pool_size"] = 10
         if settings.schema_name:
             kwargs["connect_args"] = {"options": f"-csearch_path={settings.schema_name}"}
+    if not memory:  # an in-memory SQLite keeps one connection per thread: no pool to size
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout_s)
     engine = sa.create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)

@@ -80,7 +80,7 @@ def public(row: BidRow) -> dict[str, Any]:
     responses=AUTH,
     summary="Bids matching the filters, one page",
 )
-async def list_bids(
+def list_bids(
     caller: Viewer,
     market: Annotated[str | None, Query(max_length=32)] = None,
     group: Annotated[str | None, Query(max_length=100)] = None,
