@@ -17,10 +17,10 @@ from vpp.bus.base import BusRecord
 from vpp.bus.deadletter import DeadLetterWriter, decode_dead_letter
 from vpp.bus.embedded import EmbeddedBus
 from vpp.config import DispatchSettings, IngestSettings, TopicsSettings
-from vpp.dispatch.contract import Ack, ack_batch_decoder, ack_decoder
+from vpp.dispatch.contract import Ack, ack_decoder
 from vpp.dispatch.core import DispatchCore
 from vpp.dispatch.targets import GroupTarget, dispatch_id
-from vpp.framing import decode_framed
+from vpp.framing import decode_each
 from vpp.ingest.loop import Ingest
 from vpp.telemetry.contract import encode_telemetry
 from vpp.telemetry.decode import decode_batch
@@ -83,7 +83,7 @@ def test_two_objects_in_one_message_fail_the_fast_path() -> None:
     assert cols.position.tolist() == [1, 2] and refusals[0].position == 0
     acks = [msgspec.json.encode(Ack(1, f"c{k}", "s", "accepted", T0)) for k in range(3)]
     with pytest.raises(msgspec.MsgspecError):
-        decode_framed(ack_batch_decoder, [acks[0] + b"," + acks[1], acks[2], acks[2]])
+        decode_each(ack_decoder, [acks[0] + b"," + acks[1], acks[2], acks[2]])
     assert ack_decoder.decode(acks[2]).command_id == "c2"
 
 
@@ -567,3 +567,19 @@ def test_key_names_are_printable_text(tmp_path: Path, name: str) -> None:
         KeyCreate(name=name, role="viewer")
     principal, _ = KeyStore(engine).create("night shift — Zoë", "viewer")
     assert principal.name == "night shift — Zoë"
+
+
+def test_a_reading_cannot_be_smuggled_across_message_boundaries() -> None:
+    """The probe's pair: the first message leaves a string open, the second closes it and
+    carries a valid reading after a frame separator; each is undecodable alone, so neither
+    may be folded, whichever way the batch is joined or framed. Also the nested-array form,
+    where no string spans the boundary."""
+    good = _messages(1)[0]
+    open_string = b'{"v":1,"site_id":"'
+    closes = b'Z","ts":"2026-11-21T12:00:00Z","seq":1,"soc":0.5,"p_kw":0}],[' + good
+    full = good[:-1] + b',"x":[['
+    closes_nested = b"]]}],[" + good
+    for pair in ([open_string, closes], [full, closes_nested]):
+        cols, refusals = decode_batch([*pair, good])
+        assert cols.position.tolist() == [2], pair
+        assert sorted(r.position for r in refusals) == [0, 1]

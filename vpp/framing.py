@@ -1,32 +1,25 @@
-"""Decoding a batch of bus messages in one call without letting message boundaries blur.
+"""Decoding a batch of bus messages without letting message boundaries blur.
 
-Joining messages as ``[m1,m2,...]`` and decoding one array is fast, but it accepts what one
-by one would be refused: a message split across two (``{"a":`` + ``1}``) or two objects in
-one (``{...},{...}``) can still add up to a valid array of the right length. Framing each
-message in its own array — ``[[m1],[m2],...]`` decoded as ``list[tuple[T]]`` — makes every
-element exactly one JSON value: a split message is malformed inside its frame, a doubled
-one is a frame of length two. Either fails the batch, and the caller decodes one by one.
+Joining messages as ``[m1,m2,...]`` (or framing each, ``[[m1],[m2],...]``) and decoding one
+array accepts what one by one would be refused: bytes of one message can complete another.
+A message that opens a string or a nested array and a next one that closes it add up to
+valid frames of the right count, so a reading hidden in an undecodable message is folded
+(the probe's "framed-batch smuggling": 100 of 100 pairs). Each message is therefore decoded
+on its own: for messages of this size msgspec decodes one at a time as fast as a joined
+array (2.6-3.0 M/s against 1.0-1.2 M/s for the framed array, measured side by side on this
+machine), and no message's bytes can reach another's value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
-T = TypeVar("T")
 
-
-def framed_decoder(kind: type[T]) -> msgspec.json.Decoder[Any]:
-    """The batch decoder for messages of ``kind`` (see the module docstring)."""
-    return msgspec.json.Decoder(list[tuple[kind]])  # type: ignore[valid-type]
-
-
-def decode_framed(decoder: msgspec.json.Decoder[Any], values: Sequence[bytes]) -> list[Any]:
-    """Every message decoded, or :class:`msgspec.MsgspecError` if any is not exactly one
-    valid message."""
-    frames = decoder.decode(b"[[" + b"],[".join(values) + b"]]")
-    if len(frames) != len(values):
-        raise msgspec.DecodeError("message boundaries do not match the batch")
-    return [f[0] for f in frames]
+def decode_each(decoder: msgspec.json.Decoder[Any], values: Sequence[bytes]) -> list[Any]:
+    """Every message decoded on its own, or :class:`msgspec.MsgspecError` if any is not
+    exactly one valid message (the caller then finds which, one by one)."""
+    decode = decoder.decode
+    return [decode(v) for v in values]

@@ -32,12 +32,12 @@ import numpy.typing as npt
 
 from vpp.clock import SimClock
 from vpp.config import DispatchSettings, PeakShavingSettings
-from vpp.dispatch.contract import Ack, ack_batch_decoder, ack_decoder, command_encoder
+from vpp.dispatch.contract import Ack, ack_decoder, command_encoder
 from vpp.dispatch.core import DispatchCore, Effects
 from vpp.dispatch.targets import GroupTarget
 from vpp.fleet.estimates import EstimateSettings
 from vpp.fleet.hierarchy import FleetHierarchy, FleetSnapshot
-from vpp.framing import decode_framed
+from vpp.framing import decode_each
 from vpp.peak_shaving import PeakShaver
 from vpp.sim.fleet import CommandFaults, LoadSource, SimulatedFleet, TelemetryFaults
 from vpp.sim.fleet import handle_commands as gateways_handle
@@ -207,7 +207,7 @@ class FleetExecutor:
 
 def _decode_acks(values: list[bytes]) -> list[Ack]:
     try:
-        return decode_framed(ack_batch_decoder, values)
+        return decode_each(ack_decoder, values)
     except msgspec.MsgspecError:
         out = []
         for v in values:

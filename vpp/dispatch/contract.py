@@ -24,8 +24,6 @@ from typing import Annotated, Literal
 import msgspec
 import numpy as np
 
-from vpp.framing import framed_decoder
-
 AckStatus = Literal["accepted", "rejected", "completed"]
 
 
@@ -53,7 +51,6 @@ class Ack(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
 command_encoder = msgspec.json.Encoder()
 command_decoder = msgspec.json.Decoder(Command)
 ack_decoder = msgspec.json.Decoder(Ack)
-ack_batch_decoder = framed_decoder(Ack)
 
 
 def new_command_ids(n: int, now_s: float) -> list[str]:

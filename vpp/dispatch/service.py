@@ -37,7 +37,6 @@ from vpp.config import DispatchSettings, TopicsSettings
 from vpp.dispatch.contract import (
     Ack,
     Command,
-    ack_batch_decoder,
     ack_decoder,
     command_encoder,
 )
@@ -50,7 +49,7 @@ from vpp.dispatch.targets import (
     encode_target,
     from_awards,
 )
-from vpp.framing import decode_framed
+from vpp.framing import decode_each
 from vpp.logs import ctx
 from vpp.periodic import run_every
 from vpp.store import dispatch_log, ledger
@@ -496,7 +495,7 @@ class DispatchService:
         values = [r.value for r in records]
         if None not in values:
             try:
-                return decode_framed(ack_batch_decoder, values), []
+                return decode_each(ack_decoder, values), []
             except msgspec.MsgspecError:
                 pass
         good: list[Ack] = []

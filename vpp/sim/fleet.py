@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from vpp.framing import decode_framed, framed_decoder
+from vpp.framing import decode_each
 from vpp.sim.profiles import load_profiles
 from vpp.telemetry.contract import encode_telemetry_batch
 from vpp.twins.registry import SiteConfig, Tariff, TouPeriod
@@ -410,15 +410,14 @@ class _SimCommand(msgspec.Struct):
     valid_until: datetime
 
 
-_command_batch = framed_decoder(_SimCommand)
 _command_one = msgspec.json.Decoder(_SimCommand)
 
 
 def _decode_commands(values: list[bytes]) -> list[_SimCommand]:
-    """One decode for the batch; per message (skipping what a gateway cannot read) if any
-    message in it is malformed."""
+    """Each message decoded on its own (:mod:`vpp.framing`); the malformed ones skipped (a
+    gateway cannot read them)."""
     try:
-        return decode_framed(_command_batch, values)
+        return decode_each(_command_one, values)
     except msgspec.MsgspecError:
         out = []
         for raw in values:

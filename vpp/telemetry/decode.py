@@ -25,10 +25,9 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from vpp.framing import decode_framed, framed_decoder
+from vpp.framing import decode_each
 from vpp.telemetry.contract import MODE_CODE, Telemetry
 
-_batch_decoder = framed_decoder(Telemetry)
 _one_decoder = msgspec.json.Decoder(Telemetry)
 
 _get_site = operator.attrgetter("site_id")
@@ -120,7 +119,7 @@ def decode_batch(values: Sequence[bytes | None]) -> tuple[TelemetryColumns, list
     n = len(values)
     if n and None not in values:
         try:
-            msgs = decode_framed(_batch_decoder, values)  # type: ignore[arg-type]
+            msgs = decode_each(_one_decoder, values)  # type: ignore[arg-type]
             return _columns(msgs, np.arange(n, dtype=np.int64)), []
         except (msgspec.MsgspecError, OverflowError, ValueError):
             pass  # find the culprits one by one below
