@@ -583,3 +583,19 @@ def test_a_reading_cannot_be_smuggled_across_message_boundaries() -> None:
         cols, refusals = decode_batch([*pair, good])
         assert cols.position.tolist() == [2], pair
         assert sorted(r.position for r in refusals) == [0, 1]
+
+
+def test_load_and_pv_are_bounded_without_registry_limits() -> None:
+    """The probe's 1e300 kW readings on a site whose registry sets no load or PV limit:
+    refused against 20x the battery's rating (derived), a plausible reading folded."""
+    sites = [site("s0")]  # no site_load_max_kw, no pv_max_kw
+    rating = max(sites[0].p_charge_max_kw, sites[0].p_discharge_max_kw)
+    values = [
+        encode_telemetry("s0", T0, 1, 0.5, 1.0, site_load_kw=10 * rating, pv_kw=3 * rating),
+        encode_telemetry("s0", T0 + timedelta(seconds=1), 2, 0.5, 1.0, site_load_kw=1e300),
+        encode_telemetry("s0", T0 + timedelta(seconds=2), 3, 0.5, 1.0, pv_kw=1e300),
+    ]
+    records = [BusRecord(TOPICS.telemetry.name, 0, k, b"s0", v, 0) for k, v in enumerate(values)]
+    ing, letters = asyncio.run(_ingest_one(records, sites))
+    assert [(d.offset, d.reason) for d in letters] == [(1, "load_range"), (2, "pv_range")]
+    assert ing.store.site_load_kw[0] == 10 * rating

@@ -101,10 +101,15 @@ class SiteConfig(BaseModel):
         gt=0,
         le=1e7,
         description="the site's highest plausible load (kW): readings above it (with the "
-        "ingest's power tolerance) are refused; required with a tariff",
+        "ingest's power tolerance) are refused; required with a tariff; without it, 20x the "
+        "battery's rating",
     )
     pv_max_kw: float | None = Field(
-        None, gt=0, le=1e7, description="the PV system's rating (kW): higher readings are refused"
+        None,
+        gt=0,
+        le=1e7,
+        description="the PV system's rating (kW): higher readings are refused; without it, "
+        "20x the battery's rating",
     )
 
     @model_validator(mode="after")

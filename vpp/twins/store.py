@@ -52,6 +52,12 @@ I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
 
 
+# A site's load and PV limits when the registry gives none: this many times its battery's
+# rating (a 5 kW home battery: 100 kW of load or PV; a 500 kW C&I one: 10 MW). Generous on
+# purpose: it refuses absurd readings, not unusual sites; the registry sets the real ones.
+DEFAULT_LIMIT_PER_RATING = 20.0
+
+
 @dataclass(frozen=True, slots=True)
 class IngestLimits:
     """What a reading must satisfy to be folded (see the telemetry contract)."""
@@ -254,8 +260,11 @@ class FleetStore:
         self.soc_min[i] = cfg.soc_min
         self.soc_max[i] = cfg.soc_max
         self.interval_s[i] = cfg.telemetry_interval_s
-        self.load_max_kw[i] = cfg.site_load_max_kw if cfg.site_load_max_kw else np.inf
-        self.pv_max_kw[i] = cfg.pv_max_kw if cfg.pv_max_kw else np.inf
+        # Without a limit in the registry, one derived from the battery's rating: no reading
+        # is unbounded (a 1e300 kW load would reach the twins, the bills and the plans).
+        rating = max(cfg.p_charge_max_kw, cfg.p_discharge_max_kw)
+        self.load_max_kw[i] = cfg.site_load_max_kw or DEFAULT_LIMIT_PER_RATING * rating
+        self.pv_max_kw[i] = cfg.pv_max_kw or DEFAULT_LIMIT_PER_RATING * rating
         if cfg.tariff is not None:
             self.tariffs[cfg.site_id] = cfg.tariff
         else:
