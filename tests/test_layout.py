@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,3 +137,38 @@ def test_benchmarks_import_nothing_from_the_tests() -> None:
     for path in (ROOT / "benchmarks").glob("*.py"):
         imported = _imports(f"benchmarks.{path.stem}", path)
         assert not any(m == "tests" or m.startswith("tests.") for m in imported), path.name
+
+
+def _leaves(model: type, path: tuple[tuple[str, type], ...] = ()) -> Iterator[tuple[Any, str]]:
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _leaves(ann, (*path, (name, ann)))
+        else:
+            yield path, name
+
+
+def test_every_setting_is_read_somewhere() -> None:
+    """A leaf setting is read if some module of the engine names it (``.name`` or
+    ``"name"``) and also names its section (``.section`` or the section's class): a
+    setting that is validated and documented but read nowhere (``scheduler.snapshot_every_s``
+    was one) fails here instead of misleading an operator."""
+    from vpp.config import Settings
+
+    sources = [
+        p.read_text()
+        for pkg in PACKAGES
+        for p in (ROOT / pkg).rglob("*.py")
+        if p.name != "config.py"
+    ]
+    unread = []
+    for path, name in _leaves(Settings):
+        owners = [re.escape(cls.__name__) for _, cls in path]
+        owners += [r"\." + re.escape(section) + r"\b" for section, _ in path]
+        owner = re.compile("|".join(owners)) if owners else None
+        leaf = re.compile(r"[.'\"]" + re.escape(name) + r"\b")
+        if not any(leaf.search(t) and (owner is None or owner.search(t)) for t in sources):
+            unread.append(".".join([*(s for s, _ in path), name]))
+    assert unread == []

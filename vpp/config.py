@@ -268,11 +268,12 @@ class LeaderSettings(_Section):
 
 
 class SchedulerSettings(_Section):
+    """Periodic jobs (bidding cycles, re-plans, history). Fleet snapshots and command
+    timeouts have their own periods: ``ingest.snapshot_every_s``, ``dispatch.tick_s``."""
+
     misfire_grace_s: PositiveFloat = Field(
         30.0, description="a job that missed its time by more than this is skipped (s)"
     )
-    snapshot_every_s: PositiveFloat = Field(60.0, description="fleet snapshot period (s)")
-    command_sweep_every_s: PositiveFloat = Field(1.0, description="command timeout sweep (s)")
 
 
 class IngestSettings(_Section):
