@@ -29,7 +29,12 @@ from market.prices import (
     load_price_csv,
 )
 from vpp.bidding.feed import feature_columns
-from vpp.config import FeatureColumnSettings, FeatureFileSettings
+from vpp.config import (
+    DispatchSettings,
+    FeatureColumnSettings,
+    FeatureFileSettings,
+    PeakShavingSettings,
+)
 from vpp.twins.registry import Tariff
 
 
@@ -296,38 +301,6 @@ class Imbalance(_Model):
     )
 
 
-class BacktestDispatch(_Model):
-    """Command tracking in a backtest (the engine's ``dispatch`` settings)."""
-
-    ack_timeout_s: float = Field(3.0, gt=0)
-    max_attempts: int = Field(3, ge=1, le=20)
-    backoff_s: float = Field(0.5, ge=0)
-    backoff_jitter: float = Field(0.2, ge=0, lt=1)
-    deadband_kw: float = Field(0.05, ge=0)
-    resolution_kw: float = Field(0.1, ge=0)
-    follow_tolerance: float = Field(0.1, gt=0)
-    follow_grace_s: float = Field(6.0, gt=0)
-    unresponsive_retry_s: float = Field(900.0, gt=0)
-
-
-class BacktestPeakShaving(_Model):
-    """Peak shaving of tariffed site classes in a backtest (the engine's planner)."""
-
-    interval_s: int = Field(900, ge=300, le=3600, description="plan interval (s)")
-    horizon_intervals: int = Field(96, ge=4, le=672, description="intervals planned ahead")
-    replan_every_s: int = Field(900, ge=300, description="re-plan period (s)")
-    dispatch_ahead_intervals: int = Field(1, ge=1, le=96)
-    degradation_per_kwh: float = Field(0.02, ge=0, le=100)
-    profile_weight: float = Field(0.1, gt=0, le=1)
-    min_history_s: float = Field(21_600.0, ge=0, description="learn this long before planning")
-
-    @model_validator(mode="after")
-    def _whole_day(self) -> BacktestPeakShaving:
-        if 86_400 % self.interval_s or self.replan_every_s % self.interval_s:
-            raise ValueError("interval_s must divide a day and replan_every_s")
-        return self
-
-
 class Backtest(_Model):
     """How ``vpp backtest`` replays the scenario (``vpp optimize`` ignores nothing here:
     it computes the fault-free perfect-foresight bound and says so)."""
@@ -339,8 +312,10 @@ class Backtest(_Model):
     seed: int = Field(0, ge=0, description="every random draw derives from it")
     faults: Faults = Faults()
     imbalance: Imbalance = Imbalance()
-    dispatch: BacktestDispatch = BacktestDispatch()
-    peak_shaving: BacktestPeakShaving = BacktestPeakShaving()
+    # the engine's own settings models: a backtest dispatches and peak-shaves exactly as
+    # the engine would with the same values
+    dispatch: DispatchSettings = DispatchSettings()
+    peak_shaving: PeakShavingSettings = PeakShavingSettings()
     report_days: int = Field(7, ge=1, le=62, description="days shown in the report's plots")
 
     @model_validator(mode="after")
@@ -351,6 +326,12 @@ class Backtest(_Model):
             raise ValueError(
                 "decision_lead must be a multiple of telemetry_interval_s (the decision "
                 "reads the fleet's telemetry of that instant)"
+            )
+        ps = self.peak_shaving
+        if ps.replan_every_s % ps.interval_s:
+            raise ValueError(
+                "peak_shaving.replan_every_s must be a multiple of its interval_s (a backtest "
+                "re-plans on interval boundaries)"
             )
         return self
 

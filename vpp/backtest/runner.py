@@ -59,7 +59,6 @@ from vpp.bidding.cycle import (
     MemoryBands,
 )
 from vpp.bidding.strategies import Fixed, Strategy, StrategyName, make_strategy
-from vpp.config import DispatchSettings, PeakShavingSettings
 from vpp.decision_windows import Decision, WindowError, decisions
 from vpp.dispatch.targets import from_awards
 from vpp.optimize import optimize
@@ -428,26 +427,8 @@ def run_strategy(
             reject=f.reject,
             offline_mid_interval=f.offline_mid_interval,
         ),
-        dispatch=DispatchSettings(
-            ack_timeout_s=d.ack_timeout_s,
-            max_attempts=d.max_attempts,
-            backoff_s=d.backoff_s,
-            backoff_jitter=d.backoff_jitter,
-            deadband_kw=d.deadband_kw,
-            resolution_kw=d.resolution_kw,
-            follow_tolerance=d.follow_tolerance,
-            follow_grace_s=d.follow_grace_s,
-            unresponsive_retry_s=d.unresponsive_retry_s,
-        ),
-        peak_shaving=PeakShavingSettings(
-            interval_s=ps.interval_s,
-            horizon_intervals=ps.horizon_intervals,
-            replan_every_s=float(ps.replan_every_s),
-            dispatch_ahead_intervals=ps.dispatch_ahead_intervals,
-            degradation_per_kwh=ps.degradation_per_kwh,
-            profile_weight=ps.profile_weight,
-            min_history_s=ps.min_history_s,
-        ),
+        dispatch=d,
+        peak_shaving=ps,
     )
     clearing_prices = {
         (product, starts[i].to_pydatetime()): float(values[i]) for i in range(inputs.lo, inputs.hi)
