@@ -141,7 +141,9 @@ def bids_page(n_bids: int, repeats: int, tmp: Path) -> dict[str, Any]:
         base = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=base) as client:
-                client.post("/console/login", data={"api_key": key})
+                form = client.get("/console/login").text  # the sign-in form's CSRF token
+                token = form.split('name="csrf" value="')[1].split('"')[0]
+                client.post("/console/login", data={"api_key": key, "csrf": token})
                 r = client.get("/console/bids")
                 assert r.status_code == 200 and r.text.count('href="/console/bids/') == n_bids
                 for _ in range(repeats):

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -263,15 +264,46 @@ def test_a_viewer_sees_no_edit_controls_and_the_server_refuses_anyway(
     assert page.url.endswith("/console/login")
 
 
+def _login_token(client: Any) -> str:
+    """The sign-in form's CSRF token (its cookie is kept by the client)."""
+    page = client.get("/console/login").text
+    return page.split('name="csrf" value="')[1].split('"')[0]
+
+
+def test_cookies_are_secure_over_https(served: tuple[Api, str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from vpp.api.app import create_app
+
+    api, _ = served
+    c = TestClient(create_app(api.services), base_url="https://testserver")
+    r = c.post(
+        "/console/login",
+        data={"api_key": api.keys["alice"], "csrf": _login_token(c)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]
+    always = TestClient(create_app(api.services, secure_cookies="always"))
+    assert "Secure" in always.get("/console/login").headers["set-cookie"]
+
+
 def test_a_bad_key_is_refused_and_forms_need_the_session_token(served: tuple[Api, str]) -> None:
     api, _ = served
     c = api.client
-    r = c.post("/console/login", data={"api_key": "nope"})
-    assert r.status_code == 401 and "not valid" in r.text
+    # a sign-in without the form's token (a forged one from another page) is refused
     r = c.post("/console/login", data={"api_key": api.keys["alice"]}, follow_redirects=False)
+    assert r.status_code == 403 and "did not come from this console" in r.text
+    r = c.post("/console/login", data={"api_key": "nope", "csrf": _login_token(c)})
+    assert r.status_code == 401 and "not valid" in r.text
+    r = c.post(
+        "/console/login",
+        data={"api_key": api.keys["alice"], "csrf": _login_token(c)},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and api.keys["alice"] not in cookie
+    assert "Secure" not in cookie  # plain HTTP here: auto leaves it off
     page = c.get("/console/bids")
     assert page.status_code == 200
     bid = page.text.split('href="/console/bids/')[1].split('"')[0]

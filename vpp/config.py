@@ -252,6 +252,12 @@ class ApiSettings(_Section):
     db_pool_timeout_s: PositiveFloat = Field(
         2.0, description="a request waits this long for one of them, then gets 503 (s)"
     )
+    secure_cookies: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="the console's cookies carry Secure: auto when the request came over "
+        "HTTPS (directly, or by X-Forwarded-Proto from a proxy uvicorn trusts), always, or "
+        "never (plain-HTTP development only)",
+    )
     max_inflight_per_key: int = Field(
         8, ge=1, le=1000, description="requests one API key may have in flight; more get 429"
     )

@@ -118,6 +118,7 @@ class Engine:
                 self.services,
                 max_body_bytes=self.settings.api.max_body_bytes,
                 max_inflight_per_key=self.settings.api.max_inflight_per_key,
+                secure_cookies=self.settings.api.secure_cookies,
             ),
             host=self.settings.api.host,
             port=self.settings.api.port,

@@ -417,7 +417,11 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 
 def create_app(
-    services: Services, *, max_body_bytes: int = 1_048_576, max_inflight_per_key: int = 8
+    services: Services,
+    *,
+    max_body_bytes: int = 1_048_576,
+    max_inflight_per_key: int = 8,
+    secure_cookies: str = "auto",
 ) -> FastAPI:
     app = FastAPI(
         title="VPP engine",
@@ -442,4 +446,5 @@ def create_app(
     for module in (fleet, sites, bids, awards, dispatch, commands, schedules, history, keys):
         app.include_router(module.router, prefix=API_PREFIX)
     install_console(app, services)
+    app.state.secure_cookies = secure_cookies
     return app

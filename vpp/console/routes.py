@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,9 +122,36 @@ async def home() -> Response:
     return RedirectResponse("/console/bids", status_code=303)
 
 
+LOGIN_COOKIE = "vpp_login"  # the sign-in form's CSRF token (double-submit: cookie = field)
+
+
+def secure(request: Request) -> bool:
+    """Whether the console's cookies carry ``Secure`` (``api.secure_cookies``)."""
+    mode = getattr(request.app.state, "secure_cookies", "auto")
+    return mode == "always" or (mode == "auto" and request.url.scheme == "https")
+
+
+def _login_form(request: Request, status: int = 200, error: str | None = None) -> Response:
+    """The sign-in page with a fresh CSRF token in its form and in a short-lived cookie: a
+    page on another site can post a key to this form but cannot read or set the cookie
+    (SameSite=Strict), so a forged sign-in (login CSRF) is refused."""
+    token = secrets.token_urlsafe(24)
+    response = render(request, "login.html", None, status, error=error, login_csrf=token)
+    response.set_cookie(
+        LOGIN_COOKIE,
+        token,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        path="/console/login",
+        secure=secure(request),
+    )
+    return response
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request) -> Response:
-    return render(request, "login.html", None)
+    return _login_form(request)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -131,17 +159,24 @@ async def login(request: Request) -> Response:
     try:
         form = await posted_form(request, None)
     except RefusedError as exc:
-        return render(request, "login.html", None, exc.status, error=str(exc))
+        return _login_form(request, exc.status, str(exc))
+    cookie = request.cookies.get(LOGIN_COOKIE) or ""
+    field = (form.get("csrf") or [""])[0]
+    if not cookie or not hmac.compare_digest(cookie, field):
+        return _login_form(
+            request, 403, "The sign-in form expired or did not come from this console: try again."
+        )
     key = (form.get("api_key") or [""])[0].strip()
     services: Services = request.app.state.services
     principal = await services.keys.verify_async(key or None)
     if principal is None:
-        return render(request, "login.html", None, 401, error="That API key is not valid.")
+        return _login_form(request, 401, "That API key is not valid.")
     sid, _ = request.app.state.console_sessions.create(key)
     response = RedirectResponse("/console/bids", status_code=303)
     response.set_cookie(
-        COOKIE, sid, httponly=True, samesite="strict", path="/console", secure=False
+        COOKIE, sid, httponly=True, samesite="strict", path="/console", secure=secure(request)
     )
+    response.delete_cookie(LOGIN_COOKIE, path="/console/login")
     return response
 
 
