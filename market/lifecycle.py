@@ -74,6 +74,35 @@ class LifecycleError(ValueError):
     pass
 
 
+# How an operator reads a status and an action (refusals speak these, not the state names).
+STATUS_WORDS: dict[BidStatus, str] = {
+    BidStatus.DRAFT: "a draft",
+    BidStatus.APPROVED: "approved already",
+    BidStatus.REJECTED: "rejected",
+    BidStatus.SUBMITTED: "submitted and waiting for the market's answer",
+    BidStatus.ACCEPTED: "accepted by the market",
+    BidStatus.REFUSED: "refused by the market",
+    BidStatus.AWARDED: "awarded",
+    BidStatus.MISSED: "missed (its gate closed before it was submitted)",
+    BidStatus.UNAWARDED: "over without an award",
+    BidStatus.UNKNOWN: "at the market in an unknown state (its answer was lost)",
+}
+PAST: dict[BidAction, str] = {
+    BidAction.EDIT: "edited",
+    BidAction.APPROVE: "approved",
+    BidAction.REJECT: "rejected",
+    BidAction.SUBMIT: "submitted",
+    BidAction.ACCEPT: "accepted",
+    BidAction.REFUSE: "refused",
+    BidAction.AWARD: "awarded",
+    BidAction.MISS: "marked missed",
+    BidAction.UNAWARD: "closed without an award",
+    BidAction.LOSE: "marked unknown",
+    BidAction.REVERT: "reverted",
+}
+OPERATOR_ACTIONS = (BidAction.EDIT, BidAction.APPROVE, BidAction.REJECT, BidAction.SUBMIT)
+
+
 def allowed(status: BidStatus) -> list[BidAction]:
     return [action for (s, action) in TRANSITIONS if s == status]
 
@@ -83,7 +112,12 @@ def next_status(bid_id: str, status: BidStatus, action: BidAction) -> BidStatus:
     try:
         return TRANSITIONS[(status, action)]
     except KeyError:
-        can = ", ".join(a.value for a in allowed(status)) or "nothing (final)"
+        ops = [a.value for a in allowed(status) if a in OPERATOR_ACTIONS]
+        can = (
+            f"an operator can {', '.join(ops[:-1]) + ' or ' if len(ops) > 1 else ''}{ops[-1]} it"
+            if ops
+            else "no operator action applies to it any more"
+        )
         raise LifecycleError(
-            f"bid {bid_id}: cannot {action.value} a {status.value} bid (allowed: {can})"
+            f"bid {bid_id} is {STATUS_WORDS[status]}, so it cannot be {PAST[action]}; {can}"
         ) from None

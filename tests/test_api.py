@@ -214,7 +214,7 @@ def test_after_gate_closure_edit_approve_submit_are_409_naming_the_gate(api: Api
 
 def test_lifecycle_refusals(api: Api) -> None:
     r = api.client.post(f"/api/v1/bids/{BID}/submit", json={"version": 1}, headers=api.h("alice"))
-    assert r.status_code == 409 and "cannot submit a draft bid" in r.json()["detail"]
+    assert r.status_code == 409 and "a draft, so it cannot be submitted" in r.json()["detail"]
 
 
 def test_edit_is_revalidated_against_market_rules(api: Api) -> None:

@@ -290,10 +290,32 @@ def test_lifecycle_transitions_and_refusals() -> None:
         s = next_status("b-1", s, action)
         assert s == expected
     assert next_status("b-2", BidStatus.SUBMITTED, BidAction.REFUSE) == BidStatus.REFUSED
-    with pytest.raises(LifecycleError, match="cannot submit a draft bid"):
+    with pytest.raises(
+        LifecycleError,
+        match="b-3 is a draft, so it cannot be submitted; an operator can edit, approve or "
+        "reject it",
+    ):
         next_status("b-3", BidStatus.DRAFT, BidAction.SUBMIT)
-    with pytest.raises(LifecycleError, match=r"allowed: nothing \(final\)"):
+    with pytest.raises(LifecycleError, match="no operator action applies to it any more"):
         next_status("b-4", BidStatus.AWARDED, BidAction.EDIT)
+
+
+def test_every_refusal_is_in_plain_words() -> None:
+    """The walk-through's "cannot approve a approved bid (allowed: edit, reject, submit,
+    miss)": a refusal names the state as an operator reads it and only what an operator
+    can do next (never the engine's own transitions)."""
+    from market.lifecycle import OPERATOR_ACTIONS, STATUS_WORDS, TRANSITIONS, allowed
+
+    for status in BidStatus:
+        for action in BidAction:
+            if (status, action) in TRANSITIONS:
+                continue
+            with pytest.raises(LifecycleError) as err:
+                next_status("b", status, action)
+            text = str(err.value)
+            assert STATUS_WORDS[status] in text and f"a {status.value} bid" not in text
+            for other in set(allowed(status)) - set(OPERATOR_ACTIONS):
+                assert f" {other.value}," not in text and f" {other.value} it" not in text
 
 
 @settings(max_examples=200, deadline=None)
