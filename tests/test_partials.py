@@ -214,3 +214,46 @@ def test_the_api_answers_from_the_combined_view_with_its_coverage(tmp_path: Path
         "stale_instances": ["i2"],
         "instances": ["i0", "i1"],
     }
+
+
+@pytest.mark.parametrize("speed", [10.0, 60.0])
+def test_under_a_fast_clock_partials_age_by_the_wall(speed: float) -> None:
+    """The walk-through at x10: partials are published every ``partials_every_s`` of the
+    wall but stamped on the engine's clock, so each is ``speed`` times older in engine
+    seconds when the next arrives; every instance (this one included) read as stale and
+    coverage flipped between 8/8 and 0/8. The view's bound follows the clock's speed."""
+    from vpp.bus.embedded import EmbeddedBus
+    from vpp.config import IngestSettings, TopicsSettings
+    from vpp.fleet.combined import FleetView
+    from vpp.fleet.partials import partial_key
+
+    settings = IngestSettings()
+    every_engine_s = settings.partials_every_s * speed  # one publish period, engine seconds
+    partials = _partials([[0, 3], [1, 4], [2, 5]], ts_shift={k: -every_engine_s for k in (0, 1, 2)})
+    view = FleetView(EmbeddedBus(), settings, TopicsSettings(), clock=lambda: NOW, speed=speed)
+    view.partials = {partial_key(p): p for p in partials}
+    combined = view.view()
+    assert combined is not None and combined.coverage.complete
+    assert combined.coverage.stale_instances == []
+    # an instance silent for the wall-clock bound is stale at every speed
+    dead = _partials(
+        [[0, 3], [1, 4], [2, 5]], ts_shift={2: -(settings.partials_max_age_s + 1) * speed}
+    )
+    view.partials = {partial_key(p): p for p in dead}
+    assert view.view().coverage.stale_instances == ["i2"]  # type: ignore[union-attr]
+
+
+def test_site_ages_are_on_the_engines_clock(tmp_path: Path) -> None:
+    """``age_s`` of a site is the engine's now minus its reading (the walk-through's -363 s
+    at x10 came from mixing the wall with simulated readings)."""
+    from datetime import timedelta
+
+    from tests.api_support import NOW as API_NOW
+    from tests.api_support import build_api, engine_for
+
+    api = build_api(next(engine_for("sqlite", tmp_path, None)))  # type: ignore[arg-type]
+    api.clock.now = API_NOW + timedelta(seconds=30)  # the engine's clock, far from the wall
+    sites = api.client.get("/api/v1/sites", headers=api.h("viewer")).json()["data"]
+    one = api.client.get("/api/v1/sites/s0", headers=api.h("viewer")).json()
+    assert [round(s["age_s"]) for s in sites] == [31] * len(sites)  # read 1 s before NOW
+    assert round(one["age_s"]) == 31

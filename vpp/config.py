@@ -337,7 +337,8 @@ class IngestSettings(_Section):
     partials_max_age_s: PositiveFloat = Field(
         15.0,
         description="the combined fleet view counts a partial at most this old; older ones "
-        "only widen the upper bounds (s)",
+        "only widen the upper bounds (wall seconds, like partials_every_s: under --speed N "
+        "a partial may be N times as old on the engine's clock)",
     )
     snapshots_kept: PositiveInt = Field(3, description="snapshots kept per ingest member")
     registry_file: Path | None = Field(

@@ -170,7 +170,8 @@ def build_engine(
     ingest = Ingest(engine.bus, settings.ingest, topics, db=engine.db, clock=engine.clock.time)
     engine.add(ingest)
     engine.services.fleet = lambda: (ingest.latest, ingest.store)
-    view = FleetView(engine.bus, settings.ingest, topics, clock=engine.clock.time)
+    speed = float(getattr(engine.clock, "speed", 1.0))
+    view = FleetView(engine.bus, settings.ingest, topics, clock=engine.clock.time, speed=speed)
     engine.add(view)
     engine.services.combined = view.view
     from vpp.dispatch.service import DispatchService

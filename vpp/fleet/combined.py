@@ -47,11 +47,17 @@ class FleetView:
         topics: TopicsSettings,
         *,
         clock: Callable[[], float] = time.time,
+        speed: float = 1.0,
     ) -> None:
         self.bus = bus
         self.settings = settings
         self.topics = topics
         self.clock = clock
+        # Partials are published on the wall's cadence (``partials_every_s``) but stamped
+        # on the engine's clock: under ``--speed N`` a partial ages N engine seconds per
+        # wall second, so its freshness bound is N times ``partials_max_age_s`` (else every
+        # instance, this one included, reads as stale at x10).
+        self.max_age_s = settings.partials_max_age_s * speed
         self.partials: dict[bytes, GroupPartial] = {}
         self.refused = 0
         self._consumer: Consumer | None = None
@@ -117,12 +123,12 @@ class FleetView:
         if not self.partials:
             return None
         now = self.clock() if now_s is None else now_s
-        return combine(list(self.partials.values()), now, self.settings.partials_max_age_s)
+        return combine(list(self.partials.values()), now, self.max_age_s)
 
     def fresh(self, now_s: float | None = None) -> list[GroupPartial]:
         """The partials that count now (see :func:`vpp.fleet.partials.fresh_partials`)."""
         now = self.clock() if now_s is None else now_s
-        return fresh_partials(list(self.partials.values()), now, self.settings.partials_max_age_s)
+        return fresh_partials(list(self.partials.values()), now, self.max_age_s)
 
     def status(self) -> dict[str, Any]:
         v = self.view()

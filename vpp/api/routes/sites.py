@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Literal
 
 import numpy as np
@@ -62,7 +61,7 @@ def list_sites(
     if connectivity is not None:
         mask &= store.column("conn") == Connectivity[connectivity.upper()]
     rows = np.flatnonzero(mask)
-    now = time.time()
+    now = caller.services.clock().timestamp()  # the engine's clock (simulated under --speed)
     data = []
     for i in rows[skip : skip + limit].tolist():
         view = site_view(store, store.ids[i], now)
@@ -79,7 +78,7 @@ def list_sites(
 )
 def get_site(caller: Viewer, site_id: SiteId) -> Response:
     store = _store(caller.services)
-    view = site_view(store, site_id, time.time())
+    view = site_view(store, site_id, caller.services.clock().timestamp())
     if view is None:
         raise HTTPException(404, detail=f"site {site_id} not found")
     body = view.to_dict()
