@@ -65,6 +65,7 @@ TRANSITIONS: dict[tuple[BidStatus, BidAction], BidStatus] = {
     (BidStatus.SUBMITTED, BidAction.REVERT): BidStatus.APPROVED,
     (BidStatus.UNKNOWN, BidAction.ACCEPT): BidStatus.ACCEPTED,
     (BidStatus.UNKNOWN, BidAction.REFUSE): BidStatus.REFUSED,
+    (BidStatus.UNKNOWN, BidAction.MISS): BidStatus.MISSED,
 }
 
 EDITABLE = frozenset({BidStatus.DRAFT, BidStatus.APPROVED, BidStatus.REJECTED})

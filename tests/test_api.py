@@ -421,3 +421,41 @@ def test_site_telemetry_is_the_recent_trace_oldest_first(api: Api) -> None:
     assert body["ts"] == sorted(body["ts"]) and len(body["soc"]) == 4
     r = api.client.get("/api/v1/sites/nope/telemetry", headers=api.h("viewer"))
     assert r.status_code == 404
+
+
+def test_a_bid_unknown_at_the_market_is_resolved_by_an_operator(api: Api) -> None:
+    """Sent, no answer, and the market cannot say: ``unknown`` until an operator records
+    the market's answer through the API (audited; viewers may not, a comment is needed)."""
+
+    def lost(*_: object) -> object:
+        raise ConnectionError("the market's endpoint went away")
+
+    r = api.client.post(f"/api/v1/bids/{BID}/approve", json={"version": 1}, headers=api.h("bob"))
+    assert r.status_code == 200
+    api.sim.submit = lost  # type: ignore[method-assign]
+    r = api.client.post(f"/api/v1/bids/{BID}/submit", json={"version": 1}, headers=api.h("alice"))
+    assert r.status_code == 502 and "stays submitted" in r.json()["detail"]
+    api.sim.lookup = lost  # type: ignore[method-assign]
+    market = api.services.market
+    assert market is not None
+    assert api.services.bids.reconcile_submitted(market, api.clock(), include_unknown=True) == {
+        "lose": 1
+    }
+    body = {"version": 1, "outcome": "accepted", "comment": "market desk by phone, 13:02"}
+    r = api.client.post(f"/api/v1/bids/{BID}/resolve", json=body, headers=api.h("viewer"))
+    assert r.status_code == 403
+    r = api.client.post(
+        f"/api/v1/bids/{BID}/resolve", json={**body, "comment": ""}, headers=api.h("alice")
+    )
+    assert r.status_code == 422
+    r = api.client.post(f"/api/v1/bids/{BID}/resolve", json=body, headers=api.h("alice"))
+    assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
+    r = api.client.post(f"/api/v1/bids/{BID}/resolve", json=body, headers=api.h("alice"))
+    assert r.status_code == 409 and "nothing to resolve" in r.json()["detail"]
+    with api.engine.connect() as conn:
+        audited = conn.execute(
+            sa.select(audit_log.c.action, audit_log.c.actor).where(
+                audit_log.c.resource_id == BID, audit_log.c.action == "accept"
+            )
+        ).all()
+    assert len(audited) == 1 and audited[0].actor.startswith("alice")

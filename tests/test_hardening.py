@@ -7,9 +7,11 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
+import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -186,7 +188,8 @@ def _crash(*_: object, **__: object) -> None:
     [
         ("before_request", True, "approved"),  # never sent, gate open: submit again
         ("before_request", False, "missed"),  # never sent, gate closed
-        ("request_lost", True, "unknown"),  # sent, the market never got it: ask a human
+        ("request_lost", True, "accepted"),  # the market never got it, gate open: resent
+        ("request_lost", False, "missed"),  # the market never got it, gate closed
         ("answer_lost", True, "accepted"),  # the market accepted, the answer was lost
         ("after_answer", True, "accepted"),  # logged both ways, the bid not updated yet
     ],
@@ -235,7 +238,8 @@ def test_a_submission_cut_at_any_point_is_reconciled_at_start_up(
     with pytest.raises(CrashError):
         store.submit([bid.bid_id], alice, market, "tx-crash")
     assert BidStore(engine).row(bid.bid_id).status == "submitted"
-    # the restarted engine: a fresh store and log, the same market
+    # the restarted engine: a fresh store and log, the same market (reachable again)
+    vars(sim).pop("submit", None)
     restarted = BidStore(engine, clock=lambda: now[0])
     if not reopen_before_gate:
         now[0] = bid.interval_start
@@ -599,3 +603,90 @@ def test_load_and_pv_are_bounded_without_registry_limits() -> None:
     ing, letters = asyncio.run(_ingest_one(records, sites))
     assert [(d.offset, d.reason) for d in letters] == [(1, "load_range"), (2, "pv_range")]
     assert ing.store.site_load_kw[0] == 10 * rating
+
+
+def _limbo_setup(tmp_path: Path) -> tuple[Any, ...]:
+    from market.adapter import LoggedMarket, SimulatedMarket
+    from market.definitions import Product, load_market
+    from market.lifecycle import BidAction
+    from tests.api_support import NOW, make_bids
+    from vpp.config import DatabaseSettings
+    from vpp.store import db
+    from vpp.store.bids import BidStore
+    from vpp.store.keys import Principal
+    from vpp.store.txlog import DbTxLog
+
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/limbo.db"))
+    db.upgrade(engine)
+    now = [NOW]
+    store = BidStore(engine, clock=lambda: now[0])
+    bids = make_bids(2)
+    store.create(bids, solve_id="s", report={})
+    alice = Principal("k", "alice", "operator")
+    for b in bids:
+        store.review(b.bid_id, 1, BidAction.APPROVE, alice)
+    prices = {(Product.ENERGY_RT, b.interval_start): 45.0 for b in bids}
+    sim = SimulatedMarket(load_market("caiso"), prices)
+    return engine, now, store, bids, sim, LoggedMarket(sim, DbTxLog(engine)), alice
+
+
+def test_a_lost_accept_write_is_closed_while_the_engine_runs(tmp_path: Path) -> None:
+    """The probe's transient database error on the accept transaction: the pass goes on to
+    the next bid, and the settle pass closes the stuck one from the logged answer once it
+    has waited STUCK_AFTER (not before: a submission may be under way)."""
+    from market.lifecycle import BidAction
+    from vpp.bidding.bidder import STUCK_AFTER
+
+    _, now, store, bids, sim, market, alice = _limbo_setup(tmp_path)
+    original = store._advance
+    failed = []
+
+    def flaky(conn: object, row: Any, action: object, *a: object) -> object:
+        if action == BidAction.ACCEPT and not failed:
+            failed.append(row.bid_id)
+            raise sa.exc.OperationalError("UPDATE bids", {}, Exception("database is locked"))
+        return original(conn, row, action, *a)  # type: ignore[arg-type]
+
+    store._advance = flaky  # type: ignore[method-assign,assignment]
+    now[0] = bids[0].interval_start - timedelta(minutes=80)
+    with pytest.raises(sa.exc.OperationalError):
+        store.submit([bids[0].bid_id], alice, market, "tx-0")
+    store.submit([bids[1].bid_id], alice, market, "tx-1")  # the next one is not held up
+    assert [store.row(b.bid_id).status for b in bids] == ["submitted", "accepted"]
+    assert store.reconcile_submitted(market, now[0], older_than=STUCK_AFTER) == {}
+    now[0] += STUCK_AFTER
+    counts = store.reconcile_submitted(market, now[0], older_than=STUCK_AFTER)
+    assert counts == {"accept": 1} and store.row(bids[0].bid_id).status == "accepted"
+    assert sim.submissions == 2  # each sent once
+
+
+def test_an_unknown_bid_is_asked_again_and_an_operator_can_resolve_it(tmp_path: Path) -> None:
+    from market.lifecycle import BidAction
+    from vpp.store.bids import ConflictError
+
+    _, now, store, bids, sim, market, alice = _limbo_setup(tmp_path)
+    now[0] = bids[0].interval_start - timedelta(minutes=80)
+    sim.submit = _crash  # type: ignore[method-assign]
+    with pytest.raises(CrashError):
+        store.submit([bids[0].bid_id], alice, market, "tx-u")
+    sim.lookup = _crash  # type: ignore[method-assign]  # the market cannot say
+    assert store.reconcile_submitted(market, now[0], include_unknown=True) == {"lose": 1}
+    assert store.row(bids[0].bid_id).status == "unknown"
+    # asked again at every pass: still nothing to go on, nothing changes (no churn)
+    assert store.reconcile_submitted(market, now[0], include_unknown=True) == {}
+    # the market answers again, never received it, the gate is open: resent once
+    vars(sim).pop("submit")
+    vars(sim).pop("lookup")
+    assert store.reconcile_submitted(market, now[0], include_unknown=True) == {"accept": 1}
+    assert store.row(bids[0].bid_id).status == "accepted" and sim.submissions == 1
+    # an operator's resolution of another unknown bid, audited
+    now[0] = bids[1].interval_start - timedelta(minutes=80)
+    sim.submit = _crash  # type: ignore[method-assign]
+    with pytest.raises(CrashError):
+        store.submit([bids[1].bid_id], alice, market, "tx-v")
+    sim.lookup = _crash  # type: ignore[method-assign]
+    store.reconcile_submitted(market, now[0], include_unknown=True)
+    with pytest.raises(ConflictError, match="not unknown"):
+        store.resolve(bids[0].bid_id, 1, BidAction.ACCEPT, alice, "portal says accepted")
+    row = store.resolve(bids[1].bid_id, 1, BidAction.REFUSE, alice, "portal: refused")
+    assert row.status == "refused"

@@ -276,6 +276,23 @@ class Review(BaseModel):
     comment: str | None = Field(None, max_length=2000)
 
 
+class Resolution(BaseModel):
+    """What the market says became of a bid the engine could not find out about."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {"version": 1, "outcome": "accepted", "comment": "market portal, 14:02"}
+        },
+    )
+
+    version: int = Field(ge=1)
+    outcome: Literal["accepted", "refused", "missed"] = Field(
+        description="accepted or refused by the market, or missed: it never reached it"
+    )
+    comment: str = Field(min_length=1, max_length=2000, description="where the answer came from")
+
+
 class SubmitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -71,8 +71,16 @@ SETTLED = Counter(
     "vpp_bids_settled_total", "Bids the engine closed without a market answer", ["status"]
 )
 RECONCILED = Counter(
-    "vpp_bids_reconciled_total", "Submitted bids reconciled at start-up", ["action"]
+    "vpp_bids_reconciled_total",
+    "Bids left submitted or unknown, closed against the transaction log and the market",
+    ["action"],
 )
+SUBMIT_FAILED = Counter(
+    "vpp_bid_submit_failures_total", "Submissions that failed (retried or reconciled)"
+)
+# A bid submitted this long ago and still ``submitted`` is in limbo (its answer was lost or
+# could not be written): the settle pass closes it.
+STUCK_AFTER = timedelta(seconds=60)
 # Who approves when bidding.auto_approve is on: the policy, named with its limits.
 AUTO_APPROVER = Principal(
     "auto-approve",
@@ -159,6 +167,7 @@ class Bidder:
         self._cycle_lock = threading.Lock()
         self._submit_lock = threading.Lock()
         self.submitted = 0
+        self.submit_failures = 0
         self.awarded = 0
         self.missed = 0
         self.unawarded = 0
@@ -185,7 +194,7 @@ class Bidder:
         ``submitted`` (by a crash, or by a predecessor deposed mid-submission) against the
         transaction log."""
         self._restore_market()
-        counts = self.bids.reconcile_submitted(self.market, self.clock())
+        counts = self.bids.reconcile_submitted(self.market, self.clock(), include_unknown=True)
         for action, n in counts.items():
             RECONCILED.labels(action).inc(n)
         if counts.get("lose"):
@@ -413,6 +422,14 @@ class Bidder:
             except BidError as exc:
                 log.info("not submitted: %s", exc, extra=ctx(bid_id=row.bid_id))
                 continue
+            except Exception:
+                # A transient failure (the database, the market) costs this bid this pass,
+                # never the rest of the pass; a bid it left submitted is closed by the next
+                # settle pass (reconcile_submitted), and the failure is counted.
+                SUBMIT_FAILED.inc()
+                self.submit_failures += 1
+                log.exception("submitting %s failed", row.bid_id, extra=ctx(bid_id=row.bid_id))
+                continue
             done += 1
             if result.refused:
                 log.warning(
@@ -452,6 +469,14 @@ class Bidder:
         passed (``missed``), accepted bids whose interval ended without an award
         (``unawarded``)."""
         now = now or self.clock()
+        with self._submit_lock:  # no submission of this instance is under way meanwhile
+            counts = self.bids.reconcile_submitted(
+                self.market, now, older_than=STUCK_AFTER, include_unknown=True
+            )
+        for action, n in counts.items():
+            RECONCILED.labels(action).inc(n)
+        if counts:
+            log.warning("closed bids left in limbo: %s", counts)
         missed = self.bids.mark_missed(now)
         unawarded = self.bids.mark_unawarded(now)
         for rows, status in ((missed, "missed"), (unawarded, "unawarded")):
@@ -490,6 +515,7 @@ class Bidder:
             f"{self.made} bids made ({approval}), {self.submitted} submitted, "
             f"{self.awarded} awarded, {self.missed} missed, {self.unawarded} unawarded"
             f" ({self.definition.market_id} {self.product.value})"
+            + (f", {self.submit_failures} submissions failed" if self.submit_failures else "")
             + (f"; last problem: {self.last_error}" if self.last_error else "")
         )
         return {
@@ -499,6 +525,7 @@ class Bidder:
             "awarded": self.awarded,
             "missed": self.missed,
             "unawarded": self.unawarded,
+            "submit_failures": self.submit_failures,
             "auto_approve": self.settings.auto_approve,
             "last_error": self.last_error,
         }

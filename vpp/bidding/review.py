@@ -20,7 +20,8 @@ from vpp.bidding.physics import curve_problems
 from vpp.logs import ctx
 from vpp.services import RefusedError, Services
 from vpp.store import audit
-from vpp.store.bids import BidFilter, BidRow, ConflictError, InvalidBidError
+from vpp.store.bids import BidError, BidFilter, BidRow, ConflictError, InvalidBidError
+from vpp.store.fencing import FencedError
 from vpp.store.keys import Principal
 
 log = logging.getLogger("vpp.bids")
@@ -129,7 +130,18 @@ async def submit_one(
             current,
         )
     tx_id = f"submit-{bid_id}-v{version}-{uuid.uuid4().hex[:8]}"
-    result = await run_in_threadpool(svc.bids.submit, [bid_id], principal, svc.market, tx_id)
+    try:
+        result = await run_in_threadpool(svc.bids.submit, [bid_id], principal, svc.market, tx_id)
+    except (BidError, FencedError):
+        raise
+    except Exception as exc:
+        log.exception("submitting %s failed", bid_id, extra=ctx(bid_id=bid_id))
+        raise RefusedError(
+            502,
+            f"the market did not answer ({type(exc).__name__}: {exc}); the bid stays "
+            f"submitted under {tx_id} and the engine closes it from the transaction log and "
+            "the market (or an operator resolves it)",
+        ) from None
     row = await run_in_threadpool(svc.bids.row, bid_id)
     log_bid("submitted", row, principal.actor)
     return {
@@ -154,6 +166,23 @@ def review(
         raise RefusedError(422, f"a review approves or rejects, not {action.value}")
     row = svc.bids.review(bid_id, version, action, principal, comment)
     log_bid("approved" if action == BidAction.APPROVE else "rejected", row, principal.actor)
+    return row
+
+
+OUTCOMES = {
+    "accepted": BidAction.ACCEPT,
+    "refused": BidAction.REFUSE,
+    "missed": BidAction.MISS,
+}
+
+
+def resolve(
+    svc: Services, principal: Principal, bid_id: str, version: int, outcome: str, comment: str
+) -> BidRow:
+    """An operator closes a bid ``unknown`` at the market with the market's own answer
+    (its portal, its desk): audited, with where the answer came from."""
+    row = svc.bids.resolve(bid_id, version, OUTCOMES[outcome], principal, comment)
+    log_bid(f"resolved as {outcome}", row, principal.actor)
     return row
 
 

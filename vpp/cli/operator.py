@@ -227,6 +227,31 @@ def bids_reject(
     _review("reject", bid_id, version, comment, url, key)
 
 
+@bids_app.command("resolve")
+def bids_resolve(
+    bid_id: Annotated[str, typer.Argument()],
+    outcome: Annotated[str, typer.Option(help="what the market says: accepted, refused or missed")],
+    comment: Annotated[str, typer.Option(help="where the answer came from (audited)")],
+    version: Version = None,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Close a bid ``unknown`` at the market with the market's own answer."""
+    if outcome not in ("accepted", "refused", "missed"):
+        fail(f"--outcome {outcome!r}: give accepted, refused or missed", code=2)
+    quoted = urllib.parse.quote(bid_id)
+
+    def go() -> Any:
+        v = version
+        if v is None:
+            v = call("GET", f"/bids/{quoted}", url=url, key=key)["bid"]["version"]
+        body = {"version": v, "outcome": outcome, "comment": comment}
+        return call("POST", f"/bids/{quoted}/resolve", url=url, key=key, body=body)
+
+    row = _run(go)
+    console.print(f"{row['bid_id']} v{row['version']}: {row['status']}")
+
+
 @bids_app.command("submit")
 def bids_submit(
     bid_id: Annotated[str, typer.Argument()],

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from market.bids import BidCurve, Segment
 from market.lifecycle import BidAction
-from vpp.bidding.review import BeyondCapabilityError, apply_edit, review, submit_one
+from vpp.bidding.review import BeyondCapabilityError, apply_edit, resolve, review, submit_one
 from vpp.console.routes import (
     User,
     current_user,
@@ -253,6 +253,30 @@ async def review_bid(request: Request, bid_id: str) -> Response:
             BidAction.APPROVE if action == "approve" else BidAction.REJECT,
             comment,
         )
+        return RedirectResponse(f"/console/bids/{bid_id}", status_code=303)
+    except RefusedError as exc:
+        errors, status = [str(exc)], exc.status
+    except (BidError, ValueError) as exc:
+        errors, status = [f"Not saved: {exc}"], 409
+    return await off_loop(_bid_page, request, user, bid_id, status, errors, {})
+
+
+@router.post("/bids/{bid_id}/resolve", response_class=HTMLResponse)
+async def resolve_bid(request: Request, bid_id: str) -> Response:
+    """Close a bid unknown at the market with the market's answer (audited)."""
+    user = await current_user(request)
+    errors: list[str] = []
+    status = 200
+    try:
+        form = await operator_form(request, user, "Resolving needs the operator role.")
+        outcome = (form.get("outcome") or [""])[0]
+        if outcome not in ("accepted", "refused", "missed"):
+            raise RefusedError(422, f"unknown outcome {outcome!r}")
+        comment = (form.get("comment") or [""])[0].strip()
+        if not comment:
+            raise RefusedError(422, "say where the market's answer came from")
+        version = int((form.get("version") or ["0"])[0])
+        await off_loop(resolve, user.services, user.principal, bid_id, version, outcome, comment)
         return RedirectResponse(f"/console/bids/{bid_id}", status_code=303)
     except RefusedError as exc:
         errors, status = [str(exc)], exc.status

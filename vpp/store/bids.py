@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -625,75 +625,133 @@ class BidStore:
         self.changed()
         return result
 
-    def reconcile_submitted(self, market: LoggedMarket, now: datetime) -> dict[str, int]:
-        """After a restart, close every ``submitted`` bid against the transaction log.
+    def reconcile_submitted(
+        self,
+        market: LoggedMarket,
+        now: datetime,
+        *,
+        older_than: timedelta | None = None,
+        include_unknown: bool = False,
+    ) -> dict[str, int]:
+        """Close every ``submitted`` bid (and, with ``include_unknown``, every ``unknown``
+        one) against the transaction log and the market.
 
         A bid is marked ``submitted`` (with its transaction id in the review record) before
-        the exchange, so a crash can leave it there at three points:
+        the exchange, so a crash — or a failed write of the answer while the engine runs —
+        can leave it there at three points:
 
         - the request and the response are logged: apply the response (accepted/refused);
         - only the request is logged (the answer was lost): ask the market for the outcome
-          of that transaction id; if it never received it, the bid is ``unknown`` — an
-          operator must check with the market (logged as an error, counted);
+          of that transaction id. Received: apply it. Never received: while the gate is open
+          send it again under the same (idempotent) transaction id, after the gate it is
+          ``missed``. A market that cannot say (the lookup fails) leaves the bid ``unknown``
+          — asked again at every pass, and an operator can resolve it (:meth:`resolve`);
         - no request is logged (the exchange never started): back to ``approved`` while its
           gate is open (it will be submitted again), ``missed`` after.
 
-        Returns how many bids went each way.
+        ``older_than``: only bids submitted at least that long ago (a pass while the engine
+        runs must not race a submission under way). Returns how many bids went each way.
         """
+        statuses = [BidStatus.SUBMITTED.value]
+        if include_unknown:
+            statuses.append(BidStatus.UNKNOWN.value)
         with self.engine.connect() as conn:
-            rows = [
-                _row(r)
-                for r in conn.execute(_CURRENT.where(bids.c.status == BidStatus.SUBMITTED.value))
-            ]
-            tx_of = {
-                r.bid_id: r.comment
-                for r in conn.execute(
-                    sa.select(bid_reviews.c.bid_id, bid_reviews.c.comment)
-                    .where(
-                        bid_reviews.c.bid_id.in_([r.bid_id for r in rows]),
-                        bid_reviews.c.action == BidAction.SUBMIT.value,
-                    )
-                    .order_by(bid_reviews.c.ts)
+            rows = [_row(r) for r in conn.execute(_CURRENT.where(bids.c.status.in_(statuses)))]
+            submits = conn.execute(
+                sa.select(bid_reviews.c.bid_id, bid_reviews.c.comment, bid_reviews.c.ts)
+                .where(
+                    bid_reviews.c.bid_id.in_([r.bid_id for r in rows]),
+                    bid_reviews.c.action == BidAction.SUBMIT.value,
                 )
-            }
+                .order_by(bid_reviews.c.ts)
+            ).all()
+        tx_of = {r.bid_id: r.comment for r in submits}
+        sent_at = {r.bid_id: r.ts for r in submits}
         counts: dict[str, int] = {}
         for row in rows:
-            tx_id = tx_of.get(row.bid_id)
-            request, response = market.log.recorded(tx_id) if tx_id else (None, None)
-            result: SubmitResult | None = None
-            if response is not None:
-                result = SubmitResult.from_json(response)
-            elif request is not None and tx_id is not None:
-                result = market.adapter.lookup(tx_id)
-                if result is not None:
-                    market.log.record_response(
-                        tx_id, market.market.market_id, "submit", result.to_json()
-                    )
-            if result is not None:
-                accepted = row.bid_id in result.accepted
-                action = BidAction.ACCEPT if accepted else BidAction.REFUSE
-                note = tx_id if accepted else result.refused.get(row.bid_id, "not in the answer")
-            elif request is not None:
-                action, note = (
-                    BidAction.LOSE,
-                    (
-                        f"{tx_id}: sent before a crash, the market does not know the outcome; "
-                        "check with the market"
-                    ),
-                )
-            elif now < row.gate_closure:
-                action, note = BidAction.REVERT, "never sent before a crash; the gate is open"
-            else:
-                action, note = BidAction.MISS, "never sent before a crash; the gate has closed"
+            if (
+                older_than is not None
+                and row.status == BidStatus.SUBMITTED.value
+                and sent_at.get(row.bid_id, now) > now - older_than
+            ):
+                continue  # a submission may be under way
+            action, note = self._outcome(market, row, tx_of.get(row.bid_id), now)
+            if action is None or (action == BidAction.LOSE and row.status == "unknown"):
+                continue  # still nothing to go on: asked again at the next pass
             with self.engine.begin() as conn:
                 try:
-                    self._advance(conn, row, action, SYSTEM, f"reconciled at start-up: {note}", now)
+                    self._advance(conn, row, action, SYSTEM, f"reconciled: {note}", now)
                 except ConflictError:
                     continue
             counts[action.value] = counts.get(action.value, 0) + 1
         if counts:
             self.changed()
         return counts
+
+    def _outcome(
+        self, market: LoggedMarket, row: BidRow, tx_id: str | None, now: datetime
+    ) -> tuple[BidAction | None, str]:
+        """What closes one submitted (or unknown) bid (see :meth:`reconcile_submitted`)."""
+        request, response = market.log.recorded(tx_id) if tx_id else (None, None)
+        result: SubmitResult | None = None
+        if response is not None:
+            result = SubmitResult.from_json(response)
+        elif request is not None and tx_id is not None:
+            try:
+                result = market.adapter.lookup(tx_id)
+            except Exception as exc:  # the market cannot say now: unknown, asked again
+                return BidAction.LOSE, (
+                    f"{tx_id}: sent, and the market could not say what became of it ({exc}); "
+                    "asked again at every pass, or resolve it with the market's answer"
+                )
+            if result is not None:
+                market.log.record_response(
+                    tx_id, market.market.market_id, "submit", result.to_json()
+                )
+            elif now < row.gate_closure:
+                # never received and the gate is open: the same transaction again (the
+                # adapter's submit is idempotent per transaction id)
+                result = market.submit(tx_id, [row.to_bid(self.day_bands(row)[1])])
+            else:
+                return BidAction.MISS, f"{tx_id}: the market never received it; the gate closed"
+        if result is not None:
+            accepted = row.bid_id in result.accepted
+            note = (
+                (tx_id or "") if accepted else result.refused.get(row.bid_id, "not in the answer")
+            )
+            return (BidAction.ACCEPT if accepted else BidAction.REFUSE), note
+        if row.status == BidStatus.UNKNOWN.value:
+            return None, ""
+        if now < row.gate_closure:
+            return BidAction.REVERT, "never sent; the gate is open"
+        return BidAction.MISS, "never sent; the gate has closed"
+
+    def resolve(
+        self,
+        bid_id: str,
+        version: int,
+        outcome: BidAction,
+        principal: Principal,
+        comment: str,
+    ) -> BidRow:
+        """An operator's answer for a bid ``unknown`` at the market (what the market says
+        on the phone or its portal): ``accept``, ``refuse`` or ``miss``; audited."""
+        if outcome not in (BidAction.ACCEPT, BidAction.REFUSE, BidAction.MISS):
+            raise ConflictError(f"bid {bid_id}: an outcome is accepted, refused or missed")
+        now = self.clock()
+        with self.engine.begin() as conn:
+            row = self.row(bid_id, conn)
+            if row.status != BidStatus.UNKNOWN.value:
+                raise ConflictError(
+                    f"bid {bid_id} is {row.status}, not unknown: nothing to resolve", row
+                )
+            if version != row.version:
+                raise ConflictError(
+                    f"bid {bid_id}: version {version} is not current (v{row.version})", row
+                )
+            after = self._advance(conn, row, outcome, principal, f"resolved: {comment}", now)
+        self.changed()
+        return after
 
     def mark_missed(self, now: datetime) -> list[BidRow]:
         """Drafts and approved bids whose gate has closed become ``missed`` (never left

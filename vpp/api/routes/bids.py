@@ -18,12 +18,13 @@ from vpp.api.models import (
     BidPublic,
     Page,
     Problem,
+    Resolution,
     Review,
     SubmitPublic,
     SubmitRequest,
 )
 from vpp.api.responses import AUTH, CONFLICT, NOT_FOUND, Responses
-from vpp.bidding.review import BeyondCapabilityError, apply_edit, review, submit_one
+from vpp.bidding.review import BeyondCapabilityError, apply_edit, resolve, review, submit_one
 from vpp.store.bids import BidFilter, BidRow
 
 router = APIRouter(prefix="/bids", tags=["bids"])
@@ -193,6 +194,19 @@ def approve_bid(caller: Operator, bid_id: BidId, body: Review) -> Any:
 def reject_bid(caller: Operator, bid_id: BidId, body: Review) -> Any:
     row = review(
         caller.services, caller.principal, bid_id, body.version, BidAction.REJECT, body.comment
+    )
+    return public(row)
+
+
+@router.post(
+    "/{bid_id}/resolve",
+    response_model=BidPublic,
+    responses=MUTATION,
+    summary="Resolve a bid unknown at the market with the market's answer (audited)",
+)
+def resolve_bid(caller: Operator, bid_id: BidId, body: Resolution) -> Any:
+    row = resolve(
+        caller.services, caller.principal, bid_id, body.version, body.outcome, body.comment
     )
     return public(row)
 
