@@ -245,3 +245,39 @@ async def test_timeout_makes_the_twin_unresponsive_until_it_answers(rig: Rig) ->
         ).all()
     assert [r.event for r in rows] == ["issued", "timeout"]
     assert rows[1].reason == "no ack after 1 attempts"
+
+
+async def test_an_award_stored_before_a_crash_is_dispatched_at_start(tmp_path: Path) -> None:
+    """The probe's restart: the award was stored, its target was not; the restarted
+    service dispatches it at once (the interval is under way), not at the next boundary."""
+    from market.clearing import clear_bid
+    from tests.api_support import make_bids
+    from vpp.store.bids import BidStore
+
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/a.db"))
+    db.upgrade(engine)
+    bid = make_bids(1)[0]
+    BidStore(engine).create([bid], solve_id="s", report={})
+    award = clear_bid(bid, 100.0)  # clears the whole offer
+    BidStore(engine).record_awards([award])
+    store = FleetStore()
+    bus = EmbeddedBus()
+    await bus.start()
+    await bus.ensure_topics(TOPICS.all())
+    mid = bid.interval_start + timedelta(minutes=2)
+    service = DispatchService(
+        DispatchSettings(tick_s=3600),
+        bus,
+        TOPICS,
+        db=engine,
+        store=lambda: store,
+        clock=lambda: mid.timestamp(),
+    )
+    await service.start()
+    try:
+        d = service.deliveries.get(dispatch_id(bid.group, bid.interval_start))
+        assert d is not None and d.target.target_kw == award.p_mw * 1000
+    finally:
+        await service.stop()
+        await bus.stop()
+        engine.dispose()

@@ -143,6 +143,15 @@ class DispatchService:
             group = f"{group}-{self.instance.replace('/', '-')}"
         self._consumer = await self.bus.consumer([self.topics.acks.name], group)
         await asyncio.to_thread(self._load_targets, self.clock())
+        # An award stored just before a crash whose target never reached the log: a target
+        # now, not at the next interval boundary (when the bidder reads the market's awards
+        # again and the interval may be over).
+        moment = datetime.fromtimestamp(self.clock(), UTC)
+        stored = await asyncio.to_thread(dispatch_log.awards_not_over, self.db, moment)
+        fresh = [t for t in from_awards(stored) if t.dispatch_id not in self.core.deliveries]
+        if fresh:
+            added = self.add_targets(fresh)
+            log.warning("dispatching %d stored awards that had no target yet", len(added))
         if self.instance is None:
             await self._restore()
         else:  # the sites owned before start (assigned early) are taken over now

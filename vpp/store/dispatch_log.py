@@ -7,8 +7,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from market.clearing import Award
+from market.definitions import Product
 from vpp.store.paging import group_interval_conds, paged
-from vpp.store.tables import dispatch_intervals, dispatch_shares
+from vpp.store.tables import awards, dispatch_intervals, dispatch_shares
 
 
 def upsert(engine: sa.Engine, row: dict[str, Any]) -> None:
@@ -166,3 +168,29 @@ def list_intervals(
     )
     order = [dispatch_intervals.c.interval_start.desc(), dispatch_intervals.c.group_id]
     return paged(engine, dispatch_intervals, conds, order, skip=skip, limit=limit)
+
+
+def awards_not_over(engine: sa.Engine, moment: datetime) -> list[Award]:
+    """Stored awards whose interval has not ended at ``moment`` (a restarted engine turns
+    them into targets at once instead of at the next interval boundary, when the bidder
+    reads the market's awards again and the interval may be over)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(awards).where(awards.c.interval_end > moment).order_by(awards.c.award_id)
+        ).all()
+    return [
+        Award(
+            award_id=r.award_id,
+            bid_id=r.bid_id,
+            bid_version=0,
+            market=r.market,
+            group=r.group_id,
+            product=Product(r.product),
+            interval_start=r.interval_start,
+            interval_end=r.interval_end,
+            discharge_mw=max(r.p_mw, 0.0),
+            charge_mw=max(-r.p_mw, 0.0),
+            price_per_mwh=r.price_per_mwh,
+        )
+        for r in rows
+    ]
