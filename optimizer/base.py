@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,7 @@ from optimizer.inputs import BatteryAggregate, Terminal
 from optimizer.report import InfeasibleInputError
 from optimizer.solver import MIP_REL_GAP, PersistentHighs, RunResult
 
+Simultaneous = Literal["forbid", "time_share"]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
@@ -105,6 +106,10 @@ class DispatchModel:
         # bidder and a backtest give the same bids on the same inputs, and a degenerate LP
         # has many optima). Slower than a warm re-solve; decision models set it.
         self.cold = False
+        # "forbid": no charge and discharge in one interval (binaries where the relaxation
+        # would); "time_share": the interval's average may be any point of their convex
+        # hull (see :func:`optimizer.blocks.add_no_simultaneous`): one LP, no binaries.
+        self.simultaneous: Simultaneous = "forbid"
 
     @property
     def solver(self) -> PersistentHighs:
@@ -343,6 +348,8 @@ class DispatchModel:
                     f"{battery.e_max_mwh:.6g}] MWh, P⁺ {battery.p_discharge_max_mw:.6g} MW, "
                     f"P⁻ {battery.p_charge_max_mw:.6g} MW"
                 )
+            if self.simultaneous == "time_share":
+                break  # the relaxation is the model: no binaries (blocks.add_no_simultaneous)
             offenders = [self._simultaneous(result, b, tol) for b in range(len(self.blocks))]
             if not any(offenders):
                 break

@@ -157,6 +157,25 @@ def add_no_simultaneous(b: pyo.Block, m: pyo.ConcreteModel) -> None:
     where the relaxation actually does it (:meth:`optimizer.base.DispatchModel.run`): an
     optimum of the relaxation that never does is optimal for the exact problem. Most solves
     stay LPs; the rest are MILPs with a handful of binaries instead of ``T``.
+
+    The relaxation is also a model in its own right (``simultaneous: time_share``): within
+    one settlement interval a battery can alternate charge and discharge, and the meter
+    sees the interval's averages. The averages it can reach are the convex hull of
+    "discharge only" and "charge only", ``P⁺/P⁺_max + P⁻/P⁻_max ≤ 1`` with ``P⁺, P⁻ ≥ 0`` —
+    exactly what the pair above says with ``u_t ∈ [0, 1]``. Claim: every such point is
+    reachable with the stored energy between the interval's start and end values (to any
+    ε). Proof: split the interval into ``N`` equal slices; in each, discharge at ``P⁺_max``
+    for the fraction ``a = P⁺/P⁺_max`` of it, charge at ``P⁻_max`` for ``b = P⁻/P⁻_max``
+    (``a + b ≤ 1``) and idle the rest. The interval's metered energies are ``P⁺Δt`` and
+    ``P⁻Δt`` and its stored-energy change ``Δt(η_c P⁻ − P⁺/η_d)`` — the model's balance. After
+    each whole slice ``E`` is on the straight line from ``E_start`` to ``E_end``; inside one
+    it leaves the line by at most ``(P⁺_max/η_d + η_c P⁻_max)Δt/N``, which goes to 0 as ``N``
+    grows, so ``E`` stays in ``[min(E_start, E_end) − ε, max(E_start, E_end) + ε]``, inside the
+    bounds the model already enforces at both ends. Only the losses are real: at a negative
+    price the hull lets the battery burn energy in its round trip, which pays (and costs
+    the degradation the objective charges per MWh of throughput). So ``time_share`` is
+    never below ``forbid`` (a relaxation) and equal to it whenever no price is negative
+    (the exactness argument above).
     """
     b.dis_if_u = pyo.Constraint(m.T, rule=lambda b, t: b.p_dis[t] <= m.p_dis_max * b.u[t])
     b.ch_if_not_u = pyo.Constraint(m.T, rule=lambda b, t: b.p_ch[t] <= m.p_ch_max * (1 - b.u[t]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -628,3 +629,53 @@ def test_a_solve_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
     MarketModel(3).solve(battery(), MarketInputs(interval_h=1.0, energy_price=np.ones(3)))
     out, err = capfd.readouterr()
     assert "HiGHS" not in out and "HiGHS" not in err
+
+
+# -- time-share: mixing charge and discharge within an interval ------------------------------
+
+
+def _time_share(prices: np.ndarray, b: BatteryAggregate) -> Any:
+    model = MarketModel(len(prices))
+    model.simultaneous = "time_share"
+    return model.solve(b, MarketInputs(interval_h=1.0, energy_price=prices))
+
+
+def test_time_share_is_the_hull_relaxation_of_the_exact_model() -> None:
+    """On the DE week with negative prices: time_share is the independent LP with every
+    ``u_t`` continuous (the hull ``P⁺/P⁺max + P⁻/P⁻max ≤ 1``), solved without a binary, and
+    earns at least the exact MILP; each interval's pair stays inside the hull."""
+    prices = _de_prices()[: 7 * 24]
+    b = battery(e_max_mwh=1.0, eff_charge=0.9487, eff_discharge=0.9487)
+    sched = _time_share(prices, b)
+    assert sched.report is not None and sched.report.integer_intervals == 0
+    assert sched.report.objective == pytest.approx(
+        _reference(prices, b, 1.0, exact=False), rel=1e-6
+    )
+    assert sched.report.objective >= _reference(prices, b, 1.0, exact=True) - 1e-6
+    share = sched.p_discharge_mw / b.p_discharge_max_mw + sched.p_charge_mw / b.p_charge_max_mw
+    assert (share <= 1 + 1e-6).all()
+    assert sched.report.simultaneous_intervals > 0  # it does use the hull at negative prices
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    negative=st.booleans(),
+    eff=st.floats(0.8, 1.0),
+)
+def test_time_share_equals_forbid_without_negative_prices_and_never_falls_below(
+    seed: int, negative: bool, eff: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    prices = rng.normal(40, 25, 48)
+    prices = prices if negative else np.abs(prices)
+    b = battery(e_max_mwh=2.0, e_initial_mwh=1.0, eff_charge=eff, eff_discharge=eff)
+    shared = _time_share(prices, b)
+    exact = MarketModel(len(prices)).solve(b, MarketInputs(interval_h=1.0, energy_price=prices))
+    assert shared.report is not None and exact.report is not None
+    if (prices >= 0).all():
+        assert shared.report.objective == pytest.approx(exact.report.objective, rel=1e-7, abs=1e-7)
+    assert shared.report.objective >= exact.report.objective - 1e-6
+    assert shared.report.objective == pytest.approx(
+        _reference(prices, b, 1.0, exact=False), rel=1e-6, abs=1e-6
+    )

@@ -451,6 +451,12 @@ class BiddingSettings(_Section):
     history_days: PositiveInt = Field(14, le=120, description="forecast-error history (days)")
     degradation_per_mwh: float = Field(5.0, ge=0, description="currency per MWh throughput")
     vom_per_mwh: float = Field(0.0, ge=0, description="variable O&M, currency per MWh discharged")
+    simultaneous: Literal["forbid", "time_share"] = Field(
+        "forbid",
+        description="plans may mix charge and discharge within an interval (time_share, "
+        "one LP) or not (forbid: exact; sites follow net setpoints, so forbid is what "
+        "they do)",
+    )
     quantile: float = Field(0.9, description="size bids to P50 (0.5) or P90 (0.9) power")
     backup_reserve_fraction: float = Field(
         0.0, ge=0, lt=1, description="share of each group's energy kept back (backup)"

@@ -237,6 +237,7 @@ def optimize(
                 model = models[horizon] = MarketModel(
                     horizon, strategy.reserves, mip_rel_gap=strategy.mip_rel_gap
                 )
+                model.simultaneous = strategy.simultaneous
             current = BatteryAggregate(
                 e_min_mwh=battery.e_min_mwh,
                 e_max_mwh=battery.e_max_mwh,

@@ -217,6 +217,13 @@ class Strategy(_Model):
         le=1e-2,
         description="HiGHS relative MIP gap (binaries only where prices are negative)",
     )
+    simultaneous: Literal["forbid", "time_share"] = Field(
+        "forbid",
+        description="forbid: no charge and discharge in one interval (binaries where "
+        "prices are negative; exact, what DER-VET and the sites' net setpoints do); "
+        "time_share: the interval's average may be any mix (one LP; optimizer.blocks "
+        "proves it reachable by alternating within the interval)",
+    )
     reserve_deployment: dict[Product, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict, description="expected deployed fraction of each reserve offer"
     )

@@ -353,6 +353,7 @@ def strategy_for(inputs: Inputs, name: StrategyName) -> Strategy:
         learned_train_days=st.learned.train_days,
         learned_retrain_days=max(1, round(st.learned.retrain_every / timedelta(days=1))),
         seed=inputs.scenario.backtest.seed,
+        simultaneous=st.simultaneous,
     )
 
 

@@ -153,6 +153,7 @@ class Bidder:
             terminal="value",
             per_day=round(timedelta(days=1) / self.step),
             features=features.names if features is not None else (),
+            simultaneous=settings.simultaneous,
         )
         self.bid_cycle = BidCycle(
             definition,

@@ -83,7 +83,7 @@ from market.forecasts import (
 from market.lear import LearForecaster
 from market.learned import QuantileForecaster, Window
 from market.prices import PriceSeries
-from optimizer.base import DispatchBounds
+from optimizer.base import DispatchBounds, Simultaneous
 from optimizer.curves import curve_for_interval, self_schedule
 from optimizer.inputs import BatteryAggregate, MarketInputs, ScenarioInputs, Terminal
 from optimizer.market_model import MarketModel
@@ -316,6 +316,7 @@ class Strategy:
         mip_rel_gap: float = MIP_REL_GAP,
         history_days: int = 28,
         cold: bool = True,
+        simultaneous: Simultaneous = "forbid",
     ) -> None:
         self.name = name
         self.market = market
@@ -334,6 +335,7 @@ class Strategy:
         # start picks the one nearest the last). The price: on 288-interval windows of
         # 2019 US real-time prices a cold solve took 4.2 ms against 2.6 ms warm.
         self.cold = cold
+        self.simultaneous = simultaneous
         self._market_models: dict[int, MarketModel] = {}
         self._scenario_models: dict[tuple[int, int], ScenarioBidModel] = {}
 
@@ -409,6 +411,7 @@ class Strategy:
                 horizon, mip_rel_gap=self.mip_rel_gap
             )
             model.cold = self.cold  # bids depend on their inputs only (optimizer.base)
+            model.simultaneous = self.simultaneous
         return model
 
     def _fixed_bounds(self, fixed: Sequence[Fixed] | None, prices: F64) -> DispatchBounds | None:
@@ -513,6 +516,7 @@ class Strategy:
                 horizon, n, mip_rel_gap=self.mip_rel_gap
             )
             model.cold = self.cold
+            model.simultaneous = self.simultaneous
         started = time.perf_counter()
         solution = model.solve(
             battery,
@@ -576,6 +580,7 @@ def make_strategy(
     learned_train_days: int = 728,
     learned_retrain_days: int = 28,
     seed: int = 0,
+    simultaneous: Simultaneous = "forbid",
 ) -> Strategy:
     """The strategy ``name`` (see the module docstring)."""
     curves = name == "scenarios"
@@ -605,4 +610,5 @@ def make_strategy(
         terminal=terminal,
         mip_rel_gap=mip_rel_gap,
         history_days=history_days,
+        simultaneous=simultaneous,
     )
