@@ -258,6 +258,18 @@ class ApiSettings(_Section):
         "HTTPS (directly, or by X-Forwarded-Proto from a proxy uvicorn trusts), always, or "
         "never (plain-HTTP development only)",
     )
+    request_timeout_s: PositiveFloat = Field(
+        10.0,
+        description="a request (line, headers and body) must arrive whole within this of "
+        "its connection opening, or of the previous response, else the connection is closed",
+    )
+    max_connections: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="connections and requests the API holds at once; more get 503 at once "
+        "(keep it under the open-file limit the engine shares with its database and Kafka)",
+    )
     max_inflight_per_key: int = Field(
         8, ge=1, le=1000, description="requests one API key may have in flight; more get 429"
     )

@@ -112,6 +112,7 @@ class Engine:
 
     async def _start_api(self) -> None:
         from vpp.api.app import create_app
+        from vpp.api.server import server_options
 
         config = uvicorn.Config(
             create_app(
@@ -125,6 +126,9 @@ class Engine:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            **server_options(
+                self.settings.api.request_timeout_s, self.settings.api.max_connections
+            ),
         )
         self._api = _ApiServer(config)
         self._api_task = asyncio.create_task(self._api.serve())
