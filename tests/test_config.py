@@ -87,3 +87,19 @@ def test_masked_hides_every_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     shown = str(load_settings().masked())
     assert "hunter2" not in shown and "s3cret" not in shown
     assert "**********" in shown
+
+
+def test_unknown_environment_variables_are_refused_naming_the_closest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A misspelled ``VPP_DATABSE__URL`` used to be ignored: the engine started on SQLite."""
+    from vpp.config import ConfigError, load_settings
+
+    monkeypatch.setenv("VPP_DATABSE__URL", "postgresql+psycopg://x@db/vpp")
+    with pytest.raises(
+        ConfigError, match=r"VPP_DATABSE__URL: no such setting \(did you mean VPP_DATABASE__URL\?\)"
+    ):
+        load_settings()
+    monkeypatch.delenv("VPP_DATABSE__URL")
+    monkeypatch.setenv("VPP_API_KEY", "vpp_x_y")  # the operator CLI's key: not a setting
+    load_settings()

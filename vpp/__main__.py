@@ -1,3 +1,3 @@
-from vpp.cli.main import app
+from vpp.cli.main import main
 
-app()
+main()

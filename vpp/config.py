@@ -9,7 +9,10 @@ fails at start-up with the setting's name in both spellings and the reason
 from __future__ import annotations
 
 import contextvars
+import difflib
+import os
 import tomllib
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -647,7 +650,14 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config file into a mapping."""
     if not path.is_file():
         raise ConfigError(f"config file {path}: not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path}: not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror}") from None
     try:
         if path.suffix == ".toml":
             data: Any = tomllib.loads(text)
@@ -668,8 +678,49 @@ def _setting_name(loc: tuple[int | str, ...]) -> str:
     return f"{dotted} ({env})"
 
 
+def known_variables() -> set[str]:
+    """Every ``VPP_*`` environment variable a setting reads (sections and leaves)."""
+    from pydantic import BaseModel
+
+    out: set[str] = set()
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            var = f"{prefix}{name.upper()}"
+            out.add(var)
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, var + "__")
+
+    walk(Settings, ENV_PREFIX)
+    return out
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``VPP_*`` variables that name no setting, each with the closest one (a misspelled
+    ``VPP_DATABSE__URL`` would otherwise be ignored and the engine start on SQLite)."""
+    known = known_variables()
+    # variables that are not settings: the operator CLI's key, the tests' and benchmarks'
+    ignored = {"VPP_API_KEY", "VPP_DEBUG", "VPP_TEST_PG_URL", "VPP_BENCH_PROFILE"}
+    ignored |= {"VPP_CONSOLE_SHOTS"}
+    out = []
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var in known or var in ignored:
+            continue
+        # inside a setting that is a mapping (or a model that may be None): its keys
+        if any(var.startswith(k + "__") for k in known):
+            continue
+        close = difflib.get_close_matches(var, known, n=1, cutoff=0.6)
+        out.append(f"{var}: no such setting" + (f" (did you mean {close[0]}?)" if close else ""))
+    return out
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build the effective settings; raise :class:`ConfigError` naming each bad setting."""
+    """Build the effective settings; raise :class:`ConfigError` naming each bad setting
+    (unknown ``VPP_*`` variables included)."""
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        raise ConfigError("unknown environment variables:\n" + "\n".join(f"  {u}" for u in unknown))
     token = _CONFIG_FILE.set(config_file)
     try:
         return Settings(**overrides)

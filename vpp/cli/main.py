@@ -44,7 +44,7 @@ _operator_commands()
 
 
 @app.callback()
-def main(
+def root(
     config: Annotated[
         Path | None,
         typer.Option(
@@ -673,3 +673,35 @@ def simulate(
         console.print(sim.status()["line"])
 
     asyncio.run(main())
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an error no command handled itself: what failed and where."""
+    import sqlalchemy as sa
+    from alembic.util import CommandError
+
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        return f"the database is not reachable or refused the request: {first}"
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        return f"database error: {str(exc).splitlines()[0]}"
+    if isinstance(exc, CommandError):
+        return f"schema migration: {exc}"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def main() -> None:
+    """The ``vpp`` command: every failure a command did not report itself is one line on
+    stderr naming what failed, and exit code 1 (``VPP_DEBUG=1`` shows the traceback)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("VPP_DEBUG"):
+            raise
+        err_console.print(f"[red]error:[/red] {describe(exc)}", highlight=False)
+        sys.exit(1)
