@@ -193,21 +193,30 @@ dispatch_intervals = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
+
+def _command_content() -> list[sa.Column[Any]]:
+    """What a ledger row says about its command (fresh columns each call: a column belongs
+    to one table)."""
+    return [
+        sa.Column("dispatch_id", sa.String(100), nullable=False),
+        sa.Column("event", sa.String(16), nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("setpoint_kw", sa.Float, nullable=False),
+        sa.Column("valid_from", UTCDateTime(), nullable=False),
+        sa.Column("valid_until", UTCDateTime(), nullable=False),
+        sa.Column("reason", sa.Text),
+        sa.Column("ts", UTCDateTime(), nullable=False),
+    ]
+
+
 command_ledger = sa.Table(
     "command_ledger",
     metadata,
     sa.Column("seq", BigKey, primary_key=True, autoincrement=True),
     sa.Column("command_id", sa.String(36), nullable=False, index=True),
-    sa.Column("dispatch_id", sa.String(100), nullable=False),
     sa.Column("site_id", sa.String(100), nullable=False, index=True),
-    sa.Column("event", sa.String(16), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("setpoint_kw", sa.Float, nullable=False),
-    sa.Column("valid_from", UTCDateTime(), nullable=False),
-    sa.Column("valid_until", UTCDateTime(), nullable=False),
-    sa.Column("reason", sa.Text),
-    sa.Column("ts", UTCDateTime(), nullable=False),
+    *_command_content(),
 )
 
 # The latest ledger row of every command, kept by vpp.store.ledger.append in the same
@@ -218,16 +227,9 @@ command_last = sa.Table(
     metadata,
     sa.Column("command_id", sa.String(36), primary_key=True),
     sa.Column("seq", BigKey, nullable=False, index=True),
-    sa.Column("dispatch_id", sa.String(100), nullable=False),
     sa.Column("site_id", sa.String(100), nullable=False),
-    sa.Column("event", sa.String(16), nullable=False),
     sa.Column("state", sa.String(16), nullable=False, index=True),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("setpoint_kw", sa.Float, nullable=False),
-    sa.Column("valid_from", UTCDateTime(), nullable=False),
-    sa.Column("valid_until", UTCDateTime(), nullable=False),
-    sa.Column("reason", sa.Text),
-    sa.Column("ts", UTCDateTime(), nullable=False),
+    *_command_content(),
     sa.Index("ix_command_last_site_seq", "site_id", "seq"),
 )
 
