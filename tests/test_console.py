@@ -71,7 +71,7 @@ def browser() -> Iterator[object]:
 def _sign_in(browser: object, base: str, key: str) -> object:
     page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
     page.goto(f"{base}/console/bids")
-    assert page.url.endswith("/console/login")  # no session: sent to sign in
+    assert "/console/login?next=/console/bids" in page.url  # no session: sent to sign in
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{base}/console/bids")
@@ -261,7 +261,7 @@ def test_a_viewer_sees_no_edit_controls_and_the_server_refuses_anyway(
     # signing out ends the session
     page.get_by_role("button", name="Sign out").click()
     page.goto(f"{base}/console/bids")
-    assert page.url.endswith("/console/login")
+    assert "/console/login" in page.url  # signed out: sent to sign in again
 
 
 def _login_token(client: Any) -> str:
@@ -335,7 +335,7 @@ def test_keyboard_only_sign_in_and_approve(served: tuple[Api, str], browser: obj
     tab_to("el.id === 'api_key'")
     page.keyboard.type(api.keys["bob"])
     page.keyboard.press("Enter")
-    page.wait_for_url(f"{base}/console/bids")
+    page.wait_for_url(f"{base}/console")  # the home page: what needs the operator now
     tab_to("(el.getAttribute('href') || '').startsWith('/console/bids/')")
     page.keyboard.press("Enter")
     page.wait_for_selector("#curve canvas")
@@ -345,3 +345,28 @@ def test_keyboard_only_sign_in_and_approve(served: tuple[Api, str], browser: obj
     page.keyboard.press("Enter")
     page.wait_for_selector("text=approved by bob")
     assert "checked by keyboard" in page.content()
+
+
+def test_the_home_page_leads_with_the_next_gates_and_alerts(
+    served: tuple[Api, str], browser: object
+) -> None:
+    """Signed in, the operator lands on what needs them: the next gates soonest first with
+    what still awaits review (linked), a countdown coloured by urgency, and the alerts."""
+    api, base = served
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    page.goto(f"{base}/console")
+    page.get_by_label("API key").fill(api.keys["alice"])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}/console")
+    gates = page.locator("section[aria-label='next gates'] tbody tr")
+    assert gates.count() >= 1
+    first = gates.first.inner_text()
+    assert "draft" in first  # the shipped bids are drafts awaiting review
+    page.wait_for_function("document.querySelector('.countdown').textContent.includes('closes')")
+    # 45 minutes ahead: neither amber nor red
+    assert "urgent" not in (page.locator(".countdown").first.get_attribute("class") or "")
+    assert page.locator("section[aria-label='alerts']").count() == 1
+    page.screenshot(path=str(SHOTS / "now.png"), full_page=True)
+    gates.first.locator("a").click()  # straight to the first draft of that gate
+    page.wait_for_url(f"{base}/console/bids/*")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from vpp.console import bid_pages, operations, routes
+from vpp.console import bid_pages, now, operations, routes
 from vpp.console.routes import LoginRequiredError
 from vpp.console.sessions import SessionStore
 from vpp.services import Services
@@ -18,9 +20,12 @@ def install(app: FastAPI, services: Services) -> None:
     app.mount(
         "/console/static", StaticFiles(directory=routes.HERE / "static"), name="console-static"
     )
-    for r in (routes.router, bid_pages.router, operations.router):
+    for r in (routes.router, now.router, bid_pages.router, operations.router):
         app.include_router(r)
 
     @app.exception_handler(LoginRequiredError)
     async def _login(request: Request, exc: LoginRequiredError) -> Response:
-        return RedirectResponse("/console/login", status_code=303)
+        # back where the operator was going once signed in (a console path only)
+        target = request.url.path
+        query = f"?next={urllib.parse.quote(target)}" if target.startswith("/console/") else ""
+        return RedirectResponse(f"/console/login{query}", status_code=303)

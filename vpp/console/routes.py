@@ -117,12 +117,15 @@ async def operator_form(request: Request, user: User, refusal: str) -> dict[str,
 # -- sign-in ------------------------------------------------------------------------------
 
 
-@router.get("", response_class=HTMLResponse)
-async def home() -> Response:
-    return RedirectResponse("/console/bids", status_code=303)
-
-
 LOGIN_COOKIE = "vpp_login"  # the sign-in form's CSRF token (double-submit: cookie = field)
+
+
+def _next(path: str | None) -> str:
+    """Where to go after signing in: a console page the operator asked for, else the home
+    page (never another site: an open redirect would make the sign-in a phishing relay)."""
+    if path and path.startswith("/console/") and "//" not in path and "\\" not in path:
+        return path
+    return "/console"
 
 
 def secure(request: Request) -> bool:
@@ -136,7 +139,15 @@ def _login_form(request: Request, status: int = 200, error: str | None = None) -
     page on another site can post a key to this form but cannot read or set the cookie
     (SameSite=Strict), so a forged sign-in (login CSRF) is refused."""
     token = secrets.token_urlsafe(24)
-    response = render(request, "login.html", None, status, error=error, login_csrf=token)
+    response = render(
+        request,
+        "login.html",
+        None,
+        status,
+        error=error,
+        login_csrf=token,
+        next=_next(request.query_params.get("next")),
+    )
     response.set_cookie(
         LOGIN_COOKIE,
         token,
@@ -172,7 +183,7 @@ async def login(request: Request) -> Response:
     if principal is None:
         return _login_form(request, 401, "That API key is not valid.")
     sid, _ = request.app.state.console_sessions.create(key)
-    response = RedirectResponse("/console/bids", status_code=303)
+    response = RedirectResponse(_next((form.get("next") or [""])[0]), status_code=303)
     response.set_cookie(
         COOKIE, sid, httponly=True, samesite="strict", path="/console", secure=secure(request)
     )

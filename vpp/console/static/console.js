@@ -20,7 +20,11 @@
     document.querySelectorAll(".countdown[data-gate]").forEach(function (el) {
       if (!el.dataset.loaded) { el.dataset.loaded = String(wall); }
       var engineNow = Date.parse(el.dataset.now) + (wall - Number(el.dataset.loaded));
-      el.textContent = fmt(Date.parse(el.dataset.gate) - engineNow);
+      var left = Date.parse(el.dataset.gate) - engineNow;
+      el.textContent = fmt(left);
+      // colour by urgency: under 5 minutes red, under 15 amber, else calm
+      el.classList.toggle("urgent", left < 5 * 60000);
+      el.classList.toggle("soon", left >= 5 * 60000 && left < 15 * 60000);
     });
   }
 
