@@ -90,6 +90,10 @@ RUN_DEMO: dict[str, dict[str, Any]] = {
         "review_window_s": 60.0,
         "submit_before_gate_s": 30.0,
     },
+    # a real site learns its load profile for six hours before it is planned; the demo's
+    # simulated sites plan after ten simulated minutes (a minute of the wall at x10), so
+    # peak shaving shows within the demo's first two minutes
+    "peak_shaving": {"min_history_s": 600.0},
 }
 
 

@@ -565,14 +565,15 @@ class DispatchService:
         active = [d for d in self.deliveries.values() if d.dispatched]
         counts = {state.value: n for state, n in self.tracker.counts.items() if n}
         parts = [
-            f"{d.target.group} {d.target.target_kw:.0f}→{(d.delivered_kw or 0):.0f} kW"
+            f"{d.target.group} {round(d.target.target_kw)}→{round(d.delivered_kw or 0.0)} kW"
             for d in active
         ]
         shown = ", ".join(parts[:4]) + (f", +{len(parts) - 4} more" if len(parts) > 4 else "")
         line = (
             (shown or "no target now")
             + f"; {self.closed['delivered']} intervals delivered, {self.closed['short']} short"
-            + f"; commands {counts}"
+            + "; commands "
+            + (", ".join(f"{n} {state.replace('_', ' ')}" for state, n in counts.items()) or "none")
         )
         return {
             "line": line,
