@@ -172,7 +172,7 @@ def _browser_load(base: str, key: str, repeats: int) -> float | None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page()
-        page.goto(f"{base}/console/login")
+        page.goto(f"{base}/console/bids")  # to sign in, and back here after it
         page.get_by_label("API key").fill(key)
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_url(f"{base}/console/bids")
