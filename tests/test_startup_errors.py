@@ -48,7 +48,7 @@ def _vpp(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedPro
             "output is a directory",
             ["optimize", str(ROOT / "scenarios" / "de-2019-arbitrage.yaml"), "--json", "."],
             {},
-            "Is a directory",
+            "is a directory (give a file name)",
         ),
     ],
 )

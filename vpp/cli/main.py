@@ -58,6 +58,16 @@ def root(
     state.config_file = config
 
 
+def _writable(path: Path | None, option: str) -> None:
+    """Refuse an output file that cannot be written before the work, not after it."""
+    if path is None:
+        return
+    if path.is_dir():
+        fail(f"{option} {path}: is a directory (give a file name)", code=2)
+    if not path.parent.is_dir():
+        fail(f"{option} {path}: the folder {path.parent} does not exist", code=2)
+
+
 def _overrides(**sections: dict[str, Any]) -> dict[str, Any]:
     """Nest CLI overrides into settings sections, dropping options the user did not give."""
     out: dict[str, Any] = {}
@@ -285,6 +295,7 @@ def optimize(
     from vpp.optimize import optimize as run
     from vpp.scenario import ScenarioError, load_scenario
 
+    _writable(json_out, "--json")
     try:
         sc = load_scenario(scenario)
         with Progress(console=err_console, transient=True) as bar:
@@ -366,6 +377,7 @@ def bill(
     from vpp.bill import load_bill_spec, run_bill
     from vpp.scenario import ScenarioError
 
+    _writable(json_out, "--json")
     try:
         loaded = load_bill_spec(spec)
         changes = {
