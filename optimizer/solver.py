@@ -115,8 +115,16 @@ class _Compiled:
     rows: list[Any]  # the constraint of each row
 
 
+# Pyomo's standard-form compiler fills its scipy constructors on first use without a lock:
+# two threads compiling at once (the engine's first bids and its bidding cycle, at start-up)
+# can see one set and the other still None ("'NoneType' object is not callable", seen in
+# CI). Compiles happen once per model build, so they are simply taken one at a time.
+_COMPILE_LOCK = threading.Lock()
+
+
 def _compile(model: pyo.ConcreteModel) -> _Compiled:
-    info = LinearStandardFormCompiler().write(model, mixed_form=True, set_sense=None)
+    with _COMPILE_LOCK:
+        info = LinearStandardFormCompiler().write(model, mixed_form=True, set_sense=None)
     if len(info.objectives) != 1:
         raise ValueError(f"{model.name}: expected one active objective, got {len(info.objectives)}")
     columns = list(info.columns)

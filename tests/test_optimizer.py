@@ -679,3 +679,31 @@ def test_time_share_equals_forbid_without_negative_prices_and_never_falls_below(
     assert shared.report.objective == pytest.approx(
         _reference(prices, b, 1.0, exact=False), rel=1e-6, abs=1e-6
     )
+
+
+def test_models_compile_concurrently_in_a_fresh_process() -> None:
+    """Pyomo fills its compiler's scipy constructors on first use without a lock; eight
+    threads building their first models at once in a fresh interpreter must all succeed
+    (the engine's first-bids job and its bidding cycle raced exactly so in CI)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import threading, numpy as np\n"
+        "from optimizer.inputs import BatteryAggregate, MarketInputs\n"
+        "from optimizer.market_model import MarketModel\n"
+        "b = BatteryAggregate(e_min_mwh=0, e_max_mwh=1, e_initial_mwh=0.5,"
+        " p_charge_max_mw=1, p_discharge_max_mw=1, eff_charge=0.95, eff_discharge=0.95)\n"
+        "errors = []\n"
+        "def go(k):\n"
+        "    try:\n"
+        "        MarketModel(24 + k).solve(b, MarketInputs(interval_h=1.0,"
+        " energy_price=np.linspace(10, 90, 24 + k)))\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "ts = [threading.Thread(target=go, args=(k,)) for k in range(8)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "assert not errors, errors\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
