@@ -52,14 +52,12 @@ def test_a_standing_award_replaces_the_worst_case() -> None:
     assert "free stored energy" in _problems(curves, last, awarded=awarded)[0]
 
 
-segments = st.lists(
-    st.builds(
-        Segment,
-        price_per_mwh=st.floats(-100, 1000, allow_nan=False),
-        quantity_mw=st.floats(0.001, 0.1, allow_nan=False),
-    ),
-    max_size=3,
+one_segment = st.builds(
+    Segment,
+    price_per_mwh=st.floats(-100, 1000, allow_nan=False),
+    quantity_mw=st.floats(0.001, 0.1, allow_nan=False),
 )
+segments = st.lists(one_segment, max_size=3)
 any_curve = st.builds(BidCurve, discharge=segments, charge=segments)
 
 
@@ -67,15 +65,7 @@ any_curve = st.builds(BidCurve, discharge=segments, charge=segments)
 @given(
     history=st.lists(any_curve, min_size=1, max_size=30),
     at=st.integers(0, 29),
-    charge=st.lists(
-        st.builds(
-            Segment,
-            price_per_mwh=st.floats(-100, 1000, allow_nan=False),
-            quantity_mw=st.floats(0.001, 0.1, allow_nan=False),
-        ),
-        min_size=1,
-        max_size=1,
-    ),
+    charge=st.lists(one_segment, min_size=1, max_size=1),
     now_k=st.integers(-3, 30),
 )
 def test_a_charge_only_curve_never_fails_the_stored_energy_bound(
