@@ -9,7 +9,10 @@
    and quantity step), the forecast's MAE, sMAPE and quantile coverage, wall time; the
    best schedule strategy and the default (``scenarios``) beside it, in points.
    Goals: the default >= 85 % of the market-feasible optimum and >= 3 points above the best
-   schedule strategy of the same run.
+   schedule strategy of the same run. Both run with ``jobs=2`` (``vpp backtest --jobs 2``:
+   the bound and the strategies in two worker processes); DE also sequentially, for the
+   ratio and to check the two give the same result (issue 23 goal: every DE strategy of
+   the year in < 60 s together on this 2-core machine).
 2. ``rt_2019_hourly``: a year of 2019 five-minute US real-time prices
    (../shared/data), one 1 MW / 2 MWh battery re-optimized every hour over 24 h, perfect
    foresight: wall time and the share inside HiGHS, for the decision loop alone and for
@@ -41,7 +44,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vpp.backtest.runner import prepare, run_backtest  # noqa: E402
+from vpp.backtest.runner import prepare, run_backtest, without_timing  # noqa: E402
 from vpp.optimize import optimize  # noqa: E402
 from vpp.scenario import load_scenario  # noqa: E402
 
@@ -51,6 +54,7 @@ SCENARIOS = ROOT / "scenarios"
 LEVELS_SHOWN = ("0.05", "0.25", "0.5", "0.75", "0.95")
 SCHEDULES = ("persistence_day", "persistence_week", "seasonal", "lear", "learned")
 DEFAULT = "scenarios"
+JOBS = 2  # the parallel runs (vpp backtest --jobs 2 on this 2-core machine)
 
 
 def strategy_figures(result: Any) -> dict[str, Any]:
@@ -94,17 +98,30 @@ def _share(net: float, of: float | None) -> float | None:
     return None if not of or of <= 0 else round(net / of, 4)
 
 
-def dayahead_year(name: str, smoke: bool) -> dict[str, Any]:
+def dayahead_year(name: str, smoke: bool, sequential_too: bool = False) -> dict[str, Any]:
     sc = load_scenario(SCENARIOS / f"{name}.yaml")
     period = (
         {"start": datetime(2019, 3, 1, tzinfo=UTC), "end": datetime(2019, 3, 4, tzinfo=UTC)}
         if smoke
         else {}
     )
+    inputs = prepare(sc, **period)
     started = time.perf_counter()
-    result = run_backtest(prepare(sc, **period), sc.strategy.names)
+    result = run_backtest(inputs, sc.strategy.names, jobs=JOBS)
+    wall = time.perf_counter() - started
     out = strategy_figures(result)
-    out["wall_s"] = round(time.perf_counter() - started, 1)
+    out["wall_s"] = round(wall, 1)
+    out["jobs"] = JOBS
+    if sequential_too:
+        started = time.perf_counter()
+        alone = run_backtest(inputs, sc.strategy.names, jobs=1)
+        seq = time.perf_counter() - started
+        out["sequential"] = {
+            "wall_s": round(seq, 1),
+            "parallel_over_sequential": round(wall / seq, 3),
+            "same_result": json.dumps(without_timing(alone.summary()), sort_keys=True)
+            == json.dumps(without_timing(result.summary()), sort_keys=True),
+        }
     default = out["strategies"].get(DEFAULT, {})
     out["goals"] = {
         "default_share_of_market_feasible_ge_0.85": (default.get("share_of_market_feasible") or 0)
@@ -176,7 +193,7 @@ def rt_2019_hourly(data: Path, tmp: Path, smoke: bool) -> dict[str, Any]:
         loop_highs = sum(r.highs_s for g in loop.groups for r in g.reports)
         started = time.perf_counter()
         inputs = prepare(sc)
-        result = run_backtest(inputs, ["perfect"])
+        result = run_backtest(inputs, ["perfect"], jobs=JOBS)  # the bound beside it
         wall = time.perf_counter() - started
         s = result.strategies[0].summary
         out[simultaneous] = {
@@ -224,9 +241,10 @@ def fleet_500(smoke: bool) -> dict[str, Any]:
         timedelta(0) if smoke else timedelta(days=1)
     )
     inputs = prepare(sc, start=datetime(2019, 6, 1, tzinfo=UTC), end=end)
-    result = run_backtest(inputs, sc.strategy.names)
+    result = run_backtest(inputs, sc.strategy.names, jobs=JOBS)
     wall = time.perf_counter() - started
     out = strategy_figures(result)
+    out["jobs"] = JOBS
     for s in result.strategies:
         row = out["strategies"][s.name]
         row["delivery_accuracy"] = round(s.summary["delivery"]["accuracy"] or 0.0, 4)
@@ -265,7 +283,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for part in ("de_2019", "nl_2019"):
             if part not in skip:
-                out[part] = dayahead_year(f"{part[:2]}-2019-backtest", args.smoke)
+                out[part] = dayahead_year(
+                    f"{part[:2]}-2019-backtest", args.smoke, sequential_too=part == "de_2019"
+                )
         if "rt_2019_hourly" not in skip:
             out["rt_2019_hourly"] = rt_2019_hourly(args.data, Path(tmp), args.smoke)
         if "fleet_500" not in skip:

@@ -56,15 +56,53 @@ class GateClosure(_Model):
         return self
 
 
-class ProductSpec(_Model):
+class IntervalEra(_Model):
+    """A past design of a product: its interval length for delivery days before ``until``."""
+
+    until: date = Field(description="the first delivery day of the next design")
     interval_minutes: int = Field(gt=0, le=1440, description="interval length (minutes)")
+    imbalance_pricing: Literal["single", "dual"] | None = Field(
+        None, description="the imbalance rule of that design (None: the market's)"
+    )
+
+
+class ProductSpec(_Model):
+    interval_minutes: int = Field(
+        gt=0, le=1440, description="interval length (minutes), as the product clears today"
+    )
     interval_minutes_options: list[int] = Field(
         default_factory=list, description="other interval lengths the market also runs"
+    )
+    earlier: list[IntervalEra] = Field(
+        default_factory=list,
+        description="the product's earlier designs, oldest first: delivery days before "
+        "each `until` cleared at its interval length (SDAC: hourly before 2025-10-01)",
     )
     horizon_hours: int = Field(gt=0, le=168, description="intervals bid at once (hours)")
     gate_closure: GateClosure
     price_floor_per_mwh: float | None = None
     price_cap_per_mwh: float | None = None
+
+    @model_validator(mode="after")
+    def _eras(self) -> ProductSpec:
+        days = [e.until for e in self.earlier]
+        if days != sorted(set(days)):
+            raise ValueError("earlier: designs must be oldest first, one per `until` day")
+        return self
+
+    @property
+    def lengths(self) -> list[int]:
+        """Every interval length the product runs or ran (minutes), today's first."""
+        out = [self.interval_minutes, *self.interval_minutes_options]
+        out += [e.interval_minutes for e in self.earlier if e.interval_minutes not in out]
+        return out
+
+    def interval_minutes_on(self, day: date) -> int:
+        """The interval length in force on a delivery day."""
+        for era in self.earlier:
+            if day < era.until:
+                return era.interval_minutes
+        return self.interval_minutes
 
 
 class CurveRules(_Model):
@@ -94,8 +132,16 @@ class MarketDefinition(_Model):
     curve: CurveRules
     imbalance_spread_per_mwh: float = Field(
         ge=0,
-        description="typical imbalance-to-clearing spread (currency/MWh): the backtest's "
-        "default settlement of a shortfall at price + spread, an excess at price − spread",
+        description="typical imbalance-to-clearing spread (currency/MWh): under dual "
+        "pricing, the backtest's default settlement of a shortfall at price + spread, an "
+        "excess at price − spread",
+    )
+    imbalance_pricing: Literal["single", "dual"] = Field(
+        "dual",
+        description="single: every deviation of a settlement period settles at one price "
+        "whatever its direction (no imbalance prices ship, so the backtest takes the "
+        "clearing price: a deviation neither costs nor earns beyond it); dual: shortfall "
+        "and excess at the two sides of the spread",
     )
 
     @model_validator(mode="after")
@@ -154,16 +200,27 @@ class MarketDefinition(_Model):
         return datetime.combine(day, gate.local_time, self.tz).astimezone(UTC)
 
     def with_interval(self, product: Product | str, minutes: int) -> MarketDefinition:
-        """This market with ``product`` run at another of its interval lengths."""
+        """This market with ``product`` run at another of its interval lengths (one it
+        runs, or ran in an earlier design)."""
         spec = self.product(product)
-        if minutes != spec.interval_minutes and minutes not in spec.interval_minutes_options:
-            allowed = [spec.interval_minutes, *spec.interval_minutes_options]
+        if minutes == spec.interval_minutes:
+            return self
+        if minutes not in spec.lengths:
             raise ValueError(
-                f"market {self.market_id} runs {product} at {allowed} minutes, not {minutes}"
+                f"market {self.market_id} runs {product} at {spec.lengths} minutes, not {minutes}"
             )
         products = dict(self.products)
         products[Product(product)] = spec.model_copy(update={"interval_minutes": minutes})
-        return self.model_copy(update={"products": products})
+        update: dict[str, object] = {"products": products}
+        if minutes not in spec.interval_minutes_options:  # an earlier design: its rules
+            era = next(e for e in reversed(spec.earlier) if e.interval_minutes == minutes)
+            if era.imbalance_pricing is not None:
+                update["imbalance_pricing"] = era.imbalance_pricing
+        return self.model_copy(update=update)
+
+    def as_of(self, product: Product | str, day: date) -> MarketDefinition:
+        """This market as ``product`` cleared on a delivery day (its design then)."""
+        return self.with_interval(product, self.product(product).interval_minutes_on(day))
 
 
 def _aware(ts: datetime) -> datetime:

@@ -74,15 +74,58 @@ class PriceSeries:
 
     def at(self, starts: pd.DatetimeIndex) -> npt.NDArray[np.float64]:
         """Values at the given interval starts (KeyError naming the first missing one)."""
-        pos = self.starts.get_indexer(starts)
+        pos = self._positions(starts)
         if (pos < 0).any():
             missing = starts[int(np.flatnonzero(pos < 0)[0])]
             raise KeyError(f"{self.name}: no price for the interval starting {missing}")
         out: npt.NDArray[np.float64] = self.values[pos]
         return out
 
+    def _positions(self, starts: pd.DatetimeIndex) -> npt.NDArray[np.int64]:
+        """Index of each start in this series, -1 where absent. For a regular series (every
+        step one interval) the position is arithmetic: one pass, no hash table
+        (``get_indexer`` builds one per call, 3 ms per backtest decision on a year of
+        5-minute prices). Anything else takes the hash lookup."""
+        n = len(self.starts)
+        mine = self.starts.as_unit("ns").asi8
+        step = int(self.interval / timedelta(microseconds=1)) * 1000
+        if not n or not bool(np.all(np.diff(mine) == step)):
+            out: npt.NDArray[np.int64] = self.starts.get_indexer(starts).astype(np.int64)
+            return out
+        delta = pd.DatetimeIndex(starts).as_unit("ns").asi8 - mine[0]
+        pos = np.where(delta % step == 0, delta // step, -1)
+        pos[(pos < 0) | (pos >= n)] = -1
+        return pos.astype(np.int64)
+
     def to_series(self) -> pd.Series:
         return pd.Series(self.values, index=self.starts, name=self.name)
+
+
+def held(series: PriceSeries, interval: timedelta) -> PriceSeries:
+    """The series on a finer grid, each value held over the ``k`` intervals its own spans
+    (``k = series.interval / interval``, a whole number): how hourly history is replayed
+    for a market that clears quarter-hours (SDAC since delivery day 2025-10-01). The rule
+    keeps every hour's energy-weighted mean and adds no shape inside the hour: a strategy
+    can earn nothing from quarter-hours the data does not have."""
+    if interval == series.interval:
+        return series
+    k = series.interval / interval
+    if interval <= timedelta(0) or k < 1 or k != int(k):
+        raise PriceDataError(
+            f"{series.name}: {series.interval} intervals cannot be replayed as {interval} "
+            "ones (the finer interval must divide the file's)"
+        )
+    k = int(k)
+    base = series.starts.as_unit("ns").asi8
+    step = int(interval / timedelta(microseconds=1)) * 1000
+    starts = (base[:, None] + step * np.arange(k, dtype=np.int64)[None, :]).ravel()
+    return PriceSeries(
+        series.name,
+        series.currency,
+        interval,
+        pd.DatetimeIndex(pd.to_datetime(starts, unit="ns", utc=True)),
+        np.repeat(np.asarray(series.values, dtype=np.float64), k),
+    )
 
 
 def _zone(name: str) -> ZoneInfo:

@@ -120,7 +120,7 @@ def test_no_strategy_beats_perfect_foresight(tmp_path: Path) -> None:
     path = scenario_file(tmp_path, "de-2019-backtest.yaml")
     sc = load_scenario(path)
     result = run_backtest(
-        prepare(sc, start=utc(2019, 4, 1), end=utc(2019, 4, 22)), ["perfect", *FORECASTS]
+        prepare(sc, start=utc(2019, 4, 1), end=utc(2019, 4, 22)), ["perfect", *FORECASTS], jobs=2
     )
     bound = result.bound["net"]
     nets = {s.name: s.summary["net"] for s in result.strategies}
@@ -269,6 +269,85 @@ def test_the_same_seed_gives_the_same_summary(tmp_path: Path) -> None:
     assert third.encode() != outs[0]  # the seed drives the faults
 
 
+def test_parallel_strategies_equal_the_sequential_run(tmp_path: Path) -> None:
+    """--jobs: the bound and each strategy in worker processes give the sequential run's
+    result byte for byte (faults seeded, several strategies, the progress of each)."""
+    path = small_fleet(tmp_path, strategy__forecast=["perfect", "seasonal", "scenarios"])
+    inputs = prepare(load_scenario(path), start=utc(2019, 3, 4), end=utc(2019, 3, 6))
+    names = list(load_scenario(path).strategy.names)
+    seen: dict[str, tuple[int, int]] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        seen[name] = (done, total)
+
+    runs = [run_backtest(inputs, names), run_backtest(inputs, names, jobs=2, progress=progress)]
+    summaries = [json.dumps(without_timing(r.summary()), sort_keys=True) for r in runs]
+    assert summaries[0] == summaries[1]
+    frames = [pd.concat([s.intervals for s in r.strategies]).to_csv().encode() for r in runs]
+    assert frames[0] == frames[1]
+    assert [s.name for s in runs[1].strategies] == names
+    assert seen == {n: (len(inputs.decisions), len(inputs.decisions)) for n in names}
+
+
+def test_hourly_history_replays_as_sdac_quarter_hours(tmp_path: Path) -> None:
+    """``prices.replay_interval: PT15M``: the 2019 hourly DE prices replayed in today's
+    SDAC design — quarter-hour products (92 on the DST day), each hour's price held over its
+    quarters, imbalance at one price — against the hourly design they cleared in. Held
+    prices add no shape, so the learned forecasts are the hourly ones held; the finer
+    schedule can only gain on the same prices."""
+    period = {"start": utc(2019, 3, 30), "end": utc(2019, 4, 2)}  # DST begins on the 31st
+    hourly = prepare(load_scenario(scenario_file(tmp_path, "de-2019-backtest.yaml")), **period)
+    quarters = prepare(
+        load_scenario(
+            scenario_file(
+                tmp_path, "de-2019-backtest.yaml", name="q.yaml", prices__replay_interval="PT15M"
+            )
+        ),
+        **period,
+    )
+    assert quarters.step == pd.Timedelta(minutes=15) and hourly.step == pd.Timedelta(hours=1)
+    assert quarters.hi - quarters.lo == 4 * (hourly.hi - hourly.lo)
+    held = quarters.series.values[quarters.lo : quarters.hi].reshape(-1, 4)
+    assert (held == hourly.series.values[hourly.lo : hourly.hi, None]).all()
+    day = quarters.series.starts[quarters.lo : quarters.hi].tz_convert("Europe/Brussels").date
+    assert sum(d.isoformat() == "2019-03-31" for d in day) == 92
+    assert (quarters.imbalance_pricing, quarters.spread_per_mwh) == ("single", 0.0)
+    assert (hourly.imbalance_pricing, hourly.spread_per_mwh) == ("dual", 20.0)
+    names: list[Any] = ["perfect", "lear"]
+    a, b = run_backtest(hourly, names), run_backtest(quarters, names)
+    sa, sb = a.summary(), b.summary()
+    assert (sa["interval_minutes"], sb["interval_minutes"]) == (60, 15)
+    assert sb["imbalance"] == {"pricing": "single", "spread_per_mwh": 0.0}
+    assert b.bound["net"] >= a.bound["net"] - 1e-6
+    fa, fb = (r.strategies[1].summary["forecast"] for r in (a, b))
+    assert fb["mae"] == pytest.approx(fa["mae"], rel=1e-9)  # the hourly forecast, held
+    assert not fb.get("fallbacks")
+
+
+def test_imbalance_rules_are_checked_and_overridable(tmp_path: Path) -> None:
+    both = scenario_file(
+        tmp_path,
+        "de-2019-backtest.yaml",
+        backtest__imbalance={"pricing": "single", "spread_per_mwh": 5.0},
+    )
+    with pytest.raises(ScenarioError, match="spread_per_mwh applies to dual pricing"):
+        load_scenario(both)
+    dual = scenario_file(
+        tmp_path,
+        "de-2019-backtest.yaml",
+        name="d.yaml",
+        prices__replay_interval="PT15M",
+        backtest__imbalance={"spread_per_mwh": 7.0},  # a spread asks for dual pricing
+    )
+    inputs = prepare(load_scenario(dual), start=utc(2019, 3, 4), end=utc(2019, 3, 5))
+    assert (inputs.imbalance_pricing, inputs.spread_per_mwh) == ("dual", 7.0)
+    odd = scenario_file(
+        tmp_path, "de-2019-backtest.yaml", name="o.yaml", prices__replay_interval="PT25M"
+    )
+    with pytest.raises(ScenarioError, match=r"prices\.replay_interval: .* cannot be replayed"):
+        prepare(load_scenario(odd), start=utc(2019, 3, 4), end=utc(2019, 3, 5))
+
+
 def test_faults_cost_money_and_every_command_is_resolved(tmp_path: Path) -> None:
     start, end = utc(2019, 3, 4), utc(2019, 3, 9)
 
@@ -403,7 +482,7 @@ def test_peak_shaving_bill_never_rises_with_the_battery_in_the_shipped_us_backte
     battery does the same — its bill is identical under every strategy."""
     sc = load_scenario(SCENARIOS / "us-rt-2019-q1-ci-backtest.yaml")
     inputs = prepare(sc, start=utc(2019, 2, 4, 8), end=utc(2019, 2, 11, 8))
-    result = run_backtest(inputs, ["perfect", "seasonal", "scenarios"])
+    result = run_backtest(inputs, ["perfect", "seasonal", "scenarios"], jobs=2)
     bills = [s.summary["tariffs"]["ci-site-0000"] for s in result.strategies]
     for s, bill in zip(result.strategies, bills, strict=True):
         with_battery = bill["demand_charge"] + bill["energy"]

@@ -17,7 +17,7 @@ from market.definitions import Product, load_market
 from market.lifecycle import BidAction
 from optimizer.curves import extreme_paths
 from tests.api_support import make_fleet
-from vpp.bidding.bidder import Bidder
+from vpp.bidding.bidder import Bidder, effective_market
 from vpp.bidding.feed import FeedPrices, us_realtime_feed
 from vpp.config import BiddingSettings, DatabaseSettings, PriceFileSettings
 from vpp.store import db
@@ -47,7 +47,7 @@ def setup(tmp_path: Path, **settings: object) -> tuple[Bidder, BidStore, Clock, 
     clock = Clock()
     store = BidStore(engine, clock=clock)
     cfg = BiddingSettings(**settings)
-    definition, product = load_market(cfg.market), Product(cfg.product)
+    definition, product = effective_market(cfg), Product(cfg.product)
     feed, _ = market_feed(cfg.prices, definition.currency, definition.interval(product))
     sim = SimulatedMarket(definition, FeedPrices(feed, product))
     market = LoggedMarket(sim, DbTxLog(engine))
@@ -216,25 +216,38 @@ def test_standing_bids_leave_new_bids_only_the_energy_not_yet_promised(tmp_path:
     assert bidder.standing("north", NOW, NOW + timedelta(days=1)) == {}
 
 
+@pytest.mark.parametrize("minutes", [None, 60])
 def test_the_engine_bids_the_eu_day_ahead_auction_a_trading_day_at_a_time(
-    tmp_path: Path,
+    tmp_path: Path, minutes: int | None
 ) -> None:
-    """EU day-ahead: one gate (12:00 CET the day before) closes a trading day's 24 hourly
-    products; the engine bids them in one cycle on the replayed German prices (EUR), the
-    simulated auction clears them, and every award arrives at its hour."""
+    """EU day-ahead: one gate (12:00 CET the day before) closes a trading day's products —
+    96 quarter-hours as SDAC clears since 2025-10-01, or 24 hours in its earlier design
+    (``bidding.interval_minutes: 60``); the engine bids them in one cycle on the replayed
+    German prices (EUR, each hour held over its quarters), the simulated auction clears
+    them, and every award arrives at its interval."""
     # 2026-11-21 12:00 UTC = 13:00 CET: the 22nd's gate has passed
     bidder, store, clock, _ = setup(
-        tmp_path, market="eu-day-ahead", product="energy_da", auto_approve=True
+        tmp_path,
+        market="eu-day-ahead",
+        product="energy_da",
+        auto_approve=True,
+        interval_minutes=minutes,
     )
+    step = timedelta(minutes=minutes or 15)
+    per_day = int(timedelta(days=1) / step)
+    assert bidder.step == step
     assert bidder.make_bids() > 0
-    rows, count = store.list_bids(BidFilter(group="north"), 0, 100)
+    rows, count = store.list_bids(BidFilter(group="north"), 0, 1000)
     day_start = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)  # 2026-11-23 00:00 CET
-    assert {r.interval_start for r in rows} <= {day_start + timedelta(hours=h) for h in range(24)}
+    day = {day_start + k * step for k in range(per_day)}
+    assert {r.interval_start for r in rows} <= day
+    if minutes is None:  # quarter-hour products, not hours in disguise
+        assert any(r.interval_start.minute for r in rows)
     assert all(r.gate_closure == datetime(2026, 11, 22, 11, tzinfo=UTC) for r in rows)
     assert any(r.discharge for r in rows) and any(r.charge for r in rows)
     detail = store.get(rows[0].bid_id)
     assert detail.solve_report is not None and detail.solve_report["currency"] == "EUR"
-    assert detail.solve_report["horizon"] == 24  # the whole trading day planned at once
+    assert detail.solve_report["horizon"] == per_day  # the whole trading day planned at once
     assert bidder.make_bids() == 0  # the day is bid; the next day's gate is not open yet
     clock.now = datetime(2026, 11, 22, 10, 59, 30, tzinfo=UTC)
     submitted = bidder.submit_due()
@@ -265,6 +278,9 @@ def test_each_shipped_market_has_its_replayed_prices_or_a_clear_refusal() -> Non
 
     eur, what = feed_for("EUR", td(hours=1))
     assert eur.currency == "EUR" and eur.interval == td(hours=1) and "day-ahead" in what
+    quarters, what = feed_for("EUR", td(minutes=15))  # SDAC since 2025-10: each hour held
+    assert quarters.interval == td(minutes=15) and "held" in what
+    assert (quarters.values[:8] == np.repeat(eur.values[:2], 4)).all()
     usd_h, what = feed_for("USD", td(hours=1))
     rt = us_realtime_feed()
     assert usd_h.values[0] == pytest.approx(float(rt.values[:12].mean())) and "proxy" in what
@@ -373,8 +389,9 @@ def test_the_engine_bids_eu_day_ahead_on_lear_with_the_replayed_features(tmp_pat
     """The embedded demo's day-ahead bidder forecasts with LEAR on the replayed DE prices
     and ENTSO-E's load, wind and solar forecasts (the shipped feature feed). Values not
     published by the decision (the day bid's forecasts come out the morning before its
-    gate) are filled by the documented rule and counted in the solve report."""
-    from vpp.bidding.feed import de_dayahead_features
+    gate) are filled by the documented rule and counted in the solve report. SDAC bids
+    quarter-hours: LEAR forecasts the hours (market.hourly) on the hourly features."""
+    from vpp.bidding.feed import features_feed
 
     engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/b.db"))
     db.upgrade(engine)
@@ -383,7 +400,7 @@ def test_the_engine_bids_eu_day_ahead_on_lear_with_the_replayed_features(tmp_pat
     cfg = BiddingSettings(market="eu-day-ahead", product="energy_da", forecast="lear")
     from vpp.bidding.feed import market_feed
 
-    definition, product = load_market(cfg.market), Product(cfg.product)
+    definition, product = effective_market(cfg), Product(cfg.product)
     feed, _ = market_feed(None, definition.currency, definition.interval(product))
     fleet_store, hier = make_fleet()
     bidder = Bidder(
@@ -393,7 +410,7 @@ def test_the_engine_bids_eu_day_ahead_on_lear_with_the_replayed_features(tmp_pat
         feed,
         lambda: (hier.latest, fleet_store),
         clock=clock,
-        features=de_dayahead_features(),
+        features=features_feed(None, definition.currency, definition.interval(product)),
     )
     assert bidder.strategy.forecaster.name == "lear"
     assert bidder.make_bids() > 0
@@ -401,7 +418,7 @@ def test_the_engine_bids_eu_day_ahead_on_lear_with_the_replayed_features(tmp_pat
     report = store.get(rows[0].bid_id).solve_report
     assert report is not None
     assert report["forecast"] == "lear"  # no fallback
-    assert report["feature_fills"] == 72  # the day bid's 3 x 24 forecasts: not out yet
+    assert report["feature_fills"] == 72  # the day bid's 3 x 24 hourly forecasts: not out yet
     assert "filled" in report["forecast_note"]
     # one hour before the gate the day's load and wind/solar forecasts are out
     gate = definition.gate_closure(product, rows[0].interval_start)

@@ -49,9 +49,7 @@ def test_three_markets_ship_with_their_rules() -> None:
     assert aemo.curve.fixed_bands_per_trading_day and aemo.curve.bidirectional
     assert aemo.interval(Product.ENERGY_RT) == timedelta(minutes=5)
     assert (eu.price_floor_per_mwh, eu.price_cap_per_mwh) == (-500.0, 4000.0)
-    assert eu.with_interval(Product.ENERGY_DA, 15).interval(Product.ENERGY_DA) == timedelta(
-        minutes=15
-    )
+    assert eu.with_interval(Product.ENERGY_DA, 60).interval(Product.ENERGY_DA) == timedelta(hours=1)
     with pytest.raises(ValueError, match="runs energy_da at"):
         eu.with_interval(Product.ENERGY_DA, 30)
     with pytest.raises(KeyError, match="has no product"):
@@ -107,8 +105,34 @@ def test_aemo_interval_ending_aest_and_eu_interval_start() -> None:
     assert aemo.from_label("2026-11-22T04:05:00") == utc(2026, 11, 21, 18, 0)
     eu = IntervalLabels(load_market("eu-day-ahead"), Product.ENERGY_DA)
     assert eu.to_wire(utc(2026, 7, 1, 22)).label == "2026-07-02T00:00:00+02:00"
+    assert eu.to_wire(utc(2026, 7, 1, 22, 45)).ordinal == 4  # quarter-hours since 2025-10
     with pytest.raises(LabelError, match="not the start"):
-        eu.to_wire(utc(2026, 7, 1, 22, 30))
+        eu.to_wire(utc(2026, 7, 1, 22, 10))
+
+
+def test_sdac_quarter_hours_since_october_2025_and_hours_before() -> None:
+    """SDAC clears 15-minute products from delivery day 2025-10-01 (96 a day, 92 and 100 on
+    the DST days); the hourly design is its history, with the imbalance rule it had."""
+    eu = load_market("eu-day-ahead")
+    spec = eu.product(Product.ENERGY_DA)
+    assert eu.interval(Product.ENERGY_DA) == timedelta(minutes=15)
+    assert spec.interval_minutes_on(date(2025, 9, 30)) == 60
+    assert spec.interval_minutes_on(date(2025, 10, 1)) == 15
+    assert spec.lengths == [15, 60]
+    before, after = eu.as_of("energy_da", date(2019, 3, 1)), eu.as_of("energy_da", date(2026, 1, 5))
+    assert before.interval(Product.ENERGY_DA) == timedelta(hours=1)
+    assert (before.imbalance_pricing, after.imbalance_pricing) == ("dual", "single")
+    assert after == eu
+    quarter = IntervalLabels(eu, Product.ENERGY_DA)
+    hourly = IntervalLabels(before, Product.ENERGY_DA)
+    # 2026: DST begins 29 March (23 h), ends 25 October (25 h), Brussels time
+    assert [quarter.intervals_in_day(date(2026, 3, d)) for d in (28, 29)] == [96, 92]
+    assert quarter.intervals_in_day(date(2026, 10, 25)) == 100
+    assert hourly.intervals_in_day(date(2019, 10, 27)) == 25
+    # the gate is the hourly product's: 12:00 Brussels the day before
+    assert eu.gate_closure(Product.ENERGY_DA, utc(2026, 11, 22, 13, 45)) == utc(2026, 11, 21, 11)
+    with pytest.raises(ValueError, match=r"runs energy_da at \[15, 60\] minutes"):
+        eu.with_interval(Product.ENERGY_DA, 30)
 
 
 @settings(max_examples=300, deadline=None)

@@ -368,18 +368,19 @@ def test_scenario_model_dispatch_is_monotone_and_curves_are_valid() -> None:
     curves = sol.curves(market, Product.ENERGY_DA)
     assert sum(bool(c.discharge or c.charge) for c in curves) >= T // 2
     for t, curve in enumerate(curves):
-        from datetime import UTC, datetime, timedelta
+        from datetime import UTC, datetime
 
         if not (curve.discharge or curve.charge):
             continue  # no scenario moves the battery here: nothing to bid
-        start = datetime(2026, 11, 21, tzinfo=UTC) + timedelta(hours=t)
+        step = market.interval(Product.ENERGY_DA)  # SDAC's quarter-hours
+        start = datetime(2026, 11, 21, tzinfo=UTC) + t * step
         bid = Bid(
             bid_id=f"b{t}",
             market="eu-day-ahead",
             group="g",
             product=Product.ENERGY_DA,
             interval_start=start,
-            interval_end=start + timedelta(hours=1),
+            interval_end=start + step,
             curve=curve,
         )
         validate(market, bid)
@@ -431,7 +432,7 @@ def test_curves_from_any_monotone_dispatch_pass_market_validation(
     for market_id, product, minutes in (
         ("caiso", Product.ENERGY_DA, 60),
         ("aemo", Product.ENERGY_RT, 5),
-        ("eu-day-ahead", Product.ENERGY_DA, 60),
+        ("eu-day-ahead", Product.ENERGY_DA, 15),
     ):
         market = load_market(market_id)
         curve = curve_for_interval(p, dis, ch, market, product)

@@ -21,6 +21,7 @@ def test_lookup_matches_a_dict(registered: list[str], extra: list[str]) -> None:
     queries = registered + extra + [s + "\x00" for s in registered] + [s[:-1] for s in registered]
     expected = [index.map.get(q, -1) for q in queries]
     assert index.lookup(queries).tolist() == expected
+    assert index.lookup_vectorized(queries).tolist() == expected  # small batches too
 
 
 def test_large_fleet_and_growth() -> None:

@@ -447,6 +447,11 @@ class BiddingSettings(_Section):
     enabled: bool = True
     market: str = Field("caiso", description="a shipped market definition (market/definitions)")
     product: Literal["energy_da", "energy_rt"] = "energy_rt"
+    interval_minutes: PositiveInt | None = Field(
+        None,
+        description="run the product at another interval length it runs or ran (e.g. 60 "
+        "for SDAC's hourly design before 2025-10-01); None: as it clears today",
+    )
     horizon_intervals: PositiveInt = Field(12, description="intervals bid per cycle")
     review_window_s: PositiveFloat = Field(
         600.0, description="bids are made at least this long before their gate closes (s)"

@@ -37,7 +37,7 @@ from optimizer.report import SolveReport
 from vpp.aggregate import battery_from_entries
 from vpp.bidding.strategies import terminal_for
 from vpp.decision_windows import WindowError, decisions
-from vpp.scenario import Scenario, ScenarioError, energy_product, load_prices
+from vpp.scenario import Scenario, ScenarioError, energy_market, load_prices
 
 MAX_INTERVALS = 40_000
 
@@ -181,7 +181,7 @@ def optimize(
         check_bound(scenario)
     market = scenario.market_definition
     energy, reserves = load_prices(scenario)
-    product = energy_product(market, energy.interval)
+    market, product = energy_market(market, energy.interval)
     strategy = scenario.strategy
     interval_h = energy.interval.total_seconds() / 3600
     total = len(energy)

@@ -25,6 +25,7 @@ from market.prices import (
     ENERGY_UNITS,
     PriceDataError,
     PriceSeries,
+    held,
     load_power_csv,
     load_price_csv,
 )
@@ -62,8 +63,21 @@ class PriceSource(_Model):
     time_format: str | None = Field(None, description="strptime format, if not ISO 8601")
     start: datetime | None = Field(None, description="first interval start (inclusive)")
     end: datetime | None = Field(None, description="end of the last interval (exclusive)")
+    replay_interval: timedelta | None = Field(
+        None,
+        description="replay the file on this finer interval (e.g. PT15M: hourly history as "
+        "the quarter-hours SDAC clears since 2025-10-01), each price held over the "
+        "intervals its own spans (market.prices.held); features are held the same way",
+    )
 
     _aware_start = field_validator("start", "end")(_aware)
+
+    @field_validator("replay_interval")
+    @classmethod
+    def _positive(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and not timedelta(0) < v <= timedelta(days=1):
+            raise ValueError("must be longer than zero and at most a day (e.g. PT15M)")
+        return v
 
     @model_validator(mode="after")
     def _ordered(self) -> PriceSource:
@@ -300,12 +314,27 @@ class Faults(_Model):
 
 
 class Imbalance(_Model):
+    pricing: Literal["single", "dual"] | None = Field(
+        None,
+        description="single: a deviation settles at one price whatever its direction (the "
+        "clearing price: no imbalance prices ship); dual: shortfall pays price + spread, "
+        "excess earns price − spread (None: the market's rule)",
+    )
     spread_per_mwh: float | None = Field(
         None,
         ge=0,
-        description="shortfall pays price + spread, excess earns price − spread "
-        "(None: the market's default)",
+        description="dual pricing: shortfall pays price + spread, excess earns price − spread "
+        "(None: the market's default; a spread given here means dual pricing)",
     )
+
+    @model_validator(mode="after")
+    def _spread_is_dual(self) -> Imbalance:
+        if self.pricing == "single" and self.spread_per_mwh is not None:
+            raise ValueError(
+                "spread_per_mwh applies to dual pricing; single pricing settles every "
+                "deviation at one price (remove one of the two)"
+            )
+        return self
 
 
 class Backtest(_Model):
@@ -478,10 +507,24 @@ def load_features(
         series = feature_columns(src, names)
     except (PriceDataError, FileNotFoundError) as exc:
         raise ScenarioError(f"scenario {scenario.name}: features: {exc}") from None
+    series = {n: replayed(scenario, s) for n, s in series.items()}
     try:
         return feature_set(series, market, product, {n: src.columns[n].known for n in names})
     except FeatureError as exc:
         raise ScenarioError(f"scenario {scenario.name}: features: {exc}") from None
+
+
+def replayed(scenario: Scenario, series: PriceSeries) -> PriceSeries:
+    """A series of the scenario (its prices, or a feature) on the interval the scenario
+    replays (``prices.replay_interval``): held (market.prices.held) when that is finer
+    than the series' own; features are also held onto finer prices of the file itself."""
+    target = scenario.prices.replay_interval
+    if target is None or target >= series.interval:
+        return series
+    try:
+        return held(series, target)
+    except PriceDataError as exc:
+        raise ScenarioError(f"scenario {scenario.name}: prices.replay_interval: {exc}") from None
 
 
 def load_prices(scenario: Scenario) -> tuple[PriceSeries, dict[Product, PriceSeries]]:
@@ -499,8 +542,14 @@ def load_prices(scenario: Scenario) -> tuple[PriceSeries, dict[Product, PriceSer
             start=p.start,
             end=p.end,
         )
+        energy = replayed(scenario, energy)
         reserves: dict[Product, PriceSeries] = {}
         r = scenario.reserve_prices
+        if r is not None and p.replay_interval is not None:
+            raise ScenarioError(
+                f"scenario {scenario.name}: prices.replay_interval: reserve prices are "
+                "replayed on their own interval only; remove one of the two"
+            )
         if r is not None:
             for product, column in r.columns.items():
                 series = load_price_csv(
@@ -520,18 +569,18 @@ def load_prices(scenario: Scenario) -> tuple[PriceSeries, dict[Product, PriceSer
     return energy, reserves
 
 
-def energy_product(market: MarketDefinition, interval: timedelta) -> Product:
-    """The market's energy product run at the price data's interval length."""
+def energy_market(
+    market: MarketDefinition, interval: timedelta
+) -> tuple[MarketDefinition, Product]:
+    """The market's energy product run at the price data's interval length, and the market
+    with that product at that length (hourly history of a market that clears quarter-hours
+    today is replayed in its hourly design; ``prices.replay_interval`` replays it as
+    quarter-hours instead)."""
     minutes = interval.total_seconds() / 60
     for product, spec in market.products.items():
-        lengths = [spec.interval_minutes, *spec.interval_minutes_options]
-        if product.is_energy and minutes in lengths:
-            return product
-    offered = {
-        p.value: [s.interval_minutes, *s.interval_minutes_options]
-        for p, s in market.products.items()
-        if p.is_energy
-    }
+        if product.is_energy and minutes in spec.lengths:
+            return market.with_interval(product, int(minutes)), product
+    offered = {p.value: s.lengths for p, s in market.products.items() if p.is_energy}
     raise ScenarioError(
         f"market {market.market_id} has no energy product with {minutes:g}-minute intervals "
         f"(it runs {offered})"

@@ -365,8 +365,8 @@ figcaption {{ color: #555; font-size: .85rem; }}
 <h1>{html.escape(title)}</h1>
 <p class="meta">{html.escape(inputs.market.name)}, {html.escape(summary["product"])},
 {html.escape(summary["start"])} to {html.escape(summary["end"])}
-({summary["intervals"]} intervals), seed {summary["seed"]}. Imbalance spread
-{inputs.spread_per_mwh:g} {cur}/MWh. Money in {cur}.</p>
+({summary["intervals"]} intervals), seed {summary["seed"]}. {_imbalance_words(inputs, cur)}
+Money in {cur}.</p>
 <p>Perfect foresight over the whole period (one model): <strong>{_money(bound["net"])}
 {cur}</strong> ({html.escape(str(bound["windows"]))}).</p>
 <h2>Strategies</h2>
@@ -379,3 +379,14 @@ figcaption {{ color: #555; font-size: .85rem; }}
 <table><tr><th>month</th>{month_head}</tr>{month_rows}</table>
 </body></html>
 """
+
+
+def _imbalance_words(inputs: Any, cur: str) -> str:
+    """How deviations were settled, in a sentence."""
+    step = int(inputs.step.total_seconds() // 60)
+    if inputs.imbalance_pricing == "single":
+        return (
+            f"Imbalance: single price per {step}-minute interval (the clearing price, both "
+            "directions)."
+        )
+    return f"Imbalance: dual, clearing price ± {inputs.spread_per_mwh:g} {cur}/MWh."

@@ -17,8 +17,11 @@ For each strategy the runner plays the scenario's period on one simulated clock:
    acks on the simulated fleet with the scenario's faults (:mod:`vpp.backtest.executor`).
 5. **Settle**: what the market sites really delivered (their meters) settles at the actual
    price: the award at the clearing price, any shortfall or excess at the imbalance price
-   (``price + spread`` for a shortfall, ``price − spread`` for an excess), degradation on
-   the delivered throughput and variable O&M on the delivered discharge.
+   (``price + spread`` for a shortfall, ``price − spread`` for an excess under dual pricing;
+   the clearing price both ways under single pricing, which is a spread of 0), degradation
+   on the delivered throughput and variable O&M on the delivered discharge. Deviations
+   settle per market interval: for SDAC's quarter-hour product that is the 15-minute
+   imbalance settlement period; an hourly product is settled per hour.
 
 The perfect-foresight optimum of the whole period (one model, :func:`vpp.optimize.optimize`)
 is the bound each strategy's net revenue is scored against. Tariffed site classes
@@ -49,6 +52,7 @@ from market.definitions import MarketDefinition, Product
 from market.features import FeatureSet
 from market.prices import PriceDataError, PriceSeries, load_price_csv
 from vpp.aggregate import KW_PER_MW
+from vpp.backtest import pool
 from vpp.backtest.executor import FleetExecutor
 from vpp.bidding.cycle import (
     BidCycle,
@@ -67,9 +71,10 @@ from vpp.scenario import (
     FleetEntry,
     Scenario,
     ScenarioError,
-    energy_product,
+    energy_market,
     load_features,
     load_series,
+    replayed,
 )
 from vpp.sim.fleet import CommandFaults, TelemetryFaults
 from vpp.twins.registry import SiteConfig, Tariff
@@ -96,6 +101,7 @@ class Inputs:
     loads: dict[int, tuple[PriceSeries | None, PriceSeries | None]]  # class -> (load, pv)
     spread_per_mwh: float
     features: FeatureSet | None = None  # the strategy's feature series, with publication
+    imbalance_pricing: str = "dual"  # single: spread_per_mwh is 0 (one price both ways)
 
     @property
     def step(self) -> timedelta:
@@ -137,6 +143,11 @@ class BacktestResult:
             "start": self.inputs.series.starts[self.inputs.lo].isoformat(),
             "end": (self.inputs.series.starts[self.inputs.hi - 1] + self.inputs.step).isoformat(),
             "intervals": self.inputs.hi - self.inputs.lo,
+            "interval_minutes": int(self.inputs.step.total_seconds() // 60),
+            "imbalance": {
+                "pricing": self.inputs.imbalance_pricing,
+                "spread_per_mwh": self.inputs.spread_per_mwh,
+            },
             "seed": self.inputs.scenario.backtest.seed,
             "perfect_foresight": self.bound,
             "strategies": {s.name: s.summary for s in self.strategies},
@@ -170,7 +181,8 @@ def prepare(
         )
     except PriceDataError as exc:
         raise ScenarioError(f"scenario {scenario.name}: prices: {exc}") from None
-    product = energy_product(market, series.interval)
+    series = replayed(scenario, series)
+    market, product = energy_market(market, series.interval)
     lo_t = start or p.start or series.start
     hi_t = end or p.end or series.end
     if hi_t <= lo_t:
@@ -234,9 +246,15 @@ def prepare(
             raise ScenarioError(
                 f"scenario {scenario.name}: fleet.{site_class[i]}: {exc.errors()[0]['msg']}"
             ) from None
-    spread = scenario.backtest.imbalance.spread_per_mwh
+    rule = scenario.backtest.imbalance
+    spread = rule.spread_per_mwh
     if spread is None:
         spread = market.imbalance_spread_per_mwh  # the market file's documented default
+    # a spread the scenario gives asks for dual pricing; else the market's rule
+    pricing = rule.pricing or ("dual" if rule.spread_per_mwh is not None else None)
+    pricing = pricing or market.imbalance_pricing
+    if pricing == "single":
+        spread = 0.0  # one price per settlement period, whatever the deviation's direction
     features = load_features(scenario, market, product)
     return Inputs(
         scenario,
@@ -252,6 +270,7 @@ def prepare(
         loads,
         spread,
         features,
+        pricing,
     )
 
 
@@ -504,7 +523,7 @@ def run_strategy(
         known = PriceSeries(
             series.name, series.currency, series.interval, starts[:cutoff], values[:cutoff]
         )
-        horizon = [s.to_pydatetime() for s in starts[dec.first : dec.end]]
+        horizon = list(starts[dec.first : dec.end].to_pydatetime())
         bid_window = frozenset(horizon[: dec.kept])
         current = max(lo, int(np.searchsorted(starts, pd.Timestamp(now), side="right")) - 1)
         groups_in: dict[str, GroupInput] = {}
@@ -909,21 +928,30 @@ def run_backtest(
     names: list[StrategyName],
     *,
     progress: Callable[[str, int, int], None] | None = None,
+    jobs: int = 1,
 ) -> BacktestResult:
-    bound_summary, per = bound(inputs)
-    results = []
-    for name in names:
+    """The bound and every strategy of ``names`` on ``inputs``; with ``jobs`` > 1 they run
+    in that many worker processes (:mod:`vpp.backtest.pool`), with the same result."""
+    if jobs > 1 and names:
+        parts = [(inputs, None), *((inputs, n) for n in names)]
+        done = pool.run_parts(_part, parts, jobs, progress)
+        bound_summary, per = done[0]
+        results: list[StrategyResult] = list(done[1:])
+    else:
+        bound_summary, per = bound(inputs)
+        results = []
+        for name in names:
 
-        def step(done: int, total: int, n: str = name) -> None:
-            if progress is not None:
-                progress(n, done, total)
+            def step(done: int, total: int, n: str = name) -> None:
+                if progress is not None:
+                    progress(n, done, total)
 
-        res = run_strategy(inputs, name, progress=step)
+            results.append(run_strategy(inputs, name, progress=step))
+    for res in results:
         net = res.summary["net"]
         res.summary["share_of_perfect_foresight"] = (
             net / bound_summary["net"] if bound_summary["net"] > 0 else None
         )
-        results.append(res)
     # the same run's perfect strategy is the market-feasible optimum (same gates, windows
     # and quantity step): a forecast strategy's share of it is the forecast's part
     feasible = next((r.summary["net"] for r in results if r.name == "perfect"), None)
@@ -934,6 +962,13 @@ def run_backtest(
     if feasible is not None:
         bound_summary["market_feasible_net"] = feasible
     return BacktestResult(inputs.scenario.name, inputs, bound_summary, per, results)
+
+
+def _part(inputs: Inputs, name: StrategyName | None) -> Any:
+    """One part of a parallel run (in a worker): the bound, or one strategy's replay."""
+    if name is None:
+        return bound(inputs)
+    return run_strategy(inputs, name, progress=lambda d, t: pool.report(name, d, t))
 
 
 def without_timing(summary: dict[str, Any]) -> dict[str, Any]:

@@ -91,10 +91,16 @@ AUTO_APPROVER = Principal(
 
 
 def effective_market(settings: BiddingSettings) -> MarketDefinition:
-    """The market the engine bids in: the shipped definition, with ``gate_lead_s`` in place
-    of its gate for the bid product when set (a demo setting)."""
+    """The market the engine bids in: the shipped definition (its product at
+    ``interval_minutes`` when set), with ``gate_lead_s`` in place of its gate for the bid
+    product when set (a demo setting)."""
     definition = load_market(settings.market)
     product = Product(settings.product)
+    if settings.interval_minutes is not None:
+        try:
+            definition = definition.with_interval(product, settings.interval_minutes)
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"bidding.interval_minutes: {exc.args[0]}") from None
     spec = definition.product(product)
     if settings.gate_lead_s is None:
         return definition

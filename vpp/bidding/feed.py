@@ -86,6 +86,36 @@ def averaged(feed: PriceFeed, interval: timedelta) -> PriceFeed:
     return PriceFeed(values, feed.first_start, interval, feed.currency)
 
 
+def _times(coarse: timedelta, fine: timedelta) -> int | None:
+    """How many ``fine`` intervals one ``coarse`` interval holds (None: not whole)."""
+    k = coarse / fine
+    return int(k) if k >= 1 and k == int(k) else None
+
+
+def held_feed(feed: PriceFeed, interval: timedelta) -> PriceFeed:
+    """The feed on a finer interval, each price held over the intervals its own spans (the
+    rule of :func:`market.prices.held`: SDAC's quarter-hours from hourly prices)."""
+    k = _times(feed.interval, interval)
+    if k is None:
+        raise ValueError(f"{interval} does not divide the feed's {feed.interval} intervals")
+    return PriceFeed(np.repeat(feed.values, k), feed.first_start, interval, feed.currency)
+
+
+def held_features(feed: FeatureFeed, interval: timedelta) -> FeatureFeed:
+    """:func:`held_feed` for feature series."""
+    k = _times(feed.interval, interval)
+    if k is None:
+        raise ValueError(f"{interval} does not divide the features' {feed.interval} intervals")
+    return FeatureFeed(
+        feed.names,
+        feed.units,
+        feed.offsets,
+        np.repeat(feed.values, k, axis=1),
+        feed.first_start,
+        interval,
+    )
+
+
 def feed_from_file(cfg: PriceFileSettings, currency: str, interval: timedelta) -> PriceFeed:
     """A price CSV as the feed, checked against the market it clears: its currency and its
     product interval, and a whole number of intervals with none missing (the loader refuses
@@ -103,17 +133,24 @@ def feed_from_file(cfg: PriceFileSettings, currency: str, interval: timedelta) -
         raise PriceDataError(
             f"{cfg.file}: prices in {series.currency}, the market settles in {currency}"
         )
+    feed = PriceFeed(
+        np.asarray(series.values, dtype=np.float64), series.start, series.interval, currency
+    )
     if series.interval != interval:
-        raise PriceDataError(
-            f"{cfg.file}: {series.interval} intervals, the market's product has {interval}"
-        )
-    return PriceFeed(np.asarray(series.values, dtype=np.float64), series.start, interval, currency)
+        if _times(series.interval, interval) is None:
+            raise PriceDataError(
+                f"{cfg.file}: {series.interval} intervals, the market's product has "
+                f"{interval} (a coarser file is held over a finer product's intervals)"
+            )
+        feed = held_feed(feed, interval)
+    return feed
 
 
 def feed_for(currency: str, interval: timedelta) -> tuple[PriceFeed, str]:
     """The replayed prices for a market's currency and product interval, and what they are.
 
-    - EUR, hourly: the German day-ahead prices of 2019 (the EU day-ahead market);
+    - EUR, hourly: the German day-ahead prices of 2019 (the EU day-ahead market); at a
+      quarter-hour (SDAC since 2025-10-01) the same prices held over each hour's quarters;
     - USD, five-minute: the US real-time prices (CAISO-like real time);
     - USD, hourly: the same real-time prices averaged per hour — a proxy for a day-ahead
       price, since no US day-ahead prices ship (say so wherever the figures are shown).
@@ -122,6 +159,11 @@ def feed_for(currency: str, interval: timedelta) -> tuple[PriceFeed, str]:
     """
     if currency == "EUR" and interval == timedelta(hours=1):
         return de_dayahead_feed(), "DE day-ahead 2019 (ENTSO-E)"
+    if currency == "EUR" and _times(timedelta(hours=1), interval) is not None:
+        return (
+            held_feed(de_dayahead_feed(), interval),
+            f"DE day-ahead 2019 (ENTSO-E), each hour held over its {interval} intervals",
+        )
     if currency == "USD":
         rt = us_realtime_feed()
         if interval == rt.interval:
@@ -221,21 +263,22 @@ def feature_feed_from_file(cfg: FeatureFileSettings, interval: timedelta) -> Fea
     series = feature_columns(cfg, list(cfg.columns))
     first = next(iter(series.values()))
     for name, s in series.items():
-        if s.interval != interval:
+        if _times(s.interval, interval) is None:
             raise PriceDataError(
                 f"{cfg.file}: feature {name} has {s.interval} intervals, the market's product "
-                f"has {interval}"
+                f"has {interval} (a coarser file is held over a finer product's intervals)"
             )
         if not s.starts.equals(first.starts):
             raise PriceDataError(f"{cfg.file}: feature {name} is not on the other features' grid")
-    return FeatureFeed(
+    feed = FeatureFeed(
         tuple(series),
         tuple(s.currency for s in series.values()),
         tuple(c.known for c in cfg.columns.values()),
         np.vstack([np.asarray(s.values, dtype=np.float64) for s in series.values()]),
         first.start,
-        interval,
+        first.interval,
     )
+    return feed if first.interval == interval else held_features(feed, interval)
 
 
 def features_feed(
@@ -245,8 +288,8 @@ def features_feed(
     DE ones where the shipped DE prices are replayed (EUR, hourly), else none."""
     if cfg is not None:
         return feature_feed_from_file(cfg, interval)
-    if currency == "EUR" and interval == timedelta(hours=1):
-        return de_dayahead_features()
+    if currency == "EUR" and _times(timedelta(hours=1), interval) is not None:
+        return held_features(de_dayahead_features(), interval)
     return None
 
 

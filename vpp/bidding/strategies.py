@@ -80,6 +80,7 @@ from market.forecasts import (
     point_forecast,
     price_buckets,
 )
+from market.hourly import HourlyForecaster
 from market.lear import LearForecaster
 from market.learned import QuantileForecaster, Window
 from market.prices import PriceSeries
@@ -272,7 +273,27 @@ def make_forecaster(
     learned_train_days: int = 728,
     learned_retrain_days: int = 28,
     seed: int = 0,
+    product: Product | None = None,
 ) -> Forecaster:
+    """The forecaster ``name``. A learned one (lear, learned) for a day-ahead product
+    shorter than an hour forecasts hours and shapes the quarters (:mod:`market.hourly`):
+    SDAC's quarter-hours on hourly history and hourly features."""
+    if name in ("lear", "learned") and product is not None and per_day > 24:
+        spec = market.product(product)
+        if spec.gate_closure.kind == "daily" and 60 in spec.lengths:
+            inner = make_forecaster(
+                name,
+                market.with_interval(product, 60),
+                per_day=24,
+                features=features,
+                levels=levels,
+                history_days=history_days,
+                lear_windows_days=lear_windows_days,
+                learned_train_days=learned_train_days,
+                learned_retrain_days=learned_retrain_days,
+                seed=seed,
+            )
+            return HourlyForecaster(inner, market.interval(product))
     if name == "lear":
         return LearForecaster(
             market, features=features, windows_days=lear_windows_days, levels=levels
@@ -596,6 +617,7 @@ def make_strategy(
         learned_train_days=learned_train_days,
         learned_retrain_days=learned_retrain_days,
         seed=seed,
+        product=product,
     )
     return Strategy(
         name,

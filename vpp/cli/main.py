@@ -493,6 +493,13 @@ def backtest(
         str | None, typer.Option("--from", help="first interval (ISO 8601, UTC if a date)")
     ] = None,
     end: Annotated[str | None, typer.Option("--to", help="end of the period (exclusive)")] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            help="worker processes for the bound and the strategies (default: the machine's "
+            "cores; 1 runs them in this process); the result is the same either way"
+        ),
+    ] = None,
 ) -> None:
     """Replay the engine's bidding, dispatch and settlement on a scenario's real prices in
     simulated time; score each strategy against perfect foresight."""
@@ -500,6 +507,7 @@ def backtest(
     from rich.table import Table
 
     from optimizer.report import InfeasibleInputError
+    from vpp.backtest.pool import default_jobs
     from vpp.backtest.report import (
         HEADERS,
         comparison_rows,
@@ -512,6 +520,8 @@ def backtest(
     from vpp.scenario import ScenarioError, load_scenario
 
     t0, t1 = _when(start, "--from"), _when(end, "--to")
+    if jobs is not None and jobs < 1:
+        fail(f"--jobs {jobs}: must be 1 or more", code=2)
     try:
         sc = load_scenario(scenario)
         names: list[Any] = list(sc.strategy.names)
@@ -544,6 +554,7 @@ def backtest(
                 inputs,
                 names,
                 progress=lambda n, done, total: bar.update(tasks[n], completed=done),
+                jobs=default_jobs() if jobs is None else jobs,
             )
     except ScenarioError as exc:
         fail(str(exc), code=2)
