@@ -1,6 +1,7 @@
 """The bare-solver baseline for ``vpp optimize`` on a scenario's year: the same battery
 arbitrage MILP built column by column with NumPy (:mod:`benchmarks.milp_reference`) and solved by
-highspy, binaries only where they can matter (negative prices). Reads the price CSV with
+highspy, binaries only where they can matter (negative prices; none under the scenario's
+``strategy.simultaneous: time_share``). Reads the price CSV with
 the standard library; no Pyomo, pandas or engine code. Prints one JSON object:
 ``{"net_revenue": ..., "highs_s": ..., "binaries": ...}``.
 
@@ -55,14 +56,19 @@ def main() -> None:
         eta_c=f["eff_charge"],
         eta_d=f["eff_discharge"],
     )
+    # forbid: binaries where a price is negative (elsewhere they cannot bind); time_share:
+    # none, the LP's hull P+/P+max + P-/P-max <= 1 (optimizer.blocks.add_no_simultaneous)
+    simultaneous = sc.get("strategy", {}).get("simultaneous", "forbid")
+    binary = price < 0 if simultaneous == "forbid" else np.zeros(len(price), dtype=bool)
     with contextlib.redirect_stdout(io.StringIO()):  # HiGHS prints its banner on creation
-        result = solve_reference(battery, price, 1.0, binary=price < 0, mip_rel_gap=1e-7)
+        result = solve_reference(battery, price, 1.0, binary=binary, mip_rel_gap=1e-7)
     print(
         json.dumps(
             {
                 "net_revenue": result.objective,
                 "highs_s": result.highs_s,
-                "binaries": int((price < 0).sum()),
+                "binaries": int(binary.sum()),
+                "simultaneous": simultaneous,
             }
         )
     )
