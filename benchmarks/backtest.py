@@ -27,6 +27,7 @@ backtest is deterministic for a seed; wall times vary with the machine's load). 
 JSON object.
 
     python -m benchmarks.backtest [--data ../shared/data] [--skip de_2019,...] [--smoke]
+        [--rt-formulations forbid,time_share]
 """
 
 from __future__ import annotations
@@ -181,11 +182,13 @@ def rt_scenario(data: Path, tmp: Path, smoke: bool = False, simultaneous: str = 
     return path
 
 
-def rt_2019_hourly(data: Path, tmp: Path, smoke: bool) -> dict[str, Any]:
+def rt_2019_hourly(
+    data: Path, tmp: Path, smoke: bool, formulations: tuple[str, ...] = ("forbid", "time_share")
+) -> dict[str, Any]:
     """The year of 5-minute US prices, hourly decisions over 24 h, with each formulation
     of simultaneous charge and discharge (optimizer.blocks.add_no_simultaneous)."""
     out: dict[str, Any] = {"goal": "< 60 s with >= 60 % inside HiGHS"}
-    for simultaneous in ("forbid", "time_share"):
+    for simultaneous in formulations:
         sc = load_scenario(rt_scenario(data, tmp, smoke, simultaneous))
         started = time.perf_counter()
         loop = optimize(sc)
@@ -218,6 +221,8 @@ def rt_2019_hourly(data: Path, tmp: Path, smoke: bool) -> dict[str, Any]:
                 "net_usd": round(s["net"], 2),
             },
         }
+    if len(formulations) < 2:
+        return out
     f, t = out["forbid"], out["time_share"]
     out["time_share_over_forbid"] = {
         "decision_loop_wall": round(
@@ -275,6 +280,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip")
     parser.add_argument("--smoke", action="store_true", help="a few days of each part")
+    parser.add_argument(
+        "--rt-formulations",
+        default="forbid,time_share",
+        help="rt_2019_hourly: the formulations to run (comma-separated)",
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     out: dict[str, Any] = {"benchmark": "backtest"}
@@ -287,7 +297,9 @@ def main() -> None:
                     f"{part[:2]}-2019-backtest", args.smoke, sequential_too=part == "de_2019"
                 )
         if "rt_2019_hourly" not in skip:
-            out["rt_2019_hourly"] = rt_2019_hourly(args.data, Path(tmp), args.smoke)
+            out["rt_2019_hourly"] = rt_2019_hourly(
+                args.data, Path(tmp), args.smoke, tuple(args.rt_formulations.split(","))
+            )
         if "fleet_500" not in skip:
             out["fleet_500"] = fleet_500(args.smoke)
     print(json.dumps(out))

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from vpp.backtest import pool
 from vpp.backtest.report import write_outputs
 from vpp.backtest.runner import prepare, run_backtest, run_strategy, without_timing
 from vpp.optimize import optimize
@@ -171,6 +172,16 @@ def test_the_bound_does_not_move_with_a_strategy_setting(tmp_path: Path, termina
 # -- no look-ahead ------------------------------------------------------------------------
 
 
+def replay(inputs: Any, name: Any, poison_after: datetime | None) -> Any:
+    """One strategy's replay with its bids recorded (a worker's part: module level)."""
+    return run_strategy(inputs, name, poison_after=poison_after, record_bids=True)
+
+
+def replays(parts: list[tuple[Any, Any, datetime | None]]) -> list[Any]:
+    """Several replays at once, in two worker processes (the suite's second core)."""
+    return pool.run_parts(replay, parts, 2)
+
+
 @pytest.mark.parametrize("name", FORECASTS)
 def test_bids_do_not_depend_on_prices_published_after_the_decision(
     tmp_path: Path, name: str
@@ -182,12 +193,12 @@ def test_bids_do_not_depend_on_prices_published_after_the_decision(
     inputs = prepare(sc, start=utc(2019, 3, 1), end=utc(2019, 3, 8))
     k = 4
     at = inputs.decisions[k].at
-    clean = run_strategy(inputs, name, record_bids=True)
-    poisoned = run_strategy(inputs, name, poison_after=at, record_bids=True)
+    clean, poisoned, earlier = replays(
+        [(inputs, name, None), (inputs, name, at), (inputs, name, inputs.decisions[k - 2].at)]
+    )
     assert clean.bids_by_decision[k]  # it did bid
     for j in range(k + 1):
         assert poisoned.bids_by_decision[j] == clean.bids_by_decision[j], j
-    earlier = run_strategy(inputs, name, poison_after=inputs.decisions[k - 2].at, record_bids=True)
     assert earlier.bids_by_decision[k] != clean.bids_by_decision[k]
 
 
@@ -205,17 +216,17 @@ def test_bids_do_not_depend_on_features_published_after_the_decision(
     assert inputs.features is not None and inputs.features.names == ("load", "solar", "wind")
     k = 4
     at = inputs.decisions[k].at
-    clean = run_strategy(inputs, name, record_bids=True)
     late = replace(inputs, features=inputs.features.poisoned_after(at))
-    poisoned = run_strategy(late, name, record_bids=True)
+    early = replace(inputs, features=inputs.features.poisoned_after(inputs.decisions[k - 2].at))
+    clean, poisoned, earlier = replays(
+        [(inputs, name, None), (late, name, None), (early, name, None)]
+    )
     for j in range(k + 1):
         assert poisoned.bids_by_decision[j] == clean.bids_by_decision[j], j
     assert (
         poisoned.summary["forecast"]["feature_fills"] == clean.summary["forecast"]["feature_fills"]
     )
-    early = replace(inputs, features=inputs.features.poisoned_after(inputs.decisions[k - 2].at))
-    changed = run_strategy(early, name, record_bids=True)
-    assert changed.bids_by_decision[k] != clean.bids_by_decision[k]
+    assert earlier.bids_by_decision[k] != clean.bids_by_decision[k]
 
 
 @pytest.mark.slow
