@@ -127,6 +127,29 @@ def test_a_fenced_leader_steps_down_at_once_and_a_stale_refusal_deposes_no_newer
     a.step_down("test over")
 
 
+def test_an_orderly_stop_is_not_a_deposition(
+    db: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping the instance hands the role over quietly: INFO, not ERROR, and not counted
+    as deposed (a clean `vpp run --duration` stop used to log "no longer leads" as an
+    error). Another instance then takes the next term."""
+    import asyncio
+    import logging
+
+    clock = Clock()
+    a, b = Leadership(db, holder="a", clock=clock), Leadership(db, holder="b", clock=clock)
+    assert a.tick()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vpp.leader"):
+        asyncio.run(a.stop())
+    assert not a.is_leader() and a.deposed == 0
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    assert "stops leading bidder (term 1)" in caplog.records[0].getMessage()
+    assert a._lock_conn is None  # its lock released, on PostgreSQL its session closed
+    assert b.tick() and b.generation == 2
+    b.step_down("test over")
+
+
 def test_a_new_leader_reconciles_what_its_predecessor_left_submitted(db: sa.Engine) -> None:
     clock = Clock()
     store, bid_id = _approved(db, clock)

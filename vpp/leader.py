@@ -211,14 +211,25 @@ class Leadership:
         with self._lock:
             self._step_down(reason)
 
-    def _step_down(self, reason: str) -> None:
+    def _step_down(self, reason: str, *, orderly: bool = False) -> None:
+        """Stop leading. ``orderly``: this instance is stopping (an operator's stop, not a
+        fault: logged at INFO and not counted as a deposition); else it lost the lead."""
         if self.generation is None:
             return
-        log.error(
-            "%s no longer leads %s (term %d): %s", self.holder, self.role, self.generation, reason
-        )
+        if orderly:
+            log.info(
+                "%s stops leading %s (term %d): %s", self.holder, self.role, self.generation, reason
+            )
+        else:
+            log.error(
+                "%s no longer leads %s (term %d): %s",
+                self.holder,
+                self.role,
+                self.generation,
+                reason,
+            )
+            self.deposed += 1
         self.generation = None
-        self.deposed += 1
         LEADER.labels(self.role).set(0)
         TERM.labels(self.role).set(0)
         self._drop_lock()
@@ -265,7 +276,11 @@ class Leadership:
     async def stop(self) -> None:
         import asyncio
 
-        await asyncio.to_thread(self.step_down, "stopping")
+        def resign() -> None:
+            with self._lock:
+                self._step_down("the instance is stopping", orderly=True)
+
+        await asyncio.to_thread(resign)
 
     def status(self) -> dict[str, Any]:
         line = (
