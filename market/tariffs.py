@@ -104,10 +104,26 @@ class Tariff:
 
     def uncovered(self, local_starts: pd.DatetimeIndex) -> int:
         """Intervals no energy period covers (usually a gap in the tariff file)."""
+        return int((~self._covered(local_starts)).sum())
+
+    def _covered(self, local_starts: pd.DatetimeIndex) -> B:
         covered = np.zeros(len(local_starts), dtype=bool)
         for p in self.energy:
             covered |= p.covers(local_starts)
-        return int((~covered).sum())
+        return covered
+
+    def energy_price_checked(self, local_starts: pd.DatetimeIndex) -> F64:
+        """:meth:`energy_price`, refusing intervals no energy period covers: a gap in a
+        tariff is an error in it, not free energy (every caller bills with this)."""
+        covered = self._covered(local_starts)
+        if not covered.all():
+            first = local_starts[int(np.flatnonzero(~covered)[0])]
+            raise TariffError(
+                f"{int((~covered).sum())} intervals have no energy price (the first starts "
+                f"{first.isoformat()} local time, hour-ending {first.hour + 1}, month "
+                f"{first.month}): add a period that covers them"
+            )
+        return self.energy_price(local_starts)
 
 
 def _int(row: dict[str, str], col: str, where: str, lo: int, hi: int) -> int:

@@ -235,6 +235,12 @@ def test_api_what_if_plans_the_reference_year_without_dispatching(tmp_path: Path
     short = {**body, "pv_kw": body["pv_kw"][:10]}  # type: ignore[index]
     r = api.client.post("/api/v1/schedules/what-if", json=short, headers=api.h("alice"))
     assert r.status_code == 422 and "pv_kw has 10 values" in r.text
+    # a gap in the tariff is refused as `vpp bill` refuses it, not billed as free energy
+    # (the API's own copy of the conversion used to skip the check)
+    energy = [p for p in periods if p["charge"] == "energy"]
+    gap = {**body, "dervet_periods": [p for p in periods if p is not energy[0]]}
+    r = api.client.post("/api/v1/schedules/what-if", json=gap, headers=api.h("alice"))
+    assert r.status_code == 422 and "intervals have no energy price" in r.text, r.text[:300]
 
 
 def test_api_what_if_with_a_registry_tariff_returns_the_plan_per_interval(tmp_path: Path) -> None:

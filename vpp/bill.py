@@ -32,6 +32,7 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
+from market.tariffs import Tariff as TariffTable
 from market.tariffs import TariffError, load_dervet_tariff
 from optimizer.bill_model import (
     BillBattery,
@@ -204,9 +205,10 @@ def run_bill(spec: BillSpec) -> BillResult:
     except (TariffError, FileNotFoundError) as exc:
         raise ScenarioError(f"tariff.dervet: {exc}") from None
     local = starts.tz_convert(spec.tariff.timezone).tz_localize(None)
-    uncovered = tariff.uncovered(local)
-    if uncovered:
-        raise ScenarioError(f"tariff.dervet: {uncovered} intervals have no energy price")
+    try:
+        price, demand = dervet_terms(tariff, local)
+    except TariffError as exc:
+        raise ScenarioError(f"tariff.dervet: {exc}") from None
     return what_if(
         spec,
         name=spec.name,
@@ -215,9 +217,24 @@ def run_bill(spec: BillSpec) -> BillResult:
         interval=load.interval,
         load_kw=load_kw,
         pv_kw=pv_kw,
-        price_per_kwh=tariff.energy_price(local),
-        demand=[DemandCharge(p.name, p.value, p.covers(local)) for p in tariff.demand],
+        price_per_kwh=price,
+        demand=demand,
     )
+
+
+def dervet_terms(
+    tariff: TariffTable, local: pd.DatetimeIndex
+) -> tuple[npt.NDArray[np.float64], list[DemandCharge]]:
+    """A DER-VET tariff as the bill model's terms over intervals labelled by their local
+    start: the energy price of each (overlapping periods add, as DER-VET bills them; an
+    interval no period covers is refused, :class:`market.tariffs.TariffError`) and one
+    demand charge per demand period. ``vpp bill`` and the what-if API both bill with it."""
+    price = tariff.energy_price_checked(local)
+    demand = [
+        DemandCharge(p.name or f"demand {p.period}", p.value, p.covers(local))
+        for p in tariff.demand
+    ]
+    return price, demand
 
 
 def what_if(

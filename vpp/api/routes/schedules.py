@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from market.tariffs import BillingPeriod
+from market.tariffs import BillingPeriod, TariffError
 from market.tariffs import Tariff as TariffTable
 from optimizer.bill_model import DemandCharge
 from optimizer.report import InfeasibleInputError
@@ -28,7 +28,7 @@ from vpp.api.models import Page
 from vpp.api.responses import AUTH, NOT_FOUND, UNAVAILABLE
 from vpp.api.routes.bids import encode
 from vpp.bill import MAX_INTERVALS as BILL_MAX_INTERVALS
-from vpp.bill import BillOptions, known_zone, what_if
+from vpp.bill import BillOptions, dervet_terms, known_zone, what_if
 from vpp.dispatch.service import TARGET_HORIZON
 from vpp.peak_shaving import battery_of, plan_site, schedule_row, tou_prices
 from vpp.store import audit, peak_schedules
@@ -213,11 +213,10 @@ def _what_if(body: WhatIfCreate) -> dict[str, Any]:
                 for k, p in enumerate(body.dervet_periods)
             )
         )
-        price = tariff.energy_price(local)
-        demand = [
-            DemandCharge(p.name or f"demand {p.period}", p.value, p.covers(local))
-            for p in tariff.demand
-        ]
+        try:
+            price, demand = dervet_terms(tariff, local)
+        except TariffError as exc:
+            raise InfeasibleInputError(f"dervet_periods: {exc}") from None
     result = what_if(
         body,
         name="what-if",
