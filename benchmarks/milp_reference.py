@@ -3,15 +3,17 @@
 It shares no code with :mod:`optimizer` (no Pyomo, no blocks, no persistent solver), so a
 test that compares the two checks the model's equations, not one implementation against
 itself; :mod:`benchmarks.optimizer` uses it as the bare-solver baseline. Variables per
-interval ``t``: ``P⁺, P⁻, E, u`` and, when priced, ``R↑, R↓``::
+interval ``t``: ``P⁺, P⁻, E, u`` and, when priced, ``R↑ = C↑ + D↑`` and ``R↓ = C↓ + D↓``
+(``C``: the part taken on the charge side — charging less for up, more for down; ``D``: on
+the discharge side — discharging more for up, less for down)::
 
     max Σ_t Δt[(π_t − c_deg − c_vom)P⁺_t − (π_t + c_deg)P⁻_t
                + (ρ↑_t + δ↑π_t − c_deg δ↑)R↑_t + (ρ↓_t − δ↓π_t − c_deg δ↓)R↓_t]
-    E_t = E_{t−1} + Δt(η_c P⁻_t − P⁺_t/η_d + η_c δ↓R↓_t − δ↑R↑_t/η_d)
+    E_t = E_{t−1} + Δt(η_c P⁻_t − P⁺_t/η_d + δ↓(η_c C↓_t + D↓_t/η_d) − δ↑(η_c C↑_t + D↑_t/η_d))
     P⁺_t ≤ P⁺_max u_t,  P⁻_t ≤ P⁻_max (1 − u_t)
-    P⁺_t − P⁻_t + R↑_t ≤ P⁺_max,  P⁻_t − P⁺_t + R↓_t ≤ P⁻_max     (net-power headroom)
-    E_t − H R↑_t/η_d ≥ E_min,  E_t + H η_c R↓_t ≤ E_max
-    E_min ≤ E_t ≤ E_max,  E_{T−1} ≥ E_target
+    C↑_t ≤ P⁻_t,  P⁺_t + D↑_t ≤ P⁺_max,  D↓_t ≤ P⁺_t,  P⁻_t + C↓_t ≤ P⁻_max    (headroom)
+    E_{t−1} − H D↑_t/η_d ≥ E_min,  E_{t−1} + H η_c C↓_t ≤ E_max   (what a call moves in store)
+    E_min ≤ E_t ≤ E_max,  E_{T−1} ≥ E_target,  E_{−1} = E₀
 
 ``u_t`` is binary where ``binary`` says (by default every interval: the exact problem).
 """
@@ -75,8 +77,8 @@ def solve_reference(
     has_up, has_down = up_price is not None, down_price is not None
     names = (
         ["p_dis", "p_ch", "e", "u"]
-        + (["r_up"] if has_up else [])
-        + (["r_down"] if has_down else [])
+        + (["r_up", "c_up", "d_up"] if has_up else [])
+        + (["r_down", "c_down", "d_down"] if has_down else [])
     )
     col = {name: i * n for i, name in enumerate(names)}
     n_cols = n * len(names)
@@ -132,39 +134,39 @@ def solve_reference(
         ("p_ch", -dt * b.eta_c * one, same),
         ("p_dis", dt / b.eta_d * one, same),
     ]
-    if has_up:
-        soc.append(("r_up", dt * deploy_up / b.eta_d * one, same))
+    if has_up:  # up deployed: less stored, at the efficiency of its side
+        soc.append(("c_up", dt * deploy_up * b.eta_c * one, same))
+        soc.append(("d_up", dt * deploy_up / b.eta_d * one, same))
     if has_down:
-        soc.append(("r_down", -dt * b.eta_c * deploy_down * one, same))
+        soc.append(("c_down", -dt * deploy_down * b.eta_c * one, same))
+        soc.append(("d_down", -dt * deploy_down / b.eta_d * one, same))
     family(soc, e0_rhs, e0_rhs)
+    # E_{t-1} in the sustain rows: the variable before t, or the constant E₀ at t = 0
+    start = np.where(t == 0, b.e0_mwh, 0.0)
     family([("p_dis", one, same), ("u", -b.p_dis_max_mw * one, same)], np.full(n, -np.inf), zeros)
     family(
         [("p_ch", one, same), ("u", b.p_ch_max_mw * one, same)],
         np.full(n, -np.inf),
         np.full(n, b.p_ch_max_mw),
     )
-    if has_up:
-        family(
-            [("p_dis", one, same), ("p_ch", -one, same), ("r_up", one, same)],
-            np.full(n, -np.inf),
-            np.full(n, b.p_dis_max_mw),
-        )
-        family(
-            [("e", one, same), ("r_up", -sustain_h / b.eta_d * one, same)],
-            np.full(n, b.e_min_mwh),
-            np.full(n, np.inf),
-        )
-    if has_down:
-        family(
-            [("p_ch", one, same), ("p_dis", -one, same), ("r_down", one, same)],
-            np.full(n, -np.inf),
-            np.full(n, b.p_ch_max_mw),
-        )
-        family(
-            [("e", one, same), ("r_down", sustain_h * b.eta_c * one, same)],
-            np.full(n, -np.inf),
-            np.full(n, b.e_max_mwh),
-        )
+    inf, ninf = np.full(n, np.inf), np.full(n, -np.inf)
+    for side in (["up"] if has_up else []) + (["down"] if has_down else []):
+        r, c, d = f"r_{side}", f"c_{side}", f"d_{side}"
+        family([(r, one, same), (c, -one, same), (d, -one, same)], zeros, zeros)  # R = C + D
+        if side == "up":
+            family([(c, one, same), ("p_ch", -one, same)], ninf, zeros)
+            family([("p_dis", one, same), (d, one, same)], ninf, np.full(n, b.p_dis_max_mw))
+        else:
+            family([(d, one, same), ("p_dis", -one, same)], ninf, zeros)
+            family([("p_ch", one, same), (c, one, same)], ninf, np.full(n, b.p_ch_max_mw))
+        if side == "up":  # E_{t-1} − H D↑/η_d ≥ E_min
+            family(
+                [("e", one, prev), (d, -sustain_h / b.eta_d * one, same)], b.e_min_mwh - start, inf
+            )
+        else:  # E_{t-1} + H η_c C↓ ≤ E_max
+            family(
+                [("e", one, prev), (c, sustain_h * b.eta_c * one, same)], ninf, b.e_max_mwh - start
+            )
     a = sparse.vstack(rows).tocsr()
 
     h = highspy.Highs()

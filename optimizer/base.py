@@ -127,7 +127,8 @@ class DispatchModel:
                     e=solver.cols([b.e[t] for t in T]),
                     u=solver.cols([b.u[t] for t in T]),
                     reserves={k: solver.cols([b.r[k.value, t] for t in T]) for k in self.reserves},
-                    e0_row=solver.row(b.soc_balance[0]),
+                    # E₀'s one row: the balance's first, or E_{-1}'s own with reserves
+                    e0_row=solver.row(b.start if self.reserves else b.soc_balance[0]),
                 )
                 for b in self.blocks
             ]
@@ -199,13 +200,14 @@ class DispatchModel:
         m.end_value.set_value(terminal.value_per_mwh)
         m.c_ch.set_value(interval_h * battery.eff_charge)
         m.c_dis.set_value(interval_h / battery.eff_discharge)
-        m.s_up.set_value(sustain_h / battery.eff_discharge)
-        m.s_down.set_value(sustain_h * battery.eff_charge)
+        m.s_c.set_value(sustain_h * battery.eff_charge)
+        m.s_d.set_value(sustain_h / battery.eff_discharge)
         for k in self.reserves:
             delta = deployment.get(k, 0.0)
             m.deploy[k.value].set_value(delta)
-            per_mw = battery.eff_charge * delta if k not in UP else delta / battery.eff_discharge
-            m.c_dep[k.value].set_value(interval_h * per_mw)
+            # the side a deployed MWh comes from sets what it moves in store (blocks)
+            m.c_dep_c[k.value].set_value(interval_h * battery.eff_charge * delta)
+            m.c_dep_d[k.value].set_value(interval_h * delta / battery.eff_discharge)
         key = self._structure_key(battery, interval_h, terminal, sustain_h, deployment)
         if self._solver is None:
             self._structure = key  # the instance is created from these values

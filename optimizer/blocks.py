@@ -4,7 +4,10 @@ Notation (all per interval ``t`` of length ``Δt`` hours; MW, MWh, currency/MWh)
 
 - ``P⁺_t, P⁻_t ≥ 0``: discharge and charge power at the grid (+ = discharge, as everywhere);
 - ``E_t``: stored energy at the *end* of interval ``t`` (``E_{-1} = E₀``);
-- ``R^k_t ≥ 0``: capacity offered for reserve ``k`` ∈ {reg_up, reg_down, spinning};
+- ``R^k_t ≥ 0``: capacity offered for reserve ``k`` ∈ {reg_up, reg_down, spinning}, split by
+  the side it comes from, ``R^k_t = C^k_t + D^k_t``: ``C`` is taken on the charge side
+  (up: charging less; down: charging more), ``D`` on the discharge side (up: discharging
+  more; down: discharging less), see :func:`add_reserve_headroom`;
 - ``δ_k``: the expected deployed fraction of reserve ``k`` (energy actually delivered);
 - ``u_t ∈ [0, 1]``: discharge indicator (integer only where it matters, see
   :func:`add_no_simultaneous`).
@@ -49,18 +52,41 @@ def add_battery_params(m: pyo.ConcreteModel, horizon: int, reserves: Sequence[Pr
     # products of parameters (set together with the above by the model's solve).
     m.c_ch = pyo.Param(initialize=1.0, **mutable)  # Δt·η_c
     m.c_dis = pyo.Param(initialize=1.0, **mutable)  # Δt/η_d
-    m.c_dep = pyo.Param(m.K, initialize=0.0, **mutable)  # Δt·η_c·δ_k (down), Δt·δ_k/η_d (up)
-    m.s_up = pyo.Param(initialize=1.0, **mutable)  # H/η_d
-    m.s_down = pyo.Param(initialize=1.0, **mutable)  # H·η_c
+    m.c_dep_c = pyo.Param(m.K, initialize=0.0, **mutable)  # Δt·η_c·δ_k (charge side)
+    m.c_dep_d = pyo.Param(m.K, initialize=0.0, **mutable)  # Δt·δ_k/η_d (discharge side)
+    m.s_c = pyo.Param(initialize=1.0, **mutable)  # H·η_c
+    m.s_d = pyo.Param(initialize=1.0, **mutable)  # H/η_d
 
 
 def add_dispatch_vars(b: pyo.Block, m: pyo.ConcreteModel) -> None:
-    """``P⁺, P⁻ ∈ [0, P_max]``, ``E ∈ [E_min, E_max]``, ``u ∈ [0, 1]``, ``R ≥ 0``."""
+    """``P⁺, P⁻ ∈ [0, P_max]``, ``E ∈ [E_min, E_max]``, ``u ∈ [0, 1]``, ``R, C, D ≥ 0`` with
+    ``R = C + D``; with reserves, ``E_{-1}`` is a variable fixed by one row to ``E₀`` (the
+    sustain rows read it, and the hot path moves ``E₀`` by that row's bounds alone)."""
     b.p_dis = pyo.Var(m.T, bounds=(0, m.p_dis_max))
     b.p_ch = pyo.Var(m.T, bounds=(0, m.p_ch_max))
     b.e = pyo.Var(m.T, bounds=(m.e_min, m.e_max))
     b.u = pyo.Var(m.T, bounds=(0, 1))
     b.r = pyo.Var(m.K, m.T, bounds=(0, None))
+    if len(m.K):
+        b.r_c = pyo.Var(m.K, m.T, bounds=(0, None))
+        b.r_d = pyo.Var(m.K, m.T, bounds=(0, None))
+        b.r_sides = pyo.Constraint(
+            m.K, m.T, rule=lambda b, k, t: b.r[k, t] == b.r_c[k, t] + b.r_d[k, t]
+        )
+        b.e_start = pyo.Var(bounds=(None, None))
+        b.start = pyo.Constraint(expr=b.e_start == m.e0)
+
+
+def e_before(b: pyo.Block, m: pyo.ConcreteModel, t: int) -> object:
+    """``E_{t-1}``: the stored energy at the start of interval ``t``."""
+    if t > 0:
+        return b.e[t - 1]
+    return b.e_start if len(m.K) else m.e0
+
+
+def _side(b: pyo.Block, m: pyo.ConcreteModel, t: int, names: frozenset[str], side: str) -> object:
+    var = b.r_c if side == "c" else b.r_d
+    return sum(var[k, t] for k in m.K if k in names)
 
 
 def _sum_reserves(
@@ -86,60 +112,88 @@ def _down(
 
 
 def add_soc_balance(b: pyo.Block, m: pyo.ConcreteModel) -> None:
-    """``E_t = E_{t-1} + Δt·(η_c·(P⁻_t + δ_down R^down_t) − (P⁺_t + Σ_up δ_k R^k_t)/η_d)``.
+    """``E_t = E_{t-1} + Δt·(η_c·P⁻_t − P⁺_t/η_d) + Δt·Σ_down δ_k(η_c C^k_t + D^k_t/η_d)
+    − Δt·Σ_up δ_k(η_c C^k_t + D^k_t/η_d)``.
 
     Separate efficiencies: charging stores ``η_c`` of what is drawn, discharging draws
-    ``1/η_d`` from store per MWh delivered. Expected reserve deployment moves energy too
-    (coefficients ``c_dep``: ``Δt·η_c·δ`` for down, ``Δt·δ/η_d`` for up reserves).
+    ``1/η_d`` from store per MWh delivered. Expected reserve deployment moves energy on the
+    side it comes from: up-regulation taken by charging less stores ``η_c`` less per MWh it
+    delivers, by discharging more draws ``1/η_d`` more; down-regulation by discharging less
+    keeps ``1/η_d`` in store per MWh, by charging more stores ``η_c`` (coefficients
+    ``c_dep_c = Δt·η_c·δ``, ``c_dep_d = Δt·δ/η_d``). Booking all up-regulation as discharge
+    (and all down as charge) would overstate what a charging battery loses when it is
+    called up, and what a discharging one gains when it is called down.
     """
 
-    def rule(b: pyo.Block, t: int) -> object:
-        prev = m.e0 if t == 0 else b.e[t - 1]
-        deployed_in = sum(m.c_dep[k] * b.r[k, t] for k in m.K if k in _DOWN)
-        deployed_out = sum(m.c_dep[k] * b.r[k, t] for k in m.K if k in _UP)
-        return (
-            b.e[t] == prev + m.c_ch * b.p_ch[t] - m.c_dis * b.p_dis[t] + deployed_in - deployed_out
+    def deployed(t: int, names: frozenset[str]) -> object:
+        return sum(
+            m.c_dep_c[k] * b.r_c[k, t] + m.c_dep_d[k] * b.r_d[k, t] for k in m.K if k in names
         )
+
+    def rule(b: pyo.Block, t: int) -> object:
+        flow = m.c_ch * b.p_ch[t] - m.c_dis * b.p_dis[t]
+        if len(m.K):
+            flow = flow + deployed(t, _DOWN) - deployed(t, _UP)
+        return b.e[t] == e_before(b, m, t) + flow
 
     b.soc_balance = pyo.Constraint(m.T, rule=rule)
 
 
 def add_reserve_headroom(b: pyo.Block, m: pyo.ConcreteModel) -> None:
-    """``P⁺_t − P⁻_t + R^up_t + R^spin_t ≤ P⁺_max`` and ``P⁻_t − P⁺_t + R^down_t ≤ P⁻_max``.
+    """Each side's share of an offer within what that side can give:
+
+    - up: ``Σ_up C^k_t ≤ P⁻_t`` (charging can only drop to zero) and
+      ``P⁺_t + Σ_up D^k_t ≤ P⁺_max``;
+    - down: ``Σ_down D^k_t ≤ P⁺_t`` and ``P⁻_t + Σ_down C^k_t ≤ P⁻_max``.
 
     Headroom as markets count it for a battery: up-reserve is the ability to raise net
     injection, so charging less counts as well as discharging more — a 1 MW battery charging
-    at 1 MW can offer 2 MW of regulation up (stop charging, then discharge), and one
-    discharging at 1 MW can offer 2 MW down. Only the net power enters, so the exactness
-    argument of :func:`add_no_simultaneous` is untouched (a simultaneous pair and its net
-    replacement have the same headroom). What is offered must still be sustainable from the
-    stored energy (:func:`add_sustain_duration`, which counts the whole offer as discharge or
-    charge: conservative when part of it is reduced charging or discharging).
+    at 1 MW can offer 2 MW of regulation up (stop charging, then discharge). Summing the two
+    sides gives the net-power headroom ``P⁺_t − P⁻_t + R^up_t ≤ P⁺_max`` (and its mirror),
+    and any offer within it splits into such ``C, D`` (take ``C = min(R, P⁻)``), so the
+    split changes which offers are possible not at all; it says where the deployed energy
+    comes from (:func:`add_soc_balance`). Only net power and the split enter, so the
+    exactness argument of :func:`add_no_simultaneous` is untouched.
     """
     names = set(m.K)
     if names & _UP:
-        b.headroom_up = pyo.Constraint(
-            m.T, rule=lambda b, t: b.p_dis[t] - b.p_ch[t] + _up(b, m, t) <= m.p_dis_max
+        b.headroom_up_c = pyo.Constraint(
+            m.T, rule=lambda b, t: _side(b, m, t, _UP, "c") <= b.p_ch[t]
+        )
+        b.headroom_up_d = pyo.Constraint(
+            m.T, rule=lambda b, t: b.p_dis[t] + _side(b, m, t, _UP, "d") <= m.p_dis_max
         )
     if names & _DOWN:
-        b.headroom_down = pyo.Constraint(
-            m.T, rule=lambda b, t: b.p_ch[t] - b.p_dis[t] + _down(b, m, t) <= m.p_ch_max
+        b.headroom_down_d = pyo.Constraint(
+            m.T, rule=lambda b, t: _side(b, m, t, _DOWN, "d") <= b.p_dis[t]
+        )
+        b.headroom_down_c = pyo.Constraint(
+            m.T, rule=lambda b, t: b.p_ch[t] + _side(b, m, t, _DOWN, "c") <= m.p_ch_max
         )
 
 
 def add_sustain_duration(b: pyo.Block, m: pyo.ConcreteModel) -> None:
-    """Energy to hold the offered reserves for ``H`` hours, from the interval's end state.
+    """Energy to hold the offered reserves for ``H`` hours from the start of the interval:
 
-    ``E_t − H·(R^up_t + R^spin_t)/η_d ≥ E_min`` and ``E_t + H·η_c·R^down_t ≤ E_max``.
+    ``E_{t-1} − H·Σ_up D^k_t/η_d ≥ E_min`` and ``E_{t-1} + H·η_c·Σ_down C^k_t ≤ E_max``.
+
+    Only the side that moves the store during a call needs room in it: up-regulation by
+    discharging more draws ``1/η_d`` per MWh, while charging less only stores less (the
+    stored energy never falls because a charge stopped); down-regulation by charging more
+    stores ``η_c`` per MWh, while discharging less only drains less. The check belongs at
+    the start: a call can come in the interval's first minute, before the schedule has moved
+    the battery towards its end state (the balance bounds the end state itself).
     """
     names = set(m.K)
     if names & _UP:
         b.sustain_up = pyo.Constraint(
-            m.T, rule=lambda b, t: b.e[t] - m.s_up * _up(b, m, t) >= m.e_min
+            m.T,
+            rule=lambda b, t: e_before(b, m, t) - m.s_d * _side(b, m, t, _UP, "d") >= m.e_min,
         )
     if names & _DOWN:
         b.sustain_down = pyo.Constraint(
-            m.T, rule=lambda b, t: b.e[t] + m.s_down * _down(b, m, t) <= m.e_max
+            m.T,
+            rule=lambda b, t: e_before(b, m, t) + m.s_c * _side(b, m, t, _DOWN, "c") <= m.e_max,
         )
 
 

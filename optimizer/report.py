@@ -76,7 +76,7 @@ def binding_families(
         ("power-discharge", p_dis >= battery.p_discharge_max_mw - tol),
         ("power-charge", p_ch >= battery.p_charge_max_mw - tol),
     ]
-    if has_up:  # net-power headroom (optimizer.blocks.add_reserve_headroom)
+    if has_up:  # net-power headroom, the sum of both sides' (blocks.add_reserve_headroom)
         checks.append(
             (
                 "headroom-up",
@@ -90,20 +90,26 @@ def binding_families(
                 (p_ch - p_dis + down >= battery.p_charge_max_mw - tol) & (down > tol),
             )
         )
+    # sustain from the start of each interval (optimizer.blocks.add_sustain_duration); the
+    # schedule reports each offer whole, so the check takes the part beyond the charge
+    # (up) or the discharge (down) as the side that moves the store
+    start = np.concatenate([[battery.e_initial_mwh], e[:-1]]) if e.size else e
     if has_up:
+        drawn = np.maximum(up - p_ch, 0.0)
         checks.append(
             (
                 "sustain-up",
-                (e - sustain_h * up / battery.eff_discharge <= battery.e_min_mwh + tol)
-                & (up > tol),
+                (start - sustain_h * drawn / battery.eff_discharge <= battery.e_min_mwh + tol)
+                & (drawn > tol),
             )
         )
     if has_down:
+        stored = np.maximum(down - p_dis, 0.0)
         checks.append(
             (
                 "sustain-down",
-                (e + sustain_h * battery.eff_charge * down >= battery.e_max_mwh - tol)
-                & (down > tol),
+                (start + sustain_h * battery.eff_charge * stored >= battery.e_max_mwh - tol)
+                & (stored > tol),
             )
         )
     out = [

@@ -110,12 +110,26 @@ def test_reserve_headroom_and_sustain_duration() -> None:
     assert sched2.p_discharge_mw[0] == pytest.approx(1.0)  # energy at 50 beats reg up at 10
 
 
-def test_a_battery_charging_at_full_rate_offers_twice_its_rating_as_regulation_up() -> None:
-    # Paid 5/MWh to charge and 10/MW/h for reg up: charging at 1 MW and offering 2 MW up
-    # (stop charging, then discharge 1 MW) earns 5 + 20; the old same-direction rule
-    # (P⁺ + R↑ <= P⁺_max) allowed 1 MW up only.
+def test_a_charging_battery_offers_its_charge_back_and_its_stored_energy_as_regulation_up() -> None:
+    """Paid 5/MWh to charge and 10/MW/h for reg up. Empty, charging at 1 MW, the battery can
+    offer 1 MW up by stopping its charge (that draws nothing from store) but nothing by
+    discharging (a call can come in the first minute, when it is empty): 5 + 10. With
+    0.5 MWh stored it can hold 1 MW of extra discharge for the 0.1 h asked too: 2 MW, twice
+    its rating (the old same-direction rule P⁺ + R↑ <= P⁺_max allowed 1 MW only): 5 + 20."""
     model = MarketModel(1, [Product.REG_UP])
-    b = battery(e_initial_mwh=0.0, e_max_mwh=10.0)
+    empty = model.solve(
+        battery(e_initial_mwh=0.0, e_max_mwh=10.0),
+        MarketInputs(
+            interval_h=1.0,
+            energy_price=np.array([-5.0]),
+            reserve_price={Product.REG_UP: np.array([10.0])},
+            sustain_h=0.1,
+        ),
+    )
+    assert empty.p_charge_mw[0] == pytest.approx(1.0)
+    assert empty.reserves_mw[Product.REG_UP][0] == pytest.approx(1.0)
+    assert empty.report is not None and empty.report.objective == pytest.approx(15.0)
+    b = battery(e_initial_mwh=0.5, e_max_mwh=10.0)
     sched = model.solve(
         b,
         MarketInputs(
