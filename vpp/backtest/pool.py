@@ -38,9 +38,17 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Each worker is one core's worth of work: BLAS and OpenMP pools of their own (OpenBLAS and
+# LightGBM's OpenMP start one thread per core) would put jobs x cores threads on the cores.
+_ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _init(q: Any) -> None:
     global _queue
     _queue = q
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # libraries the worker loaded before its first part
 
 
 def report(tag: str, done: int, total: int) -> None:
@@ -74,6 +82,8 @@ def run_parts(
 
     mover = threading.Thread(target=drain, name="backtest-progress", daemon=True)
     mover.start()
+    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
+    os.environ.update(dict.fromkeys(_ONE_THREAD, "1"))  # read by each worker as it starts
     try:
         with ProcessPoolExecutor(
             max_workers=max(1, min(jobs, len(parts))),
@@ -89,6 +99,11 @@ def run_parts(
                     f.cancel()
                 raise
     finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         stop.set()
         mover.join()
         q.close()
