@@ -300,6 +300,19 @@ def test_parallel_strategies_equal_the_sequential_run(tmp_path: Path) -> None:
     assert seen == {n: (len(inputs.decisions), len(inputs.decisions)) for n in names}
 
 
+def test_parallel_lear_equals_the_sequential_run(tmp_path: Path) -> None:
+    """LEAR's LASSO sums through BLAS: a worker's one thread and this process's several
+    summed in another order and the last bits differed (the DE year's summaries did), so
+    both run one thread."""
+    sc = load_scenario(scenario_file(tmp_path, "de-2019-backtest.yaml"))
+    inputs = prepare(sc, start=utc(2019, 3, 4), end=utc(2019, 3, 8))
+    names: list[Any] = ["lear", "perfect"]
+    runs = [run_backtest(inputs, names), run_backtest(inputs, names, jobs=2)]
+    summaries = [json.dumps(without_timing(r.summary()), sort_keys=True) for r in runs]
+    assert summaries[0] == summaries[1]
+    assert runs[0].strategies[0].summary["forecast"].get("fallbacks") in (None, {})
+
+
 def test_hourly_history_replays_as_sdac_quarter_hours(tmp_path: Path) -> None:
     """``prices.replay_interval: PT15M``: the 2019 hourly DE prices replayed in today's
     SDAC design — quarter-hour products (92 on the DST day), each hour's price held over its
