@@ -34,6 +34,10 @@ known), pooled over neighbouring slots, centred on their median, added to the po
 forecast. They are as calibrated as the recent past is like the next day (the summary
 reports each level's coverage).
 
+Every forecast runs with one BLAS/OpenMP thread (:mod:`market.threads`): the LASSO's sums
+in another thread order differ in their last bits, and a live bid must equal its
+backtest's on any machine.
+
 Scope: day-ahead products (at most 96 slots a day). A horizon that runs past the first
 target day forecasts later days recursively (an unknown lag day takes its own forecast).
 """
@@ -53,6 +57,7 @@ from market.definitions import MarketDefinition
 from market.features import FeatureSet, fill_gaps
 from market.forecasts import Forecast, ForecastError
 from market.prices import PriceSeries
+from market.threads import one_thread
 
 F64 = npt.NDArray[np.float64]
 
@@ -369,6 +374,17 @@ class LearForecaster:
         decision) and the features published by then (``feats``, already cut)."""
         if len(known) < 2:
             raise ForecastError("lear: no price history")
+        import sklearn.linear_model  # noqa: F401  (loads its BLAS and OpenMP before the limit)
+
+        with one_thread():  # the same bits live, in a backtest and in a worker
+            return self._forecast(known, feats, starts)
+
+    def _forecast(
+        self,
+        known: PriceSeries,
+        feats: FeatureSet | None,
+        starts: pd.DatetimeIndex,
+    ) -> Forecast:
         grid, target, prices, exog, fills = self._matrices(known, feats, starts)
         days = sorted(set(target.day.tolist()))
         day0 = days[0]

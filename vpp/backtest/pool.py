@@ -43,18 +43,12 @@ def default_jobs() -> int:
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def one_thread() -> Any:
-    """A context in which BLAS and OpenMP run one thread: how a worker runs, so a run in
-    this process gives its results bit for bit (and the same on any number of cores)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1)
-
-
 def _init(q: Any) -> None:
     global _queue
     _queue = q
-    one_thread()  # libraries the worker loaded before its first part
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # for the worker's life: libraries it loaded before its first part
 
 
 def report(tag: str, done: int, total: int) -> None:

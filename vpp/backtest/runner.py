@@ -938,18 +938,17 @@ def run_backtest(
         bound_summary, per = done[0]
         results: list[StrategyResult] = list(done[1:])
     else:
-        # one BLAS/OpenMP thread, as in a worker: a LASSO's sums in another order differ
-        # in the last bits, so the result would depend on the machine's cores and on --jobs
-        with pool.one_thread():
-            bound_summary, per = bound(inputs)
-            results = []
-            for name in names:
+        # (LEAR pins its own fits to one BLAS thread, market.threads: the same bits here,
+        # in a worker and in the live bidder)
+        bound_summary, per = bound(inputs)
+        results = []
+        for name in names:
 
-                def step(done: int, total: int, n: str = name) -> None:
-                    if progress is not None:
-                        progress(n, done, total)
+            def step(done: int, total: int, n: str = name) -> None:
+                if progress is not None:
+                    progress(n, done, total)
 
-                results.append(run_strategy(inputs, name, progress=step))
+            results.append(run_strategy(inputs, name, progress=step))
     for res in results:
         net = res.summary["net"]
         res.summary["share_of_perfect_foresight"] = (
