@@ -234,6 +234,76 @@ def test_vpp_export_writes_parquet_partitioned_by_day(api: Api, tmp_path: Path) 
     assert bad.returncode == 2 and "unknown ['commands']" in bad.stderr
 
 
+def test_an_export_of_centuries_visits_only_the_days_with_rows(api: Api, tmp_path: Path) -> None:
+    """1900..2100 around three separate days of rows writes those days and reads only
+    them (it used to read each of the 73,000 empty days: hours for four kinds)."""
+    with api.engine.begin() as conn:
+        for k, day in enumerate(
+            (datetime(1999, 1, 1, 23, tzinfo=UTC), NOW, NOW + timedelta(days=9))
+        ):
+            rows = _dispatch_rows(24, day)
+            for r in rows:
+                r["dispatch_id"] = f"{k}-{r['dispatch_id']}"
+            conn.execute(dispatch_intervals.insert(), rows)
+    seen: list[str] = []
+    summary = history.export(
+        api.engine,
+        ["dispatch", "awards"],
+        datetime(1900, 1, 1, tzinfo=UTC),
+        datetime(2100, 1, 1, tzinfo=UTC),
+        tmp_path,
+        lambda kind, day: seen.append(f"{kind} {day:%Y-%m-%d}"),
+    )
+    assert summary == {"dispatch": {"rows": 72, "files": 4}, "awards": {"rows": 0, "files": 0}}
+    days = [f"dispatch {d:%Y-%m-%d}" for d in (datetime(1999, 1, 1), datetime(1999, 1, 2))]
+    days += [f"dispatch {d:%Y-%m-%d}" for d in (NOW, NOW + timedelta(days=9))]
+    assert seen == days  # every visited day had rows (the 1999 rows run past midnight)
+    n = sum(pq.read_table(p).num_rows for p in (tmp_path / "dispatch").rglob("*.parquet"))
+    assert n == 72 and not (tmp_path / "awards").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_text("x") and p, "is a file (give a folder)"),
+        (lambda p: Path("/proc/vpp-export"), "cannot create the folder"),
+    ],
+)
+def test_vpp_export_refuses_an_unusable_out_folder_before_exporting(
+    tmp_path: Path, make: Any, message: str
+) -> None:
+    url = f"sqlite:///{tmp_path}/h.db"
+    env = {"VPP_DATABASE__URL": url, "PATH": "/usr/bin:/bin"}
+    subprocess.run(
+        [sys.executable, "-m", "vpp", "db", "upgrade"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    out = make(tmp_path / "out")
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vpp",
+            "export",
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-21",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+
+
 @pytest.fixture
 def pg_api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Api]:
     engines = engine_for("postgres", tmp_path, request)

@@ -66,6 +66,20 @@ def _writable(path: Path | None, option: str) -> None:
         fail(f"{option} {path}: is a directory (give a file name)", code=2)
     if not path.parent.is_dir():
         fail(f"{option} {path}: the folder {path.parent} does not exist", code=2)
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        fail(f"{option} {path}: not writable", code=2)
+
+
+def _writable_folder(path: Path, option: str) -> None:
+    """Refuse an output folder that cannot be made or written before the work."""
+    if path.exists() and not path.is_dir():
+        fail(f"{option} {path}: is a file (give a folder)", code=2)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"{option} {path}: cannot create the folder ({exc.strerror})", code=2)
+    if not os.access(path, os.W_OK | os.X_OK):
+        fail(f"{option} {path}: not writable", code=2)
 
 
 def _overrides(**sections: dict[str, Any]) -> dict[str, Any]:
@@ -447,7 +461,13 @@ def export_history(
     engine = db.create_db_engine(cfg.database)
     try:
         db.check_schema(engine)
-        summary = export(engine, chosen, lo, hi, out)  # type: ignore[arg-type]
+        _writable_folder(out, "--out")  # made here: nothing is left behind by a bad database
+        with console.status("exporting") as status:
+
+            def progress(kind: str, day: Any) -> None:
+                status.update(f"exporting {kind} {day:%Y-%m-%d}")
+
+            summary = export(engine, chosen, lo, hi, out, progress)  # type: ignore[arg-type]
     except db.SchemaOutOfDateError as exc:
         fail(str(exc))
         return

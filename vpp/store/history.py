@@ -311,18 +311,40 @@ def stream(
     return stream_parquet(arrow_batches(engine, kind, start, end), kind)
 
 
+def _first_at_or_after(
+    engine: sa.Engine, kind: Kind, start: datetime, end: datetime
+) -> datetime | None:
+    """The first instant of ``kind`` in ``[start, end)``, or None (one indexed query)."""
+    col = _source(kind).time_column
+    q = sa.select(sa.func.min(col)).where(col >= start, col < end)
+    with engine.connect() as conn:
+        first: datetime | None = conn.execute(q).scalar_one_or_none()
+    return first
+
+
 def export(
-    engine: sa.Engine, kinds: list[Kind], start: datetime, end: datetime, out: Path
+    engine: sa.Engine,
+    kinds: list[Kind],
+    start: datetime,
+    end: datetime,
+    out: Path,
+    progress: Callable[[str, datetime], None] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Parquet partitioned by UTC day (Hive style): ``out/<kind>/date=YYYY-MM-DD/
     part-0.parquet``, one file per day that has rows; returns rows and files per kind.
     A day's file is written to a temporary name and renamed, so a failed export leaves no
-    partial file behind."""
+    partial file behind.
+
+    Only days that hold rows are visited: after each day the next row's day is looked up
+    (one indexed ``min``), so a range of centuries around a month of history costs what
+    the month costs (it used to read every empty day, 75 ms each per kind).
+    ``progress(kind, day)`` is told each day as it is written."""
     summary: dict[str, dict[str, int]] = {}
     for kind in kinds:
         rows = files = 0
-        day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        while day < end:
+        cursor = start
+        while (first := _first_at_or_after(engine, kind, cursor, end)) is not None:
+            day = first.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
             lo, hi = max(day, start), min(day + timedelta(days=1), end)
             counted = 0
 
@@ -343,12 +365,14 @@ def export(
             if counted:
                 tmp.replace(target)
                 files += 1
-            else:
+            else:  # pragma: no cover - a row pruned between the lookup and the read
                 tmp.unlink()
                 with contextlib.suppress(OSError):
                     tmp.parent.rmdir()
             rows += counted
-            day += timedelta(days=1)
+            if progress is not None:
+                progress(kind, day)
+            cursor = hi
         summary[kind] = {"rows": rows, "files": files}
     return summary
 
