@@ -274,6 +274,14 @@ def test_a_failure_to_start_is_one_line_naming_the_setting(
     assert not (tmp_path / "vpp-engine" / "vpp.db").exists() or args[0] != "run"
 
 
+def test_serve_on_the_embedded_bus_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    """`vpp serve` has no simulated fleet and no other process can reach an in-process
+    bus: it used to start and wait for sites that could never report."""
+    assert vpp("db", "upgrade", cwd=tmp_path).returncode == 0
+    res = vpp("serve", "--duration", "1", cwd=tmp_path)
+    _one_line_error(res, "bus.kind is embedded", "VPP_BUS__KIND=kafka", "vpp run")
+
+
 @pytest.mark.postgres
 def test_a_missing_postgres_database_is_named(tmp_path: Path) -> None:
     url = "postgresql+psycopg://postgres@127.0.0.1:5432/vpp_no_such_database"

@@ -223,6 +223,20 @@ def serve(
     except ConfigError as exc:
         fail(str(exc), code=2)
         return
+    if cfg.bus.kind == "embedded":  # after the database checks: those name the first fault
+        from vpp.store.db import check_schema
+
+        try:
+            check_schema(engine.db)
+        except SchemaOutOfDateError as exc:
+            fail(str(exc))
+        fail(
+            "bus.kind is embedded: `vpp serve` runs no fleet, and nothing outside this "
+            "process can publish to an in-process bus, so no site would ever report; set "
+            "bus.kind: kafka (VPP_BUS__KIND=kafka) for real sites, or use `vpp run` for the "
+            "simulated fleet",
+            code=2,
+        )
     try:
         asyncio.run(engine.run(duration))
     except SchemaOutOfDateError as exc:
