@@ -168,3 +168,17 @@ def test_cli_optimize_bad_scenario_exits_2_with_the_path(tmp_path: Path) -> None
     )
     assert res.returncode == 2
     assert "fleet.0.capacity_kwh" in res.stderr
+
+
+def test_prices_in_another_currency_than_the_market_are_refused(tmp_path: Path) -> None:
+    """EUR prices on caiso were optimized and reported as USD."""
+    res = subprocess.run(
+        [sys.executable, "-m", "vpp", "optimize", str(week_scenario(tmp_path, market="caiso"))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2, res.stderr
+    text = " ".join(res.stderr.split())
+    assert "prices.unit 'EUR/MWh' is in EUR, but market 'caiso' settles in USD" in text
+    assert "Traceback" not in res.stderr

@@ -23,6 +23,7 @@ from market.features import FeatureError, FeatureSet, feature_set
 from market.prices import (
     CAPACITY_UNITS,
     ENERGY_UNITS,
+    UNITS,
     PriceDataError,
     PriceSeries,
     held,
@@ -409,6 +410,19 @@ class Scenario(_Model):
                 f"strategy.features {unknown} are not in features.columns "
                 f"({', '.join(sorted(given)) or 'no features: key'})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _prices_in_the_markets_currency(self) -> Scenario:
+        """A price file in another currency than the market's would be booked as the
+        market's money (EUR prices on caiso were optimized and reported in USD)."""
+        currency = load_market(self.market).currency
+        for key, src in (("prices", self.prices), ("reserve_prices", self.reserve_prices)):
+            if src is not None and UNITS[src.unit][0] != currency:
+                raise ValueError(
+                    f"{key}.unit {src.unit!r} is in {UNITS[src.unit][0]}, but market "
+                    f"{self.market!r} settles in {currency}; give the prices in {currency}"
+                )
         return self
 
     @property
