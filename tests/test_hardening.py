@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event as sa_event
 
 from vpp.bus.base import BusRecord
 from vpp.bus.deadletter import DeadLetterWriter, decode_dead_letter
@@ -384,6 +385,33 @@ def test_the_key_cache_is_bounded_and_never_holds_unknown_ids(tmp_path: Path) ->
     assert len(keys._cache) == 3
     assert asyncio.run(keys.verify_async(made[0])) is not None
     assert asyncio.run(keys.verify_async("vpp_zz_bad")) is None
+
+
+def test_made_up_key_ids_cost_at_most_one_small_read_a_second(tmp_path: Path) -> None:
+    """Each well-formed unknown id used to read its row; now the id list answers, read
+    again on a miss at most once per ids_refresh_s, and a key made by another process
+    works once that has passed."""
+    from vpp.config import DatabaseSettings
+    from vpp.store import db
+    from vpp.store.keys import KeyStore
+
+    engine = db.create_db_engine(DatabaseSettings(url=f"sqlite:///{tmp_path}/k.db"))
+    db.upgrade(engine)
+    now = [100.0]
+    keys = KeyStore(engine, clock=lambda: now[0])
+    _, mine = keys.create("mine", "viewer")
+    reads: list[str] = []
+    sa_event.listen(engine, "before_cursor_execute", lambda *a: reads.append(a[2]))
+    for i in range(500):
+        assert keys.verify(f"vpp_{i:012x}_forged") is None
+        assert asyncio.run(keys.verify_async(f"vpp_{i + 1000:012x}_forged")) is None
+    assert keys.id_reads == 1 and len(reads) == 1  # the list, once
+    assert keys.verify(mine) is not None  # made here: known at once
+    _, theirs = KeyStore(engine).create("theirs", "operator")  # another process
+    assert keys.verify(theirs) is None  # within ids_refresh_s of the last read
+    now[0] += keys.ids_refresh_s
+    principal = keys.verify(theirs)
+    assert principal is not None and principal.name == "theirs"
 
 
 def test_manual_targets_overlap_cancel_and_final_records(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
@@ -62,6 +63,12 @@ class KeyStore:
     of ``max_cached`` entries, and only for key ids that exist: a flood of made-up keys can
     neither grow the cache nor evict the real ones. :meth:`verify_async` answers a cache hit
     at once and moves a miss's database read off the event loop.
+
+    The ids of every key are known too (a few dozen short strings), so a well-formed id
+    that is not among them is refused without reading its row. The id list is read again
+    on such a miss at most once per ``ids_refresh_s``: a flood of made-up ids costs at most
+    one small read a second instead of one read each, and a key made by another process
+    (``vpp keys create``) works within ``ids_refresh_s`` of its creation.
     """
 
     def __init__(
@@ -70,12 +77,17 @@ class KeyStore:
         ttl_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         max_cached: int = 10_000,
+        ids_refresh_s: float = 1.0,
     ) -> None:
         self.engine = engine
         self.ttl_s = ttl_s
         self.clock = clock
         self.max_cached = max_cached
+        self.ids_refresh_s = ids_refresh_s
         self._cache: OrderedDict[str, tuple[float, str, Principal | None]] = OrderedDict()
+        self._ids: frozenset[str] | None = None  # every key id, as last read
+        self._ids_at = -math.inf
+        self.id_reads = 0  # reads of the id list (for tests and metrics)
 
     def create(self, name: str, role: Role) -> tuple[Principal, str]:
         """A new key; the plaintext is returned once and never stored."""
@@ -101,6 +113,8 @@ class KeyStore:
                     revoked_at=None,
                 )
             )
+        if self._ids is not None:
+            self._ids = self._ids | {key_id}
         return Principal(key_id, name, role), plaintext
 
     @staticmethod
@@ -119,6 +133,30 @@ class KeyStore:
             return None
         self._cache.move_to_end(key_id)
         return hit
+
+    def _surely_unknown(self, key_id: str) -> bool:
+        """True when ``key_id`` is not a key and the id list is too fresh to read again."""
+        ids = self._ids
+        return (
+            ids is not None
+            and key_id not in ids
+            and self.clock() - self._ids_at < self.ids_refresh_s
+        )
+
+    def _lookup(self, key_id: str) -> tuple[float, str, Principal | None] | None:
+        """The key's row through the id list (read again if it is stale and misses)."""
+        if self._surely_unknown(key_id):
+            return None
+        ids = self._ids
+        if ids is None or key_id not in ids:
+            at = self.clock()
+            with self.engine.connect() as conn:
+                ids = frozenset(conn.execute(sa.select(api_keys.c.key_id)).scalars())
+            self._ids, self._ids_at = ids, at
+            self.id_reads += 1
+            if key_id not in ids:
+                return None
+        return self._load(key_id)
 
     def _load(self, key_id: str) -> tuple[float, str, Principal | None] | None:
         with self.engine.connect() as conn:
@@ -149,7 +187,7 @@ class KeyStore:
         if parsed is None:
             return None
         key_id, digest = parsed
-        hit = self._cached(key_id) or self._load(key_id)
+        hit = self._cached(key_id) or self._lookup(key_id)
         return self._check(hit, digest)
 
     async def verify_async(self, presented: str | None) -> Principal | None:
@@ -159,8 +197,8 @@ class KeyStore:
             return None
         key_id, digest = parsed
         hit = self._cached(key_id)
-        if hit is None:
-            hit = await asyncio.to_thread(self._load, key_id)
+        if hit is None and not self._surely_unknown(key_id):  # no thread for a made-up id
+            hit = await asyncio.to_thread(self._lookup, key_id)
         return self._check(hit, digest)
 
     def list_keys(self) -> list[dict[str, object]]:
