@@ -274,6 +274,31 @@ def test_a_failure_to_start_is_one_line_naming_the_setting(
     assert not (tmp_path / "vpp-engine" / "vpp.db").exists() or args[0] != "run"
 
 
+def test_a_fresh_install_creates_its_database_only_when_a_command_writes(tmp_path: Path) -> None:
+    """`vpp keys create` on a fresh install said "run `vpp db upgrade` first" and left an
+    empty vpp.db; commands that only read refuse without creating anything."""
+    db_file = tmp_path / "vpp-engine" / "vpp.db"
+    for args in (
+        ("keys", "list"),
+        ("keys", "revoke", "0123456789ab"),
+        ("export", "--from", "2026-11-20", "--to", "2026-11-21", "--out", "x"),
+    ):
+        res = vpp(*args, cwd=tmp_path)
+        assert res.returncode == 1, res.stderr
+        assert f"no database at {db_file} yet" in " ".join(res.stderr.split())
+        assert not db_file.parent.exists() and not (tmp_path / "x").exists()
+    res = vpp("db", "current", cwd=tmp_path)
+    assert res.returncode == 0 and "none at" in res.stdout and not db_file.exists()
+    res = vpp("keys", "create", "--role", "operator", "--name", "alice", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "created the database" in res.stderr
+    key = res.stdout.strip().splitlines()[-1]
+    assert key.startswith("vpp_")
+    listed = vpp("keys", "list", cwd=tmp_path)
+    assert listed.returncode == 0 and "alice" in listed.stdout
+    assert f"engine needs: {head_revision()}" in vpp("db", "current", cwd=tmp_path).stdout
+
+
 def test_serve_on_the_embedded_bus_is_refused_naming_the_setting(tmp_path: Path) -> None:
     """`vpp serve` has no simulated fleet and no other process can reach an in-process
     bus: it used to start and wait for sites that could never report."""

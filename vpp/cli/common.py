@@ -35,3 +35,27 @@ def settings(**overrides: Any) -> Settings:
 def fail(message: str, code: int = 1) -> None:
     err_console.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def open_database(cfg: Settings, *, create: bool = False) -> Any:
+    """The configured database at the engine's schema, or exit 1 saying why, leaving
+    nothing behind: a SQLite file that does not exist yet is created (and migrated) only
+    with ``create`` (what `vpp run` does with the embedded default); otherwise the command
+    refuses before a file or folder is made (a refused `vpp keys list` used to leave an
+    empty vpp.db that later looked like a broken install)."""
+    from vpp.store import db
+
+    path = db.sqlite_file(cfg.database)
+    fresh = path is not None and not path.exists()
+    if fresh and not create:
+        fail(f"no database at {path} yet: `vpp run` or `vpp db upgrade` creates it")
+    engine = db.create_db_engine(cfg.database)
+    if fresh:
+        db.upgrade(engine)
+        err_console.print(f"created the database {path} (schema {db.head_revision()})")
+    try:
+        db.check_schema(engine)
+    except db.SchemaOutOfDateError as exc:
+        engine.dispose()
+        fail(str(exc))
+    return engine

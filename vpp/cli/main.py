@@ -14,7 +14,7 @@ import typer
 import yaml
 
 from vpp import logs, preflight
-from vpp.cli.common import console, err_console, fail, settings, state
+from vpp.cli.common import console, err_console, fail, open_database, settings, state
 from vpp.config import ConfigError, Settings
 from vpp.records import amount
 
@@ -300,6 +300,10 @@ def db_current() -> None:
     from vpp.store import db
 
     cfg = settings()
+    path = db.sqlite_file(cfg.database)
+    if path is not None and not path.exists():  # reading it must not create it
+        console.print(f"database: none at {path} yet; engine needs: {db.head_revision()}")
+        return
     engine = db.create_db_engine(cfg.database)
     try:
         current = db.current_revision(engine)
@@ -461,7 +465,6 @@ def export_history(
     """Interval history as Parquet partitioned by day (out/<kind>/date=YYYY-MM-DD/)."""
     from rich.table import Table
 
-    from vpp.store import db
     from vpp.store.history import KINDS, export
 
     chosen = [k.strip() for k in kinds.split(",") if k.strip()]
@@ -471,10 +474,8 @@ def export_history(
     lo, hi = _when(start, "--from"), _when(end, "--to")
     if hi <= lo:
         fail("--to must be after --from", code=2)
-    cfg = settings()
-    engine = db.create_db_engine(cfg.database)
+    engine = open_database(settings())
     try:
-        db.check_schema(engine)
         _writable_folder(out, "--out")  # made here: nothing is left behind by a bad database
         with console.status("exporting") as status:
 
@@ -482,9 +483,6 @@ def export_history(
                 status.update(f"exporting {kind} {day:%Y-%m-%d}")
 
             summary = export(engine, chosen, lo, hi, out, progress)  # type: ignore[arg-type]
-    except db.SchemaOutOfDateError as exc:
-        fail(str(exc))
-        return
     finally:
         engine.dispose()
     table = Table(title=f"history {lo.isoformat()} .. {hi.isoformat()} -> {out}")
@@ -625,18 +623,10 @@ def backtest(
         console.print(f"wrote {path}")
 
 
-def _key_store() -> Any:
-    from vpp.store import db
+def _key_store(create: bool = False) -> Any:
     from vpp.store.keys import KeyStore
 
-    cfg = settings()
-    engine = db.create_db_engine(cfg.database)
-    try:
-        db.check_schema(engine)
-    except db.SchemaOutOfDateError as exc:
-        engine.dispose()
-        fail(str(exc))
-    return KeyStore(engine)
+    return KeyStore(open_database(settings(), create=create))
 
 
 def _cli_audit(store: Any, action: str, key_id: str, after: dict[str, Any] | None) -> None:
@@ -653,8 +643,9 @@ def keys_create(
     role: Annotated[str, typer.Option(help="viewer, operator or admin")],
     name: Annotated[str, typer.Option(help="who or what the key is for")],
 ) -> None:
-    """Create a key; it is printed once and only its hash is stored."""
-    store = _key_store()
+    """Create a key; it is printed once and only its hash is stored (on a fresh install
+    the embedded database is created first, as `vpp run` would)."""
+    store = _key_store(create=True)
     try:
         principal, plaintext = store.create(name, role)
     except ValueError as exc:

@@ -64,6 +64,14 @@ def create_db_engine(
     return engine
 
 
+def sqlite_file(settings: DatabaseSettings) -> Path | None:
+    """The file of a file-backed SQLite URL (None for PostgreSQL or an in-memory SQLite)."""
+    url = sa.make_url(settings.url.get_secret_value())
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).expanduser()
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
