@@ -19,10 +19,13 @@ from vpp.store.db import head_revision
 def vpp(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
+    # a free API port unless the test picks one: the README's own demo may hold 8000
+    # (4 tests failed on "port in use" while a `vpp run` was open, whatever they asserted)
+    base = {**os.environ, "XDG_DATA_HOME": str(cwd), "VPP_API__PORT": str(free_port())}
     return subprocess.run(
         [sys.executable, "-m", "vpp", *args],
         cwd=cwd,
-        env={**os.environ, "XDG_DATA_HOME": str(cwd), **(env or {})},
+        env={**base, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
