@@ -276,6 +276,12 @@ class ApiSettings(_Section):
     max_inflight_per_key: int = Field(
         8, ge=1, le=1000, description="requests one API key may have in flight; more get 429"
     )
+    livez_max_lag_s: PositiveFloat = Field(
+        10.0,
+        description="/livez answers 503 once the control loop (ingest, dispatch, bidding) "
+        "has not run for this long; the API is served from a loop of its own and would "
+        "answer even while the engine is wedged",
+    )
 
 
 class LeaderSettings(_Section):

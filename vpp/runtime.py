@@ -3,6 +3,15 @@
 Start order is upstream to downstream (bus and database, then the components in the order
 they were added, then the API); stop is the reverse, each step in ``finally`` so a failing
 component never leaves the bus or the database open.
+
+Two event loops. The *control loop* (the one :meth:`Engine.run` runs on) carries ingest,
+dispatch, bidding, leadership and the bus. The API and the console are served by uvicorn
+on a loop of their own in the ``api`` thread, with their own database pool: a reader's
+request parsing, its awaits and a handler that blocks cannot hold a command, a heartbeat
+or a submission. The API reaches the control loop only to change live state (an
+operator's target or plan, the bus's readiness), through :meth:`Services.on_control`.
+What is left shared is the interpreter lock; the heartbeat (:mod:`vpp.heartbeat`)
+measures what it still costs the control loop.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -21,6 +31,7 @@ import uvicorn
 from vpp.bus import Bus, make_bus
 from vpp.clock import Clock, WallClock
 from vpp.config import Settings
+from vpp.heartbeat import Heartbeat
 from vpp.services import Services
 from vpp.store import db
 from vpp.store.bids import BidStore
@@ -42,7 +53,7 @@ class Component(Protocol):
 
 
 class _ApiServer(uvicorn.Server):
-    """uvicorn inside the engine's loop; the engine, not uvicorn, owns the signals."""
+    """uvicorn on the API's own loop; the engine, not uvicorn, owns the signals."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -79,9 +90,14 @@ class Engine:
             readiness=self.readiness,
             clock=self.clock.now,
         )
+        self.heartbeat = Heartbeat()
+        self.services.heartbeat = self.heartbeat
+        self.services.livez_max_lag_s = settings.api.livez_max_lag_s
         self.started_at = time.monotonic()
         self._api: _ApiServer | None = None
-        self._api_task: asyncio.Task[None] | None = None
+        self._api_thread: threading.Thread | None = None
+        self._api_error: BaseException | None = None
+        self.api_loop: asyncio.AbstractEventLoop | None = None  # the API thread's loop
         self._api_url: str | None = None
         self._started: list[Component] = []
         self._stop = asyncio.Event()
@@ -97,6 +113,8 @@ class Engine:
         return self._api_url
 
     async def start(self, *, api: bool = True) -> None:
+        self.services.control_loop = asyncio.get_running_loop()
+        await self.heartbeat.start()
         if self.auto_migrate:
             await asyncio.to_thread(db.upgrade, self.db)
         else:
@@ -130,14 +148,26 @@ class Engine:
                 self.settings.api.request_timeout_s, self.settings.api.max_connections
             ),
         )
-        self._api = _ApiServer(config)
-        self._api_task = asyncio.create_task(self._api.serve())
+        server = self._api = _ApiServer(config)
+
+        async def on_api_loop() -> None:
+            self.api_loop = asyncio.get_running_loop()
+            await server.serve()
+
+        def serve() -> None:
+            try:
+                asyncio.run(on_api_loop())  # the API's own loop, for the thread's life
+            except BaseException as exc:  # uvicorn exits on a failed bind: keep why
+                self._api_error = exc
+
+        self._api_thread = threading.Thread(target=serve, name="api", daemon=True)
+        self._api_thread.start()
         deadline = time.monotonic() + 10
-        while not self._api.started:
-            if self._api_task.done():
-                self._api_task.result()
+        while not server.started:
+            if not self._api_thread.is_alive():
                 raise RuntimeError(
                     f"API did not start on {self.settings.api.host}:{self.settings.api.port}"
+                    + (f": {self._api_error!r}" if self._api_error is not None else "")
                 )
             if time.monotonic() > deadline:
                 raise RuntimeError("API did not start within 10 s")
@@ -148,10 +178,9 @@ class Engine:
 
     async def stop(self) -> None:
         try:
-            if self._api is not None and self._api_task is not None:
+            if self._api is not None and self._api_thread is not None:
                 self._api.should_exit = True
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._api_task, 10)
+                await asyncio.to_thread(self._api_thread.join, 10)
                 self._api_url = None
         finally:
             try:
@@ -165,6 +194,7 @@ class Engine:
                 try:
                     await self.bus.stop()
                 finally:
+                    await self.heartbeat.stop()
                     self.db.dispose()
                     self.api_db.dispose()
 

@@ -3,16 +3,18 @@ behind one object, and the one refusal type their operator actions raise."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
 from market.adapter import LoggedMarket
 from vpp.fleet.hierarchy import FleetSnapshot, NodeAggregate
 from vpp.fleet.partials import CombinedView, whole_fleet
+from vpp.heartbeat import Heartbeat
 from vpp.store.bids import BidStore
 from vpp.store.history import AggregateRecorder
 from vpp.store.keys import KeyStore
@@ -21,6 +23,9 @@ from vpp.twins.store import FleetStore
 if TYPE_CHECKING:  # both import the API's stores; typed here, imported where they run
     from vpp.dispatch.service import DispatchService
     from vpp.peak_shaving import PeakShaver
+
+
+T = TypeVar("T")
 
 
 class RefusedError(Exception):
@@ -48,13 +53,30 @@ class Services:
     fleet: Callable[[], tuple[FleetSnapshot | None, FleetStore | None]] = lambda: (None, None)
     market: LoggedMarket | None = None  # every exchange goes through the transaction log
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    readiness: Callable[[], Awaitable[dict[str, bool]]] = _always_ready
+    readiness: Callable[[], Coroutine[Any, Any, dict[str, bool]]] = _always_ready
     dispatch: DispatchService | None = None  # once dispatch runs
     peak_shaver: PeakShaver | None = None  # when peak shaving runs
     history: AggregateRecorder | None = None  # when history is recorded
     # every instance's partials combined (vpp.fleet.combined), when the view runs
     combined: Callable[[], CombinedView | None] = lambda: None
     cache: dict[str, Any] = field(default_factory=dict)  # serialized responses
+    # The engine's event loop (ingest, dispatch, bidding, leadership) when the API is served
+    # from a loop of its own; None when both are one loop (tests, embedded apps).
+    control_loop: asyncio.AbstractEventLoop | None = None
+    heartbeat: Heartbeat | None = None  # the control loop's, which /livez reads
+    livez_max_lag_s: float = 10.0
+
+    async def on_control(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` on the control loop and wait for it from the API's loop.
+
+        The dispatch service's state, its lock, its producer and the ledger writer belong
+        to the control loop; an operator's target or plan is applied there, as one step
+        with its checks (nothing else of the control loop runs between them). A reader
+        never comes here: reads of live state are plain reads from the API's threads."""
+        loop = self.control_loop
+        if loop is None or loop is asyncio.get_running_loop():
+            return await work
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, loop))
 
     def groups(self) -> dict[str, NodeAggregate]:
         """The group aggregates every capability check and group page uses: the whole

@@ -677,4 +677,6 @@ class DispatchCore:
     def live(self, now: float) -> list[dict[str, Any]]:
         """The open intervals: target vs delivered so far (``scheduled`` or ``active``)."""
         moment = _utc(now)
-        return [d.row(d.status(moment), now) for d in self.deliveries.values()]
+        # a copy first: the API reads this from its own thread while the control loop
+        # adds and closes deliveries (a dict changing size under a loop over it raises)
+        return [d.row(d.status(moment), now) for d in list(self.deliveries.values())]

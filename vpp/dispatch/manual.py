@@ -82,34 +82,37 @@ async def schedule_manual_target(
             422,
             [{"loc": ["body", "target_kw"], "type": "beyond_capability", "msg": m} for m in found],
         )
-    overlap = next(
-        (
-            d.target
-            for d in svc.dispatch.deliveries.values()
-            if d.target.group == body.group
-            and d.target.dispatch_id != target.dispatch_id
-            and d.target.interval_start < target.interval_end
-            and target.interval_start < d.target.interval_end
-        ),
-        None,
-    )
-    if overlap is not None:
-        raise RefusedError(
-            409,
-            f"{body.group!r} already has a {overlap.source} target "
-            f"{overlap.dispatch_id} of {overlap.target_kw:g} kW for "
-            f"{overlap.interval_start.isoformat()} .. {overlap.interval_end.isoformat()}, "
-            "which overlaps this one; cancel it first (DELETE /api/v1/dispatch/targets/"
-            f"{overlap.dispatch_id})",
+    dispatch = svc.dispatch
+
+    async def apply() -> tuple[bool, bool]:
+        """On the control loop: the checks against the targets under way and the change,
+        with nothing of the loop in between. (added, paused the site's own plan)"""
+        overlap = next(
+            (
+                d.target
+                for d in dispatch.deliveries.values()
+                if d.target.group == body.group
+                and d.target.dispatch_id != target.dispatch_id
+                and d.target.interval_start < target.interval_end
+                and target.interval_start < d.target.interval_end
+            ),
+            None,
         )
-    existing = svc.dispatch.deliveries.get(target.dispatch_id)
-    paused = False
-    if existing is not None and existing.target != target:
-        if existing.target.source == "peak_shaving":
-            # an operator's site target outranks the site's own plan for this interval
-            await svc.dispatch.override_targets([target])
-            paused = True
-        else:
+        if overlap is not None:
+            raise RefusedError(
+                409,
+                f"{body.group!r} already has a {overlap.source} target "
+                f"{overlap.dispatch_id} of {overlap.target_kw:g} kW for "
+                f"{overlap.interval_start.isoformat()} .. {overlap.interval_end.isoformat()}, "
+                "which overlaps this one; cancel it first (DELETE /api/v1/dispatch/targets/"
+                f"{overlap.dispatch_id})",
+            )
+        existing = dispatch.deliveries.get(target.dispatch_id)
+        if existing is not None and existing.target != target:
+            if existing.target.source == "peak_shaving":
+                # an operator's site target outranks the site's own plan for this interval
+                await dispatch.override_targets([target])
+                return False, True
             raise RefusedError(
                 409,
                 f"{body.group!r} already has a {existing.target.source} target of "
@@ -117,7 +120,9 @@ async def schedule_manual_target(
                 f"({existing.target.interval_start.isoformat()} .. "
                 f"{existing.target.interval_end.isoformat()})",
             )
-    added = [] if paused else await svc.dispatch.add_targets_async([target])
+        return bool(await dispatch.add_targets_async([target])), False
+
+    added, paused = await svc.on_control(apply())
 
     def record() -> dict[str, Any]:
         if added or paused:
@@ -173,21 +178,28 @@ async def cancel_manual_target(svc: Services, principal: Principal, dispatch_id:
     """Cancel an operator's target (404 unknown, 409 not manual); audited."""
     if svc.dispatch is None:
         raise RefusedError(503, "dispatch is not running")
-    d = svc.dispatch.deliveries.get(dispatch_id)
-    if d is None:
-        raise RefusedError(404, f"no scheduled or active target {dispatch_id}")
-    if d.target.source != "manual":
-        raise RefusedError(
-            409,
-            f"{dispatch_id} is a {d.target.source} target: only an operator's manual "
-            "target can be cancelled (an award is owed to the market; pause a site's peak "
-            "shaving instead of cancelling its plan)",
-        )
-    before = {
-        k: v.isoformat() if isinstance(v, datetime) else v
-        for k, v in d.row(d.status(svc.clock()), svc.clock().timestamp()).items()
-    }
-    await svc.dispatch.cancel_target(dispatch_id)
+    dispatch = svc.dispatch
+
+    async def apply() -> dict[str, Any]:
+        """On the control loop: the target as it stands, then its cancellation."""
+        d = dispatch.deliveries.get(dispatch_id)
+        if d is None:
+            raise RefusedError(404, f"no scheduled or active target {dispatch_id}")
+        if d.target.source != "manual":
+            raise RefusedError(
+                409,
+                f"{dispatch_id} is a {d.target.source} target: only an operator's manual "
+                "target can be cancelled (an award is owed to the market; pause a site's "
+                "peak shaving instead of cancelling its plan)",
+            )
+        before = {
+            k: v.isoformat() if isinstance(v, datetime) else v
+            for k, v in d.row(d.status(svc.clock()), svc.clock().timestamp()).items()
+        }
+        await dispatch.cancel_target(dispatch_id)
+        return before
+
+    before = await svc.on_control(apply())
 
     def record() -> None:
         with svc.db.begin() as conn:

@@ -9,6 +9,7 @@ overrides an award or a manual target (409).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -462,13 +463,6 @@ async def create_schedule(caller: Operator, body: ScheduleCreate) -> Response:
             422, detail=[{"loc": ["body"], "msg": str(exc), "type": "infeasible"}]
         ) from None
     targets = [t for t in site_plan.targets() if t.interval_end > now]
-    blocking = dispatch.conflicts(targets)
-    if blocking:
-        b = blocking[0]
-        raise HTTPException(
-            409,
-            detail=f"{b.group} has a {b.source} target at {b.interval_start.isoformat()}",
-        )
     row = schedule_row(
         site_plan,
         tariff,
@@ -477,7 +471,19 @@ async def create_schedule(caller: Operator, body: ScheduleCreate) -> Response:
         created_at=now,
         created_by=caller.principal.actor,
     )
-    # The plan is stored (with its audit record) before dispatch acts on it.
-    await run_in_threadpool(peak_schedules.insert, svc.db, row, caller.principal)
-    await dispatch.replace_targets_async(targets)
+
+    async def apply() -> None:
+        """On the control loop: the conflict check, then the plan stored (with its audit
+        record) before dispatch acts on it."""
+        blocking = dispatch.conflicts(targets)
+        if blocking:
+            b = blocking[0]
+            raise HTTPException(
+                409,
+                detail=f"{b.group} has a {b.source} target at {b.interval_start.isoformat()}",
+            )
+        await asyncio.to_thread(peak_schedules.insert, svc.db, row, caller.principal)
+        await dispatch.replace_targets_async(targets)
+
+    await svc.on_control(apply())
     return Response(encode(row), status_code=201, media_type="application/json")
