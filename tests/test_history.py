@@ -255,7 +255,10 @@ def test_an_export_of_centuries_visits_only_the_days_with_rows(api: Api, tmp_pat
         lambda kind, day: seen.append(f"{kind} {day:%Y-%m-%d}"),
     )
     assert summary == {"dispatch": {"rows": 72, "files": 4}, "awards": {"rows": 0, "files": 0}}
-    days = [f"dispatch {d:%Y-%m-%d}" for d in (datetime(1999, 1, 1), datetime(1999, 1, 2))]
+    days = [
+        f"dispatch {d:%Y-%m-%d}"
+        for d in (datetime(1999, 1, 1, tzinfo=UTC), datetime(1999, 1, 2, tzinfo=UTC))
+    ]
     days += [f"dispatch {d:%Y-%m-%d}" for d in (NOW, NOW + timedelta(days=9))]
     assert seen == days  # every visited day had rows (the 1999 rows run past midnight)
     n = sum(pq.read_table(p).num_rows for p in (tmp_path / "dispatch").rglob("*.parquet"))
