@@ -145,8 +145,17 @@ def test_an_operator_reviews_bids_in_the_browser(served: tuple[Api, str], browse
     award = bob.locator("tr.award")  # type: ignore[attr-defined]
     assert award.count() == 1 and "0.200" in award.inner_text()
     bob.screenshot(path=str(SHOTS / "bid_awarded.png"), full_page=True)  # type: ignore[attr-defined]
-    # fleet and dispatch pages render
+    # fleet and dispatch pages render, each group's recorded power and energy plotted
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))  # type: ignore[attr-defined]
+    _record_aggregates(api)
     page.goto(f"{base}/console/fleet")
+    page.wait_for_selector("#fleet-plots canvas")
+    captions = page.locator("#fleet-plots figcaption").all_inner_texts()
+    assert captions == ["north", "south"]
+    axis = page.locator("#fleet-plots .u-axis").first.inner_text()
+    assert "AM" not in axis and "PM" not in axis  # 24-hour UTC, not 12-hour am/pm
+    assert "--" not in page.locator("#fleet-plots .u-legend").first.inner_text()
     page.locator("td a").first.click()
     assert page.locator("h2", has_text="Sites of").count() == 1
     page.screenshot(path=str(SHOTS / "fleet.png"), full_page=True)
@@ -158,9 +167,14 @@ def test_an_operator_reviews_bids_in_the_browser(served: tuple[Api, str], browse
     page.goto(f"{base}/console/dispatch")
     assert page.locator("h1", has_text="Dispatch").count() == 1
     assert page.locator("h2", has_text="Commands").count() == 1
-    # the award became a dispatch row for its group
+    # the award became a dispatch row for its group, plotted against what was delivered
     awarded = page.locator("#dispatch-live tr", has_text="award")
     assert awarded.count() == 1 and "north" in awarded.inner_text()
+    page.wait_for_selector("#dispatch-plots canvas")
+    assert page.locator("#dispatch-plots figcaption").all_inner_texts() == ["north"]
+    # the table leads with what runs now, then what ended, then what is ahead
+    sections = page.locator("#dispatch-live tr.section").all_inner_texts()
+    assert sections[0].startswith("Running now")
     # a manual target beyond the group's capability is refused and says why; a valid one
     # is scheduled and can be cancelled
     page.get_by_label("Group or site").fill("south")
@@ -185,6 +199,40 @@ def test_an_operator_reviews_bids_in_the_browser(served: tuple[Api, str], browse
     page.wait_for_selector("#plan canvas")
     assert "120.0 kW without → 95.0 kW with the plan" in page.content()
     page.screenshot(path=str(SHOTS / "schedule.png"), full_page=True)
+    assert errors == []  # no script failed on any page
+
+
+def _record_aggregates(api: Api) -> None:
+    """What the history recorder keeps once a minute: each group's aggregate, an hour."""
+    from vpp.store.tables import group_aggregates
+
+    now = api.services.clock()
+    rows = [
+        {
+            "ts": now - timedelta(minutes=m),
+            "group_id": g,
+            "sites": 2,
+            "counts": {},
+            "e_discharge_kwh": 20.0 + m / 10,
+            "e_discharge_kwh_lower": 18.0,
+            "e_discharge_kwh_upper": 22.0 + m / 10,
+            "e_charge_kwh": 10.0,
+            "e_charge_kwh_lower": 9.0,
+            "e_charge_kwh_upper": 11.0,
+            "p_discharge_p50_kw": 9.0,
+            "p_discharge_p90_kw": 8.0,
+            "p_charge_p50_kw": 9.0,
+            "p_charge_p90_kw": 8.0,
+            "p_net_kw": 3.0 if m % 20 < 10 else -3.0,
+            "committed_sites": 0,
+            "free_p_discharge_p90_kw": 8.0,
+            "free_p_charge_p90_kw": 8.0,
+        }
+        for m in range(60)
+        for g in ("north", "south")
+    ]
+    with api.engine.begin() as conn:
+        conn.execute(group_aggregates.insert(), rows)
 
 
 def _collect_awards(api: Api) -> None:

@@ -276,6 +276,14 @@ class ApiSettings(_Section):
     max_inflight_per_key: int = Field(
         8, ge=1, le=1000, description="requests one API key may have in flight; more get 429"
     )
+    worker_threads: int = Field(
+        4,
+        ge=1,
+        le=200,
+        description="threads the API and console run their handlers and pages in; more "
+        "serve a crowd of readers no faster (they share the interpreter lock) and each one "
+        "competes with the control loop for it",
+    )
     livez_max_lag_s: PositiveFloat = Field(
         10.0,
         description="/livez answers 503 once the control loop (ingest, dispatch, bidding) "

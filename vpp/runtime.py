@@ -151,7 +151,13 @@ class Engine:
         server = self._api = _ApiServer(config)
 
         async def on_api_loop() -> None:
+            import anyio.to_thread
+
             self.api_loop = asyncio.get_running_loop()
+            # the threads sync handlers and pages run in (anyio's default is 40): each one
+            # contends with the control loop for the interpreter lock
+            limiter = anyio.to_thread.current_default_thread_limiter()
+            limiter.total_tokens = self.settings.api.worker_threads
             await server.serve()
 
         def serve() -> None:

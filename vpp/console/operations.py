@@ -3,7 +3,7 @@ peak-shaving plans."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +25,7 @@ from vpp.services import RefusedError
 from vpp.store import ledger, peak_schedules
 from vpp.store.ledger import CommandStatus
 from vpp.store.site_events import site_history_page
-from vpp.store.tables import dispatch_intervals
+from vpp.store.tables import dispatch_intervals, group_aggregates
 from vpp.twins.states import NAMES
 from vpp.twins.view import site_view
 
@@ -63,6 +63,7 @@ def fleet_page(
         request,
         "fleet.html",
         user,
+        history=_fleet_history(user, engine_now(request), group),
         groups=groups,
         group=group,
         state=state or "",
@@ -74,6 +75,78 @@ def fleet_page(
         snapshot_at=snap.as_of if snap is not None else None,
         coverage=(view.coverage if (view := user.services.combined()) is not None else None),
     )
+
+
+FLEET_HOURS = 6  # the fleet page's plot: each group's recorded aggregates this far back
+
+
+def _fleet_history(user: User, now: datetime, group: str | None) -> dict[str, Any]:
+    """Per group, its recorded aggregates (vpp.store.history, one a minute) over the last
+    ``FLEET_HOURS``: net power, discharge and charge P50/P90 (charge negative, as power is
+    signed), and the dischargeable energy with its bounds. Chart columns, epoch seconds."""
+    g = group_aggregates
+    q = (
+        sa.select(
+            g.c.ts,
+            g.c.group_id,
+            g.c.p_net_kw,
+            g.c.p_discharge_p50_kw,
+            g.c.p_discharge_p90_kw,
+            g.c.p_charge_p50_kw,
+            g.c.p_charge_p90_kw,
+            g.c.e_discharge_kwh,
+            g.c.e_discharge_kwh_lower,
+            g.c.e_discharge_kwh_upper,
+        )
+        .where(g.c.ts >= now - timedelta(hours=FLEET_HOURS), g.c.ts <= now)
+        .order_by(g.c.ts)
+    )
+    if group is not None:
+        q = q.where(g.c.group_id == group)
+    out: dict[str, dict[str, list[float]]] = {}
+    with user.services.db.connect() as conn:
+        for r in conn.execute(q):
+            cols = out.setdefault(
+                r.group_id,
+                {k: [] for k in ("t", "p_net", "d50", "d90", "c50", "c90", "e", "e_lo", "e_hi")},
+            )
+            cols["t"].append(r.ts.timestamp())
+            cols["p_net"].append(r.p_net_kw)
+            cols["d50"].append(r.p_discharge_p50_kw)
+            cols["d90"].append(r.p_discharge_p90_kw)
+            cols["c50"].append(-r.p_charge_p50_kw)
+            cols["c90"].append(-r.p_charge_p90_kw)
+            cols["e"].append(r.e_discharge_kwh)
+            cols["e_lo"].append(r.e_discharge_kwh_lower)
+            cols["e_hi"].append(r.e_discharge_kwh_upper)
+    return {"hours": FLEET_HOURS, "groups": out, "now": now.timestamp()}
+
+
+def _dispatch_chart(rows: list[Any], now: datetime) -> dict[str, Any]:
+    """Per group, each interval's target, delivered (measured mean, null until measured)
+    and shortfall, in time order (epoch seconds of each interval's start and end)."""
+    out: dict[str, dict[str, list[float | None]]] = {}
+    for r in sorted(rows, key=lambda r: r.interval_start):
+        if r.source == "peak_shaving":
+            continue  # a site's own plan: on its site page, not in its group's delivery
+        cols = out.setdefault(
+            r.group_id, {k: [] for k in ("t0", "t1", "target", "delivered", "short")}
+        )
+        cols["t0"].append(r.interval_start.timestamp())
+        cols["t1"].append(r.interval_end.timestamp())
+        cols["target"].append(r.target_kw)
+        cols["delivered"].append(r.delivered_kw)
+        cols["short"].append(r.shortfall_kw if r.status in ("delivered", "short") else None)
+    return {"groups": out, "now": now.timestamp()}
+
+
+def _in_operator_order(rows: list[Any], now: datetime) -> dict[str, list[Any]]:
+    """The intervals an operator looks at first: what runs now, then what just ended
+    (newest first), then what is ahead (soonest first)."""
+    active = [r for r in rows if r.interval_start <= now < r.interval_end]
+    past = [r for r in rows if r.interval_end <= now]
+    ahead = sorted((r for r in rows if r.interval_start > now), key=lambda r: r.interval_start)
+    return {"now": active, "past": past, "ahead": ahead}
 
 
 @router.get("/dispatch", response_class=HTMLResponse)
@@ -113,6 +186,8 @@ def _dispatch_page(
         user,
         status_code,
         rows=rows,
+        ordered=_in_operator_order(list(rows), now),
+        chart=_dispatch_chart(list(rows), now),
         commands=commands,
         command_count=count,
         command_status=status or "",
