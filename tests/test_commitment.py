@@ -147,6 +147,10 @@ def test_manual_targets_are_checked_against_capability(api: Api) -> None:
         headers=api.h("alice"),
     )
     assert r.status_code == 422 and "neither a group nor an active site" in r.text
+    # an unknown node is the group field's fault, not the target's
+    assert [(d["loc"], d["type"]) for d in r.json()["detail"]] == [
+        (["body", "group"], "unknown_node")
+    ]
     r = api.client.post(
         "/api/v1/dispatch/targets",
         json={**body, "group": "north", "target_kw": 1200},

@@ -177,6 +177,39 @@ async def test_a_site_with_its_own_target_leaves_its_groups_split(rig: Rig) -> N
     assert rejoined == {"s0": 2.0, "s1": 2.0, "s2": 2.0}
 
 
+async def test_an_award_takes_the_interval_an_operator_had_set_by_hand(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A manual target and an award share a node's interval (and its id): the award, owed
+    to the market, used to be dropped as "known already" when it came second."""
+    from dataclasses import replace
+
+    manual = replace(target("g", -3.0), source="manual")
+    rig.service.add_targets([manual])
+    await rig.tick(0.5)
+    sent = await rig.commands()
+    assert sorted(c.setpoint_kw for c in sent) == [-1.0, -1.0, -1.0]
+    await rig.ack(sent)
+    award = target("g", 6.0)  # source "award"
+    with caplog.at_level("WARNING", logger="vpp.dispatch.service"):
+        assert await rig.service.add_targets_async([award]) == [award]  # stored, then on
+    assert "the award target for g" in caplog.text and "replaces the manual target" in caplog.text
+    assert rig.service.deliveries[award.dispatch_id].target == award
+    await rig.tick(1.0)
+    assert sorted(c.setpoint_kw for c in await rig.commands()) == [2.0, 2.0, 2.0]
+    # the other way round, a hand-set target does not displace the award, nor does a plan
+    assert rig.service.add_targets([manual]) == []
+    plan = replace(target("g", 1.0), source="peak_shaving")
+    assert rig.service.add_targets([plan]) == []
+    assert rig.service.deliveries[award.dispatch_id].target == award
+    with rig.engine.connect() as conn:
+        source = conn.execute(
+            sa.text("select source from dispatch_intervals where dispatch_id = :d"),
+            {"d": award.dispatch_id},
+        ).scalar_one()
+    assert source == "award"
+
+
 async def test_redispatch_sends_only_changed_setpoints(rig: Rig) -> None:
     rig.service.add_targets([target("g", 9.0)])
     await rig.tick(0.5)

@@ -133,8 +133,9 @@ def target_problems(
     target_kw: float, discharge_kw: float, charge_kw: float, what: str
 ) -> list[str]:
     """A manual target beyond a node's capability: ``discharge_kw`` / ``charge_kw`` are the
-    bounds (a site's ratings; a group's free rated power at P90), ``what`` names them."""
+    bounds (a site's ratings; a group's free rated power at P90), ``what`` names them as
+    "the rated power of site 's1' to" (then "discharge"/"charge")."""
     bound, direction = (discharge_kw, "discharge") if target_kw >= 0 else (charge_kw, "charge")
     if abs(target_kw) > bound + 1e-6:
-        return [f"target {target_kw:g} kW is beyond {what} {direction} power ({bound:.1f} kW)"]
+        return [f"target {target_kw:g} kW is beyond {what} {direction} ({bound:.1f} kW)"]
     return []

@@ -70,6 +70,16 @@ _EVENT_STATE = {
 }
 
 
+# Which source's target holds a node's interval when two ask for it (higher wins).
+PRECEDENCE = {"award": 2, "manual": 1, "peak_shaving": 0}
+
+
+def _outranks(new: GroupTarget, standing: GroupTarget) -> bool:
+    return new.source != standing.source and PRECEDENCE.get(new.source, 0) > PRECEDENCE.get(
+        standing.source, 0
+    )
+
+
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
@@ -129,15 +139,38 @@ class DispatchCore:
     def add_targets(
         self, targets: Sequence[GroupTarget], now: float
     ) -> tuple[list[GroupTarget], list[dict[str, Any]]]:
-        """Schedule targets not known yet; the added ones and their rows to persist."""
+        """Schedule targets not known yet; the added ones and their rows to persist.
+
+        A node's interval has one target, and one id (:func:`dispatch_id`). Where one is
+        already there from a source the new one outranks (:data:`PRECEDENCE`: an award is
+        owed to the market, an operator's target outranks a site's own plan), the new one
+        takes its place, as :meth:`override` does; an award arriving for an interval an
+        operator had set by hand used to be dropped as "known already". What a new target
+        replaces is in :meth:`outranked` (call it first to report it)."""
         added, rows = [], []
         moment = _utc(now)
         for t in targets:
-            if t.dispatch_id not in self.deliveries:
+            d = self.deliveries.get(t.dispatch_id)
+            if d is None:
                 d = self.deliveries[t.dispatch_id] = Delivery(t)
-                rows.append(d.row(d.status(moment), now))
-                added.append(t)
+            elif _outranks(t, d.target):
+                d.target = t
+                if d.dispatched:
+                    self._redispatch.add(t.group)
+            else:
+                continue
+            rows.append(d.row(d.status(moment), now))
+            added.append(t)
         return added, rows
+
+    def outranked(self, targets: Sequence[GroupTarget]) -> list[tuple[GroupTarget, GroupTarget]]:
+        """``(standing, new)`` for each standing target :meth:`add_targets` would replace."""
+        out = []
+        for t in targets:
+            d = self.deliveries.get(t.dispatch_id)
+            if d is not None and _outranks(t, d.target):
+                out.append((d.target, t))
+        return out
 
     def conflicts(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
         """Existing targets that ``targets`` would change but may not replace: a different

@@ -76,6 +76,11 @@ async def schedule_manual_target(
         reserve_down_kw=body.reserve_down_kw,
         source="manual",
     )
+    unknown = _unknown_node(svc, body.group)
+    if unknown:
+        raise RefusedError(
+            422, [{"loc": ["body", "group"], "type": "unknown_node", "msg": unknown}]
+        )
     found = _capability(svc, body)
     if found:
         raise RefusedError(
@@ -148,8 +153,19 @@ async def schedule_manual_target(
     return await run_in_threadpool(record)
 
 
+def _unknown_node(svc: Services, node: str) -> str | None:
+    """Why ``node`` cannot take a target (neither a group nor an active site), or None."""
+    _, store = svc.fleet()
+    if store is None or node in store.group_index:
+        return None
+    i = store.index.get(node)
+    if i is None or not store.active[i]:
+        return f"{node!r} is neither a group nor an active site of the fleet"
+    return None
+
+
 def _capability(svc: Services, body: TargetCreate) -> list[str]:
-    """Unknown nodes and targets beyond what the node can do (422)."""
+    """A target beyond what its (known) node can do (422)."""
     _, store = svc.fleet()
     if store is None:
         return []
@@ -161,16 +177,14 @@ def _capability(svc: Services, body: TargetCreate) -> list[str]:
             body.target_kw,
             node.free.p_discharge_rated_p90_kw,
             node.free.p_charge_rated_p90_kw,
-            f"group {body.group!r}'s free rated",
+            f"the free rated power of group {body.group!r} to",
         )
-    i = store.index.get(body.group)
-    if i is None or not store.active[i]:
-        return [f"{body.group!r} is neither a group nor an active site of the fleet"]
+    i = store.index[body.group]
     return target_problems(
         body.target_kw,
         float(store.p_discharge_max_kw[i]),
         float(store.p_charge_max_kw[i]),
-        f"site {body.group!r}'s rated",
+        f"the rated power of site {body.group!r} to",
     )
 
 

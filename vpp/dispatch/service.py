@@ -148,8 +148,12 @@ class DispatchService:
         # again and the interval may be over).
         moment = datetime.fromtimestamp(self.clock(), UTC)
         stored = await asyncio.to_thread(dispatch_log.awards_not_over, self.db, moment)
-        fresh = [t for t in from_awards(stored) if t.dispatch_id not in self.core.deliveries]
-        if fresh:
+        fresh = [
+            t
+            for t in from_awards(stored)
+            if (d := self.core.deliveries.get(t.dispatch_id)) is None or d.target.source != "award"
+        ]
+        if fresh:  # none held yet, or held by an operator's target the award outranks
             added = self.add_targets(fresh)
             log.warning("dispatching %d stored awards that had no target yet", len(added))
         if self.instance is None:
@@ -252,9 +256,25 @@ class DispatchService:
             [(t.dispatch_id.encode(), encode_target(t, cancelled=c)) for t, c in out],
         )
 
+    def _report_outranked(self, targets: Sequence[GroupTarget]) -> None:
+        for standing, new in self.core.outranked(targets):
+            log.warning(
+                "the %s target for %s at %s replaces the %s target of %g kW there "
+                "(%s outranks %s): %g kW",
+                new.source,
+                new.group,
+                new.interval_start.isoformat(),
+                standing.source,
+                standing.target_kw,
+                new.source,
+                standing.source,
+                new.target_kw,
+            )
+
     def add_targets(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
         """Schedule targets (persisted — on the writer thread — so a restarted engine still
         knows them). Call from the event loop."""
+        self._report_outranked(targets)
         added, rows = self.core.add_targets(targets, self.clock())
         self._persist(rows)  # one transaction for a whole plan
         self._announce(added)
@@ -262,6 +282,7 @@ class DispatchService:
 
     async def add_targets_async(self, targets: Sequence[GroupTarget]) -> list[GroupTarget]:
         """:meth:`add_targets`, returning once the rows are in the database."""
+        self._report_outranked(targets)
         added, rows = self.core.add_targets(targets, self.clock())
         await asyncio.wrap_future(self._persist(rows))
         self._announce(added)
