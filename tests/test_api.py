@@ -114,6 +114,20 @@ def test_one_bid_with_versions_reviews_and_solve_report(api: Api) -> None:
 # -- the workflow -----------------------------------------------------------------------------
 
 
+def test_every_response_writes_an_instant_the_same_way(api: Api) -> None:
+    """ISO 8601 UTC ending in Z from GETs and mutations alike (a GET wrote +00:00 where
+    the edit's answer wrote Z for the same bid)."""
+    r = api.client.put(f"/api/v1/bids/{BID}/curve", json=curve(52.0), headers=api.h("alice"))
+    assert r.status_code == 200, r.text
+    got = api.client.get(f"/api/v1/bids/{BID}", headers=api.h("viewer")).json()["bid"]
+    listed = api.client.get("/api/v1/bids", headers=api.h("viewer")).json()["data"]
+    for key in ("interval_start", "interval_end", "gate_closure", "created_at", "updated_at"):
+        assert r.json()[key].endswith("Z"), (key, r.json()[key])
+        assert got[key] == r.json()[key] or key == "updated_at"
+        assert all(b[key].endswith("Z") for b in listed)
+        assert got[key].endswith("Z")
+
+
 def test_edit_approve_submit_award_happy_path(api: Api) -> None:
     r = api.client.put(f"/api/v1/bids/{BID}/curve", json=curve(52.0), headers=api.h("alice"))
     assert r.status_code == 200, r.text
@@ -159,6 +173,11 @@ def test_edit_approve_submit_award_happy_path(api: Api) -> None:
     listed = api.client.get("/api/v1/awards", headers=api.h("viewer")).json()
     assert listed["count"] == 1 and listed["data"][0]["bid_id"] == BID
     assert listed["data"][0]["p_mw"] == 0.0
+    assert "group_id" not in listed["data"][0] and listed["data"][0]["group"] == "north"
+    created = api.client.get(
+        "/api/v1/audit", params={"resource_id": BID}, headers=api.h("admin")
+    ).json()["data"]
+    assert [e["action"] for e in created][-1] == "create"  # found by the bid's own id
 
 
 def test_reject_then_edit_back_to_draft(api: Api) -> None:
@@ -246,7 +265,7 @@ def test_every_mutation_is_audited_with_before_and_after(api: Api) -> None:
     with api.engine.connect() as conn:
         rows = conn.execute(
             sa.select(audit_log)
-            .where(audit_log.c.resource_id == BID)
+            .where(audit_log.c.resource_id == BID, audit_log.c.action != "create")
             .order_by(audit_log.c.audit_id)
         ).all()
     assert [(r.action, r.role) for r in rows] == [("edit", "operator"), ("approve", "operator")]
@@ -256,7 +275,9 @@ def test_every_mutation_is_audited_with_before_and_after(api: Api) -> None:
     audit = api.client.get(
         "/api/v1/audit", params={"resource_id": BID}, headers=api.h("admin")
     ).json()
-    assert audit["count"] == 2 and [a["action"] for a in audit["data"]] == ["approve", "edit"]
+    # and the bid's creation (by the engine's bidder) before them, under the bid's own id
+    assert audit["count"] == 3
+    assert [a["action"] for a in audit["data"]] == ["approve", "edit", "create"]
 
 
 # -- fleet and sites --------------------------------------------------------------------------

@@ -72,14 +72,19 @@ def test_the_recorder_writes_each_group_once_a_minute_and_prunes_old_history(api
 
 
 def test_csv_and_parquet_hold_exactly_the_half_open_range(api: Api) -> None:
+    rows = _dispatch_rows(12, NOW)
+    rows[0]["target_kw"] = -70.00000000000001  # binary noise a sum of shares leaves
     with api.engine.begin() as conn:
-        conn.execute(dispatch_intervals.insert(), _dispatch_rows(12, NOW))
+        conn.execute(dispatch_intervals.insert(), rows)
     params = {"from": NOW.isoformat(), "to": (NOW + timedelta(minutes=30)).isoformat()}
     r = api.client.get("/api/v1/history/dispatch", params=params, headers=api.h("viewer"))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     lines = r.text.strip().splitlines()
     assert lines[0].startswith("dispatch_id,group_id,interval_start")
     assert [ln.split(",")[0] for ln in lines[1:]] == [f"d{k}" for k in range(6)]  # [from, to)
+    first = dict(zip(lines[0].split(","), lines[1].split(","), strict=False))
+    assert first["target_kw"] == "-70.0"  # as the JSON API shows numbers
+    assert first["interval_start"].endswith("Z")  # and instants
     r = api.client.get(
         "/api/v1/history/dispatch", params={**params, "format": "parquet"}, headers=api.h("viewer")
     )

@@ -37,6 +37,37 @@ def record(
     )
 
 
+def record_many(
+    conn: sa.Connection,
+    principal: Principal,
+    action: str,
+    resource_type: str,
+    entries: list[tuple[str, Any, Any]],
+    ts: datetime | None = None,
+) -> None:
+    """One audit record per ``(resource_id, before, after)`` in one statement (a bid cycle
+    creates a day's bids at once; each is found by its own id afterwards)."""
+    if not entries:
+        return
+    at = ts or datetime.now(UTC)
+    conn.execute(
+        audit_log.insert(),
+        [
+            {
+                "ts": at,
+                "actor": principal.actor,
+                "role": principal.role,
+                "action": action,
+                "resource_type": resource_type,
+                "resource_id": rid,
+                "before": before,
+                "after": after,
+            }
+            for rid, before, after in entries
+        ],
+    )
+
+
 def history(
     engine: sa.Engine,
     resource_type: str | None = None,

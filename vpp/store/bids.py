@@ -27,8 +27,8 @@ from market.bids import Bid, BidCurve, PriceBands, Segment, problems
 from market.clearing import Award
 from market.definitions import MarketDefinition, Product, load_market
 from market.lifecycle import BidAction, BidStatus, LifecycleError, next_status
-from vpp.records import plain
-from vpp.store.audit import record
+from vpp.records import plain, utc_iso
+from vpp.store.audit import record, record_many
 from vpp.store.fencing import FencedError
 from vpp.store.keys import SYSTEM, Principal
 from vpp.store.paging import group_interval_conds, paged
@@ -93,7 +93,7 @@ class BidRow:
     def to_json(self) -> dict[str, Any]:
         out = plain(self)
         for k in ("interval_start", "interval_end", "gate_closure", "created_at", "updated_at"):
-            out[k] = getattr(self, k).isoformat()
+            out[k] = utc_iso(getattr(self, k))
         return out
 
     def to_bid(self, price_bands: PriceBands | None = None) -> Bid:
@@ -279,14 +279,12 @@ class BidStore:
                 )
             conn.execute(bids.insert(), rows)
             conn.execute(bid_versions.insert(), versions)
-            record(
+            record_many(  # one record per bid, found by the bid's id (not "96 bids")
                 conn,
                 actor,
                 "create",
                 "bid",
-                f"{len(rows)} bids",
-                None,
-                {"bid_ids": [r["bid_id"] for r in rows][:50], "solve_id": solve_id},
+                [(r["bid_id"], None, {"version": 1, "solve_id": solve_id}) for r in rows],
                 now,
             )
         self.changed()

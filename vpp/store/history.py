@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from vpp.records import tidy_float, utc_iso
 from vpp.store import ledger
 from vpp.store.retention import prune_by_key, prune_by_time
 from vpp.store.tables import (
@@ -91,9 +92,12 @@ def _source(kind: Kind) -> _Source:
 
 
 def _plain(value: Any) -> Any:
-    """A CSV cell: instants as ISO text, JSON (curves, counts) as compact text."""
+    """A CSV cell: numbers at the API's resolution, instants as ISO text in UTC (``Z``), JSON
+    (curves, counts) as compact text."""
+    if isinstance(value, float):
+        return tidy_float(value)
     if isinstance(value, datetime):
-        return value.isoformat()
+        return utc_iso(value)
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
     return value

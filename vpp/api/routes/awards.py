@@ -30,5 +30,7 @@ def list_awards(
     rows, count = caller.services.bids.list_awards(
         group=group, start_from=start_from, start_to=start_to, skip=skip, limit=limit
     )
-    data = [{**r, "group": r.pop("group_id")} for r in rows]
+    # the API's one name for it is "group" (``{**r, "group": r.pop(...)}`` kept both: the
+    # copy is made before the pop)
+    data = [{("group" if k == "group_id" else k): v for k, v in r.items()} for r in rows]
     return Response(encode({"data": data, "count": count}), media_type="application/json")

@@ -25,6 +25,7 @@ from vpp.api.models import (
 )
 from vpp.api.responses import AUTH, CONFLICT, NOT_FOUND, Responses
 from vpp.bidding.review import BeyondCapabilityError, apply_edit, resolve, review, submit_one
+from vpp.records import tidy_float, utc_iso
 from vpp.store.bids import BidFilter, BidRow
 
 router = APIRouter(prefix="/bids", tags=["bids"])
@@ -49,7 +50,7 @@ MUTATION: Responses = {**AUTH, **NOT_FOUND, **CONFLICT}
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, datetime):
-        return obj.isoformat()
+        return utc_iso(obj)
     raise TypeError(type(obj))
 
 
@@ -58,8 +59,7 @@ def _tidy(value: Any) -> Any:
     millionth) so binary noise (0.30000000000000004) and negative zero never reach a client."""
     kind = type(value)  # exact types: the input is msgspec builtins (hot on big pages)
     if kind is float:
-        r = round(value, 6)
-        return 0.0 if r == 0 else r
+        return tidy_float(value)
     if kind is dict:
         return {k: _tidy(v) for k, v in value.items()}
     if kind is list:
