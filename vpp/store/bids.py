@@ -284,7 +284,7 @@ class BidStore:
                 actor,
                 "create",
                 "bid",
-                [(r["bid_id"], None, {"version": 1, "solve_id": solve_id}) for r in rows],
+                [(str(r["bid_id"]), None, {"version": 1, "solve_id": solve_id}) for r in rows],
                 now,
             )
         self.changed()
