@@ -321,6 +321,24 @@ def test_trace_ignores_refused_and_superseded_readings_and_survives_growth() -> 
     assert got["p_kw"] == [1.0, 2.0] and got["soc"] == [0.5, 0.6]
 
 
+def test_a_site_day_is_the_coarse_trace_then_the_recent_one() -> None:
+    """The site page's day: one reading every day_trace_every_s up to where the recent
+    trace begins, then the recent trace's (the recent one alone covered 12 minutes)."""
+    s = FleetStore(
+        partitions=1, trace_depth=3, trace_every_s=60.0, day_trace_depth=96, day_trace_every_s=900.0
+    )
+    s.register(site("a"))
+    start = -6 * 3600
+    for k in range(6 * 60 + 1):  # a reading a minute for six hours
+        fold(s, reading("a", start + 60 * k, k + 1, 0.5, p_kw=float(k % 4)), now=NOW)
+    got = s.recent_telemetry(s.index["a"])
+    ts = [t - T0.timestamp() for t in got["ts"]]  # type: ignore[union-attr]
+    assert ts[-3:] == [-120.0, -60.0, 0.0]  # the recent trace, every minute
+    assert ts[:-3] == [start + 900.0 * k for k in range(24)]  # then the day, every 15 min
+    assert ts == sorted(ts) and got["p_kw"][-1] == 0.0  # type: ignore[index]
+    assert (got["day_every_s"], got["day_depth"], got["depth"]) == (900.0, 96, 3)
+
+
 def test_no_trace_when_depth_is_zero() -> None:
     s = FleetStore(partitions=1)
     s.register(site("a"))

@@ -357,6 +357,17 @@ class IngestSettings(_Section):
     trace_every_s: float = Field(
         15.0, ge=0, description="a site's reading is kept in its trace at most this often (s)"
     )
+    day_trace_depth: int = Field(
+        96,
+        ge=0,
+        le=10_000,
+        description="a second, coarse trace per site for its page's day of readings (0: "
+        "none); memory is sites x depth x 20 bytes (96 every 15 min: 1.9 kB a site, 190 MB "
+        "for 100,000 sites on one instance)",
+    )
+    day_trace_every_s: PositiveFloat = Field(
+        900.0, description="a site's reading is kept in its day trace at most this often (s)"
+    )
     snapshot_every_s: PositiveFloat = Field(30.0, description="fleet snapshot period (s)")
     partials_every_s: PositiveFloat = Field(
         5.0,

@@ -143,12 +143,15 @@ class SitePublic(BaseModel):
 
 
 class SiteTracePublic(BaseModel):
-    """A site's recent readings, oldest first: one sample per ``every_s`` at most, the last
-    ``depth`` kept (in memory only; empty after a restart)."""
+    """A site's kept readings, oldest first: one sample per ``day_every_s`` at most over
+    the last ``day_depth`` of them, then one per ``every_s`` at most for the last ``depth``
+    (``ingest.day_trace_*`` and ``ingest.trace_*``; in memory only, empty after a restart)."""
 
     site_id: str
     every_s: float | None
     depth: int
+    day_every_s: float | None
+    day_depth: int
     ts: list[float] = Field(description="reading times, epoch seconds UTC")
     soc: list[float | None]
     p_kw: list[float | None]

@@ -87,6 +87,8 @@ def ingest_store(settings: IngestSettings, partitions: int) -> FleetStore:
         partitions=partitions,
         trace_depth=settings.trace_depth,
         trace_every_s=settings.trace_every_s,
+        day_trace_depth=settings.day_trace_depth,
+        day_trace_every_s=settings.day_trace_every_s,
     )
 
 

@@ -186,10 +186,16 @@ class FleetStore:
         initial_capacity: int = 1024,
         trace_depth: int = 0,
         trace_every_s: float = 15.0,
+        day_trace_depth: int = 0,
+        day_trace_every_s: float = 900.0,
     ) -> None:
         self.limits = limits or IngestLimits()
-        # Recent readings per site for operators (a sampled ring; see vpp.twins.trace).
+        # Recent readings per site for operators (a sampled ring; see vpp.twins.trace), and
+        # a coarse one for the site page's day.
         self.trace = SiteTrace(trace_depth, trace_every_s, 0) if trace_depth > 0 else None
+        self.day_trace = (
+            SiteTrace(day_trace_depth, day_trace_every_s, 0) if day_trace_depth > 0 else None
+        )
         self.rule = rule or ConnectivityRule()
         self.partitions = partitions
         self.ids: list[str] = []
@@ -216,8 +222,9 @@ class FleetStore:
                 new[:n] = getattr(self, name)[:n]
             setattr(self, name, new)
         self._capacity = capacity
-        if self.trace is not None:
-            self.trace.grow(capacity)
+        for trace in (self.trace, self.day_trace):
+            if trace is not None:
+                trace.grow(capacity)
         self._best_ts = np.full(capacity, -np.inf)
         self._best_seq = np.full(capacity, -1, dtype=np.int64)
 
@@ -423,14 +430,15 @@ class FleetStore:
         mode = cols.mode[rows]
         self.mode[sites] = mode
         out.events = self._transitions(sites, ts[rows], p, avail, mode, now_s)
-        if self.trace is not None:
-            self.trace.record(
-                sites,
-                ts[rows],
-                soc=cols.soc[rows],
-                p_kw=p,
-                site_load_kw=cols.site_load_kw[rows],
-            )
+        for trace in (self.trace, self.day_trace):
+            if trace is not None:
+                trace.record(
+                    sites,
+                    ts[rows],
+                    soc=cols.soc[rows],
+                    p_kw=p,
+                    site_load_kw=cols.site_load_kw[rows],
+                )
         return out
 
     def _transitions(
@@ -498,17 +506,28 @@ class FleetStore:
     # -- clock-driven state ----------------------------------------------------------------
 
     def recent_telemetry(self, row: int) -> dict[str, object]:
-        """The trace of one site row with its sampling (empty lists when tracing is off)."""
-        if self.trace is None:
-            return {
-                "every_s": None,
-                "depth": 0,
-                "ts": [],
-                "soc": [],
-                "p_kw": [],
-                "site_load_kw": [],
-            }
-        return {"every_s": self.trace.every_s, "depth": self.trace.depth, **self.trace.series(row)}
+        """One site row's kept readings, oldest first, with their sampling: the day trace's
+        coarse samples up to where the recent trace begins, then the recent ones (empty
+        lists when both are off)."""
+        fields = ("ts", *SiteTrace.FIELDS)
+        out: dict[str, Any] = {f: [] for f in fields}
+        fine = self.trace.series(row) if self.trace is not None else None
+        if self.day_trace is not None:
+            coarse = self.day_trace.series(row)
+            begins = fine["ts"][0] if fine and fine["ts"] else float("inf")
+            keep = sum(t < begins for t in coarse["ts"])
+            for f in fields:
+                out[f] += coarse[f][:keep]
+        if fine is not None:
+            for f in fields:
+                out[f] += fine[f]
+        return {
+            "every_s": self.trace.every_s if self.trace is not None else None,
+            "depth": self.trace.depth if self.trace is not None else 0,
+            "day_every_s": self.day_trace.every_s if self.day_trace is not None else None,
+            "day_depth": self.day_trace.depth if self.day_trace is not None else 0,
+            **out,
+        }
 
     def evaluate(self, now_s: float) -> list[SiteEvent]:
         """Age every site's telemetry: online → stale → offline; update availability health."""
