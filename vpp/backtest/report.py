@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from vpp.backtest.runner import BacktestResult, StrategyResult
+from vpp.backtest.inputs import BacktestResult, StrategyResult
 from vpp.records import amount
 
 COLORS = ["#1b6ca8", "#d1495b", "#00a6a6", "#edae49", "#66a182", "#8d6a9f", "#444444"]
