@@ -31,6 +31,13 @@ def api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Api]:
     next(engines, None)  # drop the test's schema
 
 
+def _vpp(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it, on the test's database only."""
+    return subprocess.run(
+        [sys.executable, "-m", "vpp", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
 def _dispatch_rows(n: int, start: datetime) -> list[dict[str, object]]:
     return [
         {
@@ -190,52 +197,20 @@ def test_vpp_export_writes_parquet_partitioned_by_day(api: Api, tmp_path: Path) 
             env["VPP_DATABASE__SCHEMA_NAME"] = conn.execute(
                 sa.text("select current_schema()")
             ).scalar_one()
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vpp",
-            "export",
-            "--from",
-            "2026-11-20T00:00:00Z",
-            "--to",
-            "2026-11-22T00:00:00Z",
-            "--out",
-            str(out),
-            "--kinds",
-            "dispatch,awards",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    res = _vpp(
+        env, "export", "--from", "2026-11-20T00:00:00Z", "--to", "2026-11-22T00:00:00Z",
+        "--out", str(out), "--kinds", "dispatch,awards",
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr
     days = sorted(p.parent.name for p in (out / "dispatch").glob("date=*/part-0.parquet"))
     assert days == ["date=2026-11-20", "date=2026-11-21"]
     n = sum(pq.read_table(p).num_rows for p in (out / "dispatch").glob("date=*/*.parquet"))
     assert n == 36
     assert not list(out.rglob("*.tmp"))
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vpp",
-            "export",
-            "--from",
-            "2026-11-20T00:00:00Z",
-            "--to",
-            "2026-11-21T00:00:00Z",
-            "--out",
-            str(out),
-            "--kinds",
-            "commands",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    bad = _vpp(
+        env, "export", "--from", "2026-11-20T00:00:00Z", "--to", "2026-11-21T00:00:00Z",
+        "--out", str(out), "--kinds", "commands",
+    )  # fmt: skip
     assert bad.returncode == 2 and "unknown ['commands']" in bad.stderr
 
 
@@ -282,32 +257,9 @@ def test_vpp_export_refuses_an_unusable_out_folder_before_exporting(
 ) -> None:
     url = f"sqlite:///{tmp_path}/h.db"
     env = {"VPP_DATABASE__URL": url, "PATH": "/usr/bin:/bin"}
-    subprocess.run(
-        [sys.executable, "-m", "vpp", "db", "upgrade"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    assert _vpp(env, "db", "upgrade").returncode == 0
     out = make(tmp_path / "out")
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vpp",
-            "export",
-            "--from",
-            "2026-11-20",
-            "--to",
-            "2026-11-21",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    res = _vpp(env, "export", "--from", "2026-11-20", "--to", "2026-11-21", "--out", str(out))
     assert res.returncode == 2, res.stderr
     assert message in res.stderr and "Traceback" not in res.stderr
 
