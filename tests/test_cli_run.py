@@ -353,3 +353,18 @@ def test_optimize_refuses_bad_price_files_and_periods(tmp_path: Path, case: str)
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(data))
     _one_line_error(vpp("optimize", str(path), cwd=tmp_path), *needles)
+
+
+def test_the_live_demo_logs_text_unless_json_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At a terminal `vpp run` prints log lines as text above its status display (JSON
+    objects scrolled through it); piped, or with log.json_format set, it logs JSON."""
+    from vpp.cli.main import log_as_json
+    from vpp.config import load_settings
+
+    monkeypatch.delenv("VPP_LOG__JSON_FORMAT", raising=False)
+    assert log_as_json(load_settings(None), live=True) is False
+    assert log_as_json(load_settings(None), live=False) is True
+    monkeypatch.setenv("VPP_LOG__JSON_FORMAT", "true")
+    assert log_as_json(load_settings(None), live=True) is True

@@ -159,6 +159,15 @@ def _scaled(cfg: Settings, speed: float) -> dict[str, dict[str, Any]]:
     }
 
 
+def log_as_json(base: Settings, *, live: bool) -> bool:
+    """JSON lines for machines (a pipe, a file, a container's log), plain text above the
+    live display for a person at a terminal, unless ``log.json_format`` is set explicitly
+    (JSON objects scrolled through the demo's status display)."""
+    if "json_format" in base.log.model_fields_set or not live:
+        return base.log.json_format
+    return False
+
+
 @app.command()
 def run(
     duration: Annotated[
@@ -190,7 +199,8 @@ def run(
     cfg = _merge(base, _overrides(simulator={"sites": sites}, api={"port": port}))
     cfg = _merge(cfg, _demo_overrides(cfg))
     cfg = _merge(cfg, _scaled(cfg, speed))
-    logs.configure(cfg.log.level, cfg.log.json_format)
+    live = not quiet and console.is_terminal
+    logs.configure(cfg.log.level, log_as_json(base, live=live))
     clock = WallClock() if speed == 1.0 else ScaledClock(datetime.now(UTC), speed)
     try:
         preflight.check(cfg, database=True, bus=False, api=True)
