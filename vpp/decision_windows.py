@@ -11,6 +11,15 @@ A market's gates fix the structure (:mod:`market.definitions`):
   of the first interval it bids; it bids the next ``reoptimize_every`` of intervals and
   knows the prices of every interval that has *ended* by the decision instant.
 
+  Where the cadence starts is the *window clock* (``strategy.window_clock``):
+  ``period`` (the default) counts from the evaluated period's first interval;
+  ``trading_day`` starts each market-local trading day afresh (a daily window is 23 or
+  25 hours long on the days the clocks change); ``standard_time`` counts from midnight of
+  the market's zone in standard time all year (no daylight saving: every daily window is
+  24 hours, starting an hour later in local summer time), as DER-VET's windows do. A
+  cadence that does not divide a day counts from each day's start and the day's last
+  window is cut at the next one.
+
 Each decision optimizes from its first bid interval over ``horizon`` (default: the bid
 window for day-ahead, 24 hours for real-time), never past the end of the evaluated
 period, and keeps the bid window. ``vpp optimize`` with ``horizon`` or
@@ -21,7 +30,8 @@ backtest's ``perfect`` strategy and the optimizer agree window by window.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -30,6 +40,7 @@ from market.definitions import MarketDefinition, Product
 from market.learned import Window
 
 DAY = timedelta(days=1)
+WindowClock = Literal["period", "trading_day", "standard_time"]
 RT_HORIZON = timedelta(hours=24)
 
 
@@ -61,6 +72,7 @@ def decisions(
     horizon: timedelta | None,
     every: timedelta | None,
     lead: timedelta,
+    clock: WindowClock = "period",
 ) -> list[Decision]:
     """The decisions covering positions ``[lo, hi)`` of the regular series ``starts``."""
     if hi <= lo:
@@ -103,18 +115,63 @@ def decisions(
     h = round((horizon or RT_HORIZON) / step)
     if h < per:
         raise WindowError(f"horizon {horizon} is shorter than reoptimize_every {cadence}")
-    for pos in range(lo, hi, per):
+    firsts = (
+        list(range(lo, hi, per))
+        if clock == "period"
+        else _clocked(starts, lo, hi, market, cadence, standard=clock == "standard_time")
+    )
+    for pos, nxt in zip(firsts, [*firsts[1:], hi], strict=True):
         first_start = starts[pos].to_pydatetime()
         at = market.gate_closure(product, first_start) - lead
         known = int(np.searchsorted(starts, pd.Timestamp(at - step), side="right"))
+        kept = nxt - pos
         out.append(
             Decision(
                 at=at,
                 clears_at=first_start,
                 cutoff=min(known, pos),
                 first=pos,
-                kept=min(per, hi - pos),
-                end=min(hi, pos + h),
+                kept=kept,
+                end=min(hi, pos + max(h, kept)),
             )
         )
     return out
+
+
+def _clocked(
+    starts: pd.DatetimeIndex,
+    lo: int,
+    hi: int,
+    market: MarketDefinition,
+    cadence: timedelta,
+    *,
+    standard: bool,
+) -> list[int]:
+    """First positions of the windows in ``[lo, hi)`` when the cadence restarts at each
+    day's start: the market's trading day, or midnight of its zone in standard time."""
+    zone = market.tz
+    first = starts[lo].to_pydatetime()
+    if standard:
+        offset = zone.utcoffset(first) - (zone.dst(first) or timedelta(0))  # type: ignore[operator]
+        fixed = timezone(offset)
+        day = first.astimezone(fixed).date()
+
+        def day_start(d: date) -> datetime:
+            return datetime.combine(d, time(0), fixed).astimezone(UTC)
+
+    else:
+        day = market.trading_day(first)
+
+        def day_start(d: date) -> datetime:
+            return market.trading_day_start_utc(d)
+
+    end = starts[hi - 1].to_pydatetime()
+    bounds: list[datetime] = []
+    while day_start(day) <= end:
+        t, nxt = day_start(day), day_start(day + DAY)
+        while t < nxt:
+            bounds.append(t)
+            t += cadence
+        day += DAY
+    positions = np.searchsorted(starts, pd.DatetimeIndex(bounds), side="left")
+    return sorted({lo, *(int(p) for p in positions if lo < p < hi)})

@@ -198,13 +198,15 @@ def optimize(
                 horizon=strategy.horizon,
                 every=strategy.reoptimize_every,
                 lead=timedelta(0),
+                clock=strategy.window_clock,
             )
         except WindowError as exc:
             raise ScenarioError(f"scenario {scenario.name}: strategy: {exc}") from None
         spans = [(d.first, d.end, d.kept) for d in found]
         described = (
             f"{len(spans)} decision windows (horizon {strategy.horizon or 'default'}, every "
-            f"{strategy.reoptimize_every or 'default'}, terminal {strategy.terminal})"
+            f"{strategy.reoptimize_every or 'default'}, terminal {strategy.terminal}, "
+            f"window clock {strategy.window_clock})"
         )
     elif total <= max_intervals:
         spans = [(0, total, total)]

@@ -219,6 +219,12 @@ class Strategy(_Model):
     reoptimize_every: timedelta | None = Field(
         None, description="decision cadence (None: the whole period as one model in optimize)"
     )
+    window_clock: Literal["period", "trading_day", "standard_time"] = Field(
+        "period",
+        description="where a real-time cadence starts: the period's first interval, each "
+        "market-local trading day (23/25 h on clock changes), or midnight in the market "
+        "zone's standard time all year (DER-VET's windows); see docs/scenarios.md",
+    )
     terminal: Literal["free", "initial", "value"] | Annotated[float, Field(ge=0, le=1)] = Field(
         "free", description="state at the end of each optimization window"
     )

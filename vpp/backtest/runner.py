@@ -113,6 +113,7 @@ def prepare(
             horizon=strategy.horizon,
             every=strategy.reoptimize_every,
             lead=scenario.backtest.decision_lead,
+            clock=strategy.window_clock,
         )
     except WindowError as exc:
         raise ScenarioError(f"scenario {scenario.name}: strategy: {exc}") from None
