@@ -256,7 +256,10 @@ def test_api_what_if_with_a_registry_tariff_returns_the_plan_per_interval(tmp_pa
             "demand_charge_per_kw": 12.0,
             "tou": [
                 {"hours": [16, 17, 18, 19], "price_per_kwh": 0.30},
-                {"hours": list(range(24)), "price_per_kwh": 0.10},
+                {
+                    "hours": [h for h in range(24) if h not in (16, 17, 18, 19)],
+                    "price_per_kwh": 0.10,
+                },
             ],
         },
         "battery": {"capacity_kwh": 200, "p_charge_max_kw": 50, "p_discharge_max_kw": 50},

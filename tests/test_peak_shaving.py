@@ -418,7 +418,10 @@ def test_seasonal_tou_periods_match_by_month_weekday_and_hour() -> None:
                 hours=[16, 17], weekdays=[0, 1, 2, 3, 4], months=[6, 7, 8, 9], price_per_kwh=0.5
             ),
             TouPeriod(hours=[16, 17], months=[1, 2, 3, 4, 5, 10, 11, 12], price_per_kwh=0.2),
-            TouPeriod(hours=list(range(24)), price_per_kwh=0.1),
+            TouPeriod(  # off-peak: every other hour of the year, one period each
+                hours=[h for h in range(24) if h not in (16, 17)], price_per_kwh=0.1
+            ),
+            TouPeriod(hours=[16, 17], weekdays=[5, 6], months=[6, 7, 8, 9], price_per_kwh=0.1),
         ],
     )
     starts = [
@@ -428,3 +431,43 @@ def test_seasonal_tou_periods_match_by_month_weekday_and_hour() -> None:
         datetime(2026, 1, 14, 3, tzinfo=UTC),  # 19:00 PST
     ]
     assert tou_prices(tariff, starts).tolist() == [0.5, 0.1, 0.2, 0.1]
+
+
+def test_a_tariff_whose_periods_overlap_is_refused_naming_the_hour() -> None:
+    """A catch-all period under a peak one meant "first match wins" in the registry and
+    "both add up" in a DER-VET file: one meaning now, so an overlap is refused."""
+    from pydantic import ValidationError
+
+    from vpp.twins.registry import Tariff, TouPeriod
+
+    with pytest.raises(ValidationError, match=r"tou\[0\] and tou\[1\] both price month 1, "):
+        Tariff(
+            tou=[
+                TouPeriod(hours=[16, 17], weekdays=[0, 1, 2, 3, 4], price_per_kwh=0.5),
+                TouPeriod(hours=list(range(24)), price_per_kwh=0.1),
+            ]
+        )
+
+
+def test_the_shipped_ci_tariff_prices_every_hour_as_the_dervet_file_does() -> None:
+    """One meaning for both formats: the C&I backtest's registry tariff (the DER-VET
+    bill-reduction case's winter tariff) and the DER-VET file give the same price every
+    hour of January to May, weekdays and weekends."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from market.tariffs import load_dervet_tariff
+    from vpp.peak_shaving import tou_prices
+    from vpp.scenario import load_scenario
+
+    root = Path(__file__).resolve().parents[1] / "scenarios"
+    sc = load_scenario(root / "us-rt-2019-q1-ci-backtest.yaml")
+    registry = next(f.tariff for f in sc.fleet if f.tariff is not None)
+    assert registry is not None
+    dervet = load_dervet_tariff(root / "data" / "dervet_billreduction_tariff.csv")
+    starts = pd.date_range("2019-01-01", "2019-06-01", freq="h", tz="Etc/GMT+8", inclusive="left")
+    ours = tou_prices(registry, [t.to_pydatetime() for t in starts])
+    theirs = dervet.energy_price_checked(starts.tz_localize(None))
+    assert (ours == theirs).all(), starts[ours != theirs][:3]
+    assert registry.demand_charge_per_kw == dervet.demand[0].value

@@ -45,6 +45,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import sqlalchemy as sa
 
 from optimizer.peak_model import PeakInputs, PeakPlan, SiteBattery, peak_model
@@ -69,19 +70,25 @@ _SOLVE_LOCK = threading.Lock()  # the shared models are not thread-safe
 
 
 def tou_prices(tariff: Tariff, starts: list[datetime]) -> F64:
-    """Import price per kWh for each interval start (first matching period wins)."""
+    """Import price per kWh for each interval start in the tariff's local time: the sum of
+    the periods that apply (at most one: a registry tariff's periods may not overlap, see
+    :class:`vpp.twins.registry.Tariff`), 0 where none does — DER-VET's meaning of a list
+    of billing periods (:mod:`market.tariffs`)."""
     zone = ZoneInfo(tariff.timezone)
+    local = pd.DatetimeIndex([s.astimezone(zone) for s in starts])
     prices = np.zeros(len(starts))
-    for i, start in enumerate(starts):
-        local = start.astimezone(zone)
-        for period in tariff.tou:
-            if (
-                local.hour in period.hours
-                and local.weekday() in period.weekdays
-                and local.month in period.months
-            ):
-                prices[i] = period.price_per_kwh
-                break
+    if not len(starts):
+        return prices
+    month = local.month.to_numpy()
+    weekday = local.day_of_week.to_numpy()
+    hour = local.hour.to_numpy()
+    for period in tariff.tou:
+        applies = (
+            np.isin(hour, period.hours)
+            & np.isin(weekday, period.weekdays)
+            & np.isin(month, period.months)
+        )
+        prices += np.where(applies, period.price_per_kwh, 0.0)
     return prices
 
 

@@ -492,9 +492,14 @@ CI_TARIFF = Tariff(
     currency="USD",
     timezone="America/Los_Angeles",
     demand_charge_per_kw=18.0,
-    tou=[
+    tou=[  # one period per hour: weekday peak, weekday off-peak, weekends
         TouPeriod(hours=[16, 17, 18, 19, 20], weekdays=[0, 1, 2, 3, 4], price_per_kwh=0.32),
-        TouPeriod(hours=list(range(24)), price_per_kwh=0.14),
+        TouPeriod(
+            hours=[h for h in range(24) if not 16 <= h <= 20],
+            weekdays=[0, 1, 2, 3, 4],
+            price_per_kwh=0.14,
+        ),
+        TouPeriod(hours=list(range(24)), weekdays=[5, 6], price_per_kwh=0.14),
     ],
 )
 

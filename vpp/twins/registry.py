@@ -76,6 +76,27 @@ class Tariff(BaseModel):
             raise ValueError(f"unknown IANA time zone {value!r}") from None
         return value
 
+    @model_validator(mode="after")
+    def _periods_do_not_overlap(self) -> Tariff:
+        """Each local (month, weekday, hour) has at most one period: then every reading
+        of the list gives the same price (periods that apply add up, as DER-VET's billing
+        periods do, and a first match is the only match). Overlaps are refused naming the
+        first hour two periods share (a catch-all period under a peak one used to mean
+        "first match wins" here and "add both" in a DER-VET file)."""
+        seen: dict[tuple[int, int, int], int] = {}
+        for k, period in enumerate(self.tou):
+            for m in period.months:
+                for d in period.weekdays:
+                    for h in period.hours:
+                        other = seen.setdefault((m, d, h), k)
+                        if other != k:
+                            raise ValueError(
+                                f"tou[{other}] and tou[{k}] both price month {m}, weekday {d} "
+                                f"(0 = Monday), hour {h}: give each hour one period (prices "
+                                "of overlapping periods would add up)"
+                            )
+        return self
+
 
 class SiteConfig(BaseModel):
     """One site's registry record (``vpp.sites`` value, schema v1)."""
