@@ -15,6 +15,7 @@ grid to the wall, so jobs fire at the simulated instants they are meant for.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -49,6 +50,7 @@ class Scheduler:
         )
         self.errors: dict[str, str] = {}
         self.missed: dict[str, int] = {}
+        self._stopping = False
         self.aps.add_listener(self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
 
     def _on_event(self, event: JobExecutionEvent) -> None:
@@ -58,6 +60,22 @@ class Scheduler:
         elif event.exception is not None:
             self.errors[event.job_id] = repr(event.exception)
             log.error("job %s failed: %r", event.job_id, event.exception)
+
+    def _guarded(self, job_id: str, func: Callable[[], Awaitable[None]]) -> Callable[[], Any]:
+        """``func`` as a job: a run cancelled because the engine is stopping (its loop
+        cancels what still runs, e.g. a bidding cycle waiting on its solve thread) ends
+        quietly; any other cancellation or error is the job's failure, kept for status.
+        (A clean stop logged "job bidding failed: CancelledError()" with a traceback.)"""
+
+        async def run() -> None:
+            try:
+                await func()
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                log.info("job %s: its run was cut short by the stop", job_id)
+
+        return run
 
     def every(
         self,
@@ -73,7 +91,7 @@ class Scheduler:
         first = math.ceil((now - offset_s) / seconds) * seconds + offset_s
         wall_first = time.time() + (first - now) / self.speed
         self.aps.add_job(
-            func,
+            self._guarded(job_id, func),
             IntervalTrigger(
                 seconds=seconds / self.speed, start_date=datetime.fromtimestamp(wall_first, UTC)
             ),
@@ -84,7 +102,7 @@ class Scheduler:
     def soon(self, job_id: str, func: Callable[[], Awaitable[None]], delay_s: float = 1.0) -> None:
         """Run ``func`` once shortly (e.g. a first bidding cycle at start-up)."""
         self.aps.add_job(
-            func,
+            self._guarded(job_id, func),
             "date",
             run_date=datetime.now(UTC) + timedelta(seconds=delay_s / self.speed),
             id=job_id,
@@ -95,6 +113,7 @@ class Scheduler:
         self.aps.start()
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.aps.running:
             self.aps.shutdown(wait=False)
 
