@@ -14,7 +14,7 @@ from vpp.scheduler import Scheduler
 async def test_a_run_cut_short_by_the_stop_is_no_failure(caplog: pytest.LogCaptureFixture) -> None:
     """A clean stop logged "job bidding failed: CancelledError()" with a traceback: the
     engine's loop cancels a bidding cycle still waiting on its solve thread."""
-    sched = Scheduler(SchedulerSettings())
+    sched = Scheduler(SchedulerSettings(), stop_wait_s=0.2)
     started = asyncio.Event()
 
     async def slow() -> None:
@@ -33,6 +33,26 @@ async def test_a_run_cut_short_by_the_stop_is_no_failure(caplog: pytest.LogCaptu
     assert sched.errors == {}
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert "cut short by the stop" in caplog.text
+
+
+async def test_a_stop_lets_a_short_run_finish(caplog: pytest.LogCaptureFixture) -> None:
+    """A run under way when the stop comes finishes (within stop_wait_s) instead of being
+    cancelled by APScheduler's shutdown."""
+    sched = Scheduler(SchedulerSettings(), stop_wait_s=5.0)
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    async def short() -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+        finished.set()
+
+    sched.soon("leadership", short, delay_s=0.0)
+    await sched.start()
+    await asyncio.wait_for(started.wait(), 5)
+    with caplog.at_level(logging.INFO):
+        await sched.stop()
+    assert finished.is_set() and sched.errors == {}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_a_cancellation_while_running_is_still_a_failure() -> None:

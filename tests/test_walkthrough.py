@@ -185,3 +185,12 @@ def test_an_operators_first_minutes_on_a_fresh_vpp_run(
 
     _until("a peak-shaving plan", planned, 120 * 10 / SPEED)
     bob.screenshot(path=str(SHOTS / "walk-schedules.png"), full_page=True)
+    # the planned site's page: its tariff, the month's peak so far and the plan
+    site = bob.locator("td a").first.inner_text().strip()
+    bob.goto(f"{base}/console/sites/{site}")
+    card = bob.locator("section", has_text="Peak shaving").inner_text()
+    assert "per kW of the month's peak" in card and "kW import" in card, card
+    assert "kW without →" in card, card  # the plan, linked
+    assert "hours 0–15, 21–23 on weekdays" in card  # the simulated C&I tariff's off-peak
+    bob.wait_for_selector("#site-plot canvas")
+    bob.screenshot(path=str(SHOTS / "walk-site.png"), full_page=True)

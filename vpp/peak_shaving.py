@@ -424,6 +424,32 @@ class PeakShaver:
             done += 1
         return done
 
+    def site_state(self, site_id: str) -> dict[str, Any]:
+        """One site's peak shaving now: planned, paused (by whom, since when, why) or
+        skipped (why), and its latest plan's summary."""
+        paused = self.paused.get(site_id)
+        if paused is not None:
+            state, reason = "paused", paused["reason"]
+        elif site_id in self.skipped:
+            state, reason = "skipped", self.skipped[site_id]
+        else:
+            state, reason = "planned", None
+        return {
+            "site_id": site_id,
+            "state": state,
+            "reason": reason,
+            "paused_by": paused["by"] if paused else None,
+            "paused_since": paused["since"] if paused else None,
+            "latest": self.planned.get(site_id),
+        }
+
+    def month_peak_kw(self, row: int) -> float | None:
+        """The site's highest import so far this billing month (kW), as the planner shaves
+        against it; None before the site's first reading."""
+        if row >= self.profiles.peak_kw.size:
+            return None
+        return float(self.profiles.peak_kw[row])
+
     def status(self) -> dict[str, Any]:
         cut = sum(p["peak_without_kw"] - p["peak_kw"] for p in self.planned.values())
         line = f"{len(self.planned)} sites planned, peak cut {cut:.0f} kW"

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 class Scheduler:
     name = "scheduler"
 
-    def __init__(self, settings: SchedulerSettings, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: SchedulerSettings, clock: Clock | None = None, stop_wait_s: float = 10.0
+    ) -> None:
         self.settings = settings
         self.clock: Clock = clock or WallClock()
         self.speed = float(getattr(self.clock, "speed", 1.0))
@@ -51,6 +53,8 @@ class Scheduler:
         self.errors: dict[str, str] = {}
         self.missed: dict[str, int] = {}
         self._stopping = False
+        self._running: set[asyncio.Task[Any]] = set()
+        self.stop_wait_s = stop_wait_s  # how long a stop lets running jobs finish
         self.aps.add_listener(self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
 
     def _on_event(self, event: JobExecutionEvent) -> None:
@@ -68,12 +72,17 @@ class Scheduler:
         (A clean stop logged "job bidding failed: CancelledError()" with a traceback.)"""
 
         async def run() -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.add(task)
             try:
                 await func()
             except asyncio.CancelledError:
                 if not self._stopping:
                     raise
                 log.info("job %s: its run was cut short by the stop", job_id)
+            finally:
+                self._running.discard(task)
 
         return run
 
@@ -113,8 +122,15 @@ class Scheduler:
         self.aps.start()
 
     async def stop(self) -> None:
+        """No new runs; the running ones get ``stop_wait_s`` to finish (APScheduler's
+        shutdown cancels whatever still runs, and a run cancelled before it began was
+        logged as "Error running job")."""
         self._stopping = True
         if self.aps.running:
+            self.aps.pause()
+            await asyncio.sleep(0)  # a run already handed to the loop enters its wrapper
+            if self._running:
+                await asyncio.wait(set(self._running), timeout=self.stop_wait_s)
             self.aps.shutdown(wait=False)
 
     def status(self) -> dict[str, Any]:

@@ -283,6 +283,7 @@ def site_page(request: Request, site_id: str) -> Response:
         request,
         "site.html",
         user,
+        shaving=_site_shaving(user, store, site_id, i),
         site=view,
         events=events,
         commands=commands,
@@ -294,6 +295,49 @@ def site_page(request: Request, site_id: str) -> Response:
             ],
         },
     )
+
+
+def _site_shaving(user: User, store: Any, site_id: str, row: int) -> dict[str, Any] | None:
+    """A tariffed site's peak shaving for its page: the tariff, the month's peak so far,
+    whether it is planned (or paused, or skipped and why) and its newest plan."""
+    tariff = store.tariffs.get(site_id)
+    if tariff is None:
+        return None
+    shaver = user.services.peak_shaver
+    plans, _ = peak_schedules.list_schedules(user.services.db, site_id=site_id, limit=1)
+    return {
+        "tariff": tariff,
+        "tou": [_period_words(p) for p in tariff.tou],
+        "state": shaver.site_state(site_id) if shaver is not None else None,
+        "month_peak_kw": shaver.month_peak_kw(row) if shaver is not None else None,
+        "plan": plans[0] if plans else None,
+    }
+
+
+def _runs(values: list[int]) -> str:
+    """``[0, 1, 2, 5, 21, 22, 23]`` as "0–2, 5, 21–23"."""
+    out: list[str] = []
+    ordered = sorted(set(values))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}–{ordered[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def _period_words(p: Any) -> str:
+    """A time-of-use period as a line: price, hours, and the days and months it keeps to."""
+    days = {(0, 1, 2, 3, 4): "weekdays", (5, 6): "weekends"}.get(tuple(sorted(p.weekdays)))
+    text = f"{p.price_per_kwh:g}/kWh hours {_runs(p.hours)}"
+    if len(set(p.weekdays)) < 7:
+        names = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+        text += " on " + (days or ", ".join(names[d] for d in sorted(p.weekdays)))
+    if len(set(p.months)) < 12:
+        text += f" in months {_runs(p.months)}"
+    return text
 
 
 @router.get("/schedules", response_class=HTMLResponse)

@@ -302,24 +302,6 @@ def _shaver(caller: Any, site_id: str) -> Any:
     return shaver
 
 
-def _site_state(shaver: Any, site_id: str) -> dict[str, Any]:
-    paused = shaver.paused.get(site_id)
-    if paused is not None:
-        state, reason = "paused", paused["reason"]
-    elif site_id in shaver.skipped:
-        state, reason = "skipped", shaver.skipped[site_id]
-    else:
-        state, reason = "planned", None
-    return {
-        "site_id": site_id,
-        "state": state,
-        "reason": reason,
-        "paused_by": paused["by"] if paused else None,
-        "paused_since": paused["since"] if paused else None,
-        "latest": shaver.planned.get(site_id),
-    }
-
-
 @router.get(
     "/sites",
     response_model=Page[PeakSitePublic],
@@ -336,7 +318,7 @@ def list_peak_sites(
     if shaver is None or store is None:
         raise HTTPException(503, detail="peak shaving is not running (peak_shaving.enabled)")
     sites = sorted(store.tariffs)
-    data = [_site_state(shaver, s) for s in sites[skip : skip + limit]]
+    data = [shaver.site_state(s) for s in sites[skip : skip + limit]]
     return Response(encode({"data": data, "count": len(sites)}), media_type="application/json")
 
 
@@ -352,9 +334,9 @@ def pause_site(
     body: PauseRequest,
 ) -> Response:
     shaver = _shaver(caller, site_id)
-    before = _site_state(shaver, site_id)
+    before = shaver.site_state(site_id)
     shaver.pause(site_id, caller.principal.actor, body.reason, caller.services.clock().timestamp())
-    after = _site_state(shaver, site_id)
+    after = shaver.site_state(site_id)
     with caller.services.db.begin() as conn:
         audit.record(conn, caller.principal, "pause", "peak_shaving", site_id, before, after)
     return Response(encode(after), media_type="application/json")
@@ -370,9 +352,9 @@ def resume_site(
     caller: Operator, site_id: Annotated[str, Path(min_length=1, max_length=100)]
 ) -> Response:
     shaver = _shaver(caller, site_id)
-    before = _site_state(shaver, site_id)
+    before = shaver.site_state(site_id)
     shaver.resume(site_id)
-    after = _site_state(shaver, site_id)
+    after = shaver.site_state(site_id)
     with caller.services.db.begin() as conn:
         audit.record(conn, caller.principal, "resume", "peak_shaving", site_id, before, after)
     return Response(encode(after), media_type="application/json")
