@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -480,3 +481,42 @@ def test_a_bid_unknown_at_the_market_is_resolved_by_an_operator(api: Api) -> Non
             )
         ).all()
     assert len(audited) == 1 and audited[0].actor.startswith("alice")
+
+
+def test_every_read_route_writes_instants_with_z_and_numbers_rounded(api: Api) -> None:
+    """One API style across every GET route without path parameters (and one of each
+    resource's pages): instants are UTC ISO 8601 ending in Z, numbers have at most six
+    decimals, and no record names one thing twice (group and group_id)."""
+    import re
+
+    api.client.put(f"/api/v1/bids/{BID}/curve", json=curve(52.0), headers=api.h("alice"))
+    api.client.post(f"/api/v1/bids/{BID}/approve", json={"version": 2}, headers=api.h("bob"))
+    instant = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$")
+    spec = api.client.get("/openapi.json").json()
+    paths = [
+        p
+        for p, ops in spec["paths"].items()
+        if "get" in ops and "{" not in p and p.startswith("/api/v1") and "history" not in p
+    ]
+    paths += [f"/api/v1/bids/{BID}", "/api/v1/sites/s0", "/api/v1/fleet/groups/north"]
+    bad: list[str] = []
+
+    def walk(where: str, node: Any) -> None:
+        if isinstance(node, dict):
+            if "group" in node and "group_id" in node:
+                bad.append(f"{where}: both group and group_id")
+            for k, v in node.items():
+                walk(f"{where}.{k}", v)
+        elif isinstance(node, list):
+            for i, v in enumerate(node[:20]):
+                walk(f"{where}[{i}]", v)
+        elif isinstance(node, str) and instant.match(node) and not node.endswith("Z"):
+            bad.append(f"{where}: {node}")
+        elif isinstance(node, float) and node != round(node, 6):
+            bad.append(f"{where}: {node!r}")
+
+    for path in paths:
+        r = api.client.get(path, headers=api.h("admin"))
+        if r.status_code == 200 and r.headers["content-type"].startswith("application/json"):
+            walk(path, r.json())
+    assert bad == [], sorted({b.split(": ")[0] for b in bad})

@@ -53,6 +53,7 @@ from optimizer.report import InfeasibleInputError
 from vpp.config import PeakShavingSettings
 from vpp.dispatch.targets import GroupTarget, dispatch_id
 from vpp.logs import ctx
+from vpp.records import utc_iso
 from vpp.store import peak_schedules
 from vpp.store.keys import SYSTEM, Principal
 from vpp.twins.registry import Tariff
@@ -386,7 +387,7 @@ class PeakShaver:
         self.paused[site_id] = {
             "by": by,
             "reason": reason,
-            "since": datetime.fromtimestamp(now, UTC).isoformat(),
+            "since": utc_iso(datetime.fromtimestamp(now, UTC)),
         }
 
     def resume(self, site_id: str) -> bool:

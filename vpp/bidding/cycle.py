@@ -57,6 +57,7 @@ from optimizer.report import InfeasibleInputError
 from vpp.aggregate import battery_from_node
 from vpp.bidding.strategies import Fixed, PriceView, Strategy
 from vpp.fleet.hierarchy import NodeAggregate
+from vpp.records import utc_iso
 
 F64 = npt.NDArray[np.float64]
 
@@ -360,7 +361,7 @@ class BidCycle:
                     "max": float(prices.max()),
                 },
                 "currency": self.market.currency,
-                "interval_starts": [s.isoformat() for s in bid],
+                "interval_starts": [utc_iso(s) for s in bid],
                 "committed_elsewhere": {
                     "sites": node.committed.sites,
                     "p_discharge_kw": round(node.committed.p_discharge_kw.expected, 1),

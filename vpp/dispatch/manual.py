@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from vpp.bidding.physics import target_problems
 from vpp.dispatch.service import TARGET_HORIZON
 from vpp.dispatch.targets import GroupTarget, dispatch_id
+from vpp.records import utc_iso
 from vpp.services import RefusedError, Services
 from vpp.store import audit, dispatch_log
 from vpp.store.keys import Principal
@@ -207,7 +208,7 @@ async def cancel_manual_target(svc: Services, principal: Principal, dispatch_id:
                 "peak shaving instead of cancelling its plan)",
             )
         before = {
-            k: v.isoformat() if isinstance(v, datetime) else v
+            k: utc_iso(v) if isinstance(v, datetime) else v
             for k, v in d.row(d.status(svc.clock()), svc.clock().timestamp()).items()
         }
         await dispatch.cancel_target(dispatch_id)

@@ -31,7 +31,7 @@ from vpp.fleet.estimates import (
     quantiles,
     wsum,
 )
-from vpp.records import plain
+from vpp.records import plain, utc_iso
 from vpp.twins.states import STATE_FAMILIES
 from vpp.twins.store import FleetStore
 
@@ -74,7 +74,7 @@ class NodeAggregate:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (:func:`vpp.records.plain`: no deep copies)."""
         out = plain(self)
-        out["as_of"] = self.as_of.isoformat()
+        out["as_of"] = utc_iso(self.as_of)
         return out
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from vpp.records import plain
+from vpp.records import plain, utc_iso
 from vpp.telemetry.contract import MODES
 from vpp.twins.states import CommandState, Connectivity, Operation, state_name
 from vpp.twins.store import FleetStore
@@ -47,7 +47,7 @@ class SiteView:
 
     def to_dict(self) -> dict[str, Any]:
         out = plain(self)
-        out["last_ts"] = self.last_ts.isoformat() if self.last_ts else None
+        out["last_ts"] = utc_iso(self.last_ts) if self.last_ts else None
         out["e_kwh"] = self.e_kwh
         return out
 
